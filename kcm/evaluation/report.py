@@ -1,0 +1,102 @@
+"""Scoring a view and rendering the report."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from kcm.evaluation.metrics import Accuracy, GroupAccuracy, LargeCallRate
+
+
+def view_metrics(
+    label: np.ndarray, y_true: np.ndarray, to_large: np.ndarray, groups: Mapping[int, str]
+) -> dict[str, Any]:
+    """accuracy, accuracy per Many/Medium/Few, large-call rate and count on one view."""
+    acc, grp, rate = Accuracy(), GroupAccuracy(groups), LargeCallRate()
+    acc.update(label, y_true)
+    grp.update(label, y_true)
+    rate.update(to_large)
+    g = grp.result()
+    return {
+        "n": len(label),
+        "accuracy": acc.result(),
+        "accuracy_many": g["many"],
+        "accuracy_medium": g["medium"],
+        "accuracy_few": g["few"],
+        "large_call_rate": rate.result(),
+        "large_calls": int(np.asarray(to_large).sum()),
+    }
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def render_tables(report: Mapping[str, Any]) -> Any:
+    """A rich renderable with the per-cycle table and the final comparison."""
+    from rich.console import Group
+    from rich.table import Table
+
+    cyc = Table(title=f"kcm run: {report['dataset']} ({report['judge']} judge)")
+    for col in (
+        "cycle",
+        "n",
+        "accuracy",
+        "many",
+        "medium",
+        "few",
+        "large rate",
+        "large calls",
+        "seconds",
+    ):
+        cyc.add_column(col, justify="right")
+    for c in report["cycles"]:
+        cyc.add_row(
+            str(c["cycle"]),
+            str(c["n"]),
+            _fmt(c["accuracy"]),
+            _fmt(c["accuracy_many"]),
+            _fmt(c["accuracy_medium"]),
+            _fmt(c["accuracy_few"]),
+            _fmt(c["large_call_rate"]),
+            str(c["large_calls"]),
+            f"{c['seconds']:.1f}",
+        )
+    fin = Table(title="held-out test: traffic view (stream proportions) and balanced view")
+    for col in ("method", "traffic acc", "balanced acc", "large rate (traffic)", "few (balanced)"):
+        fin.add_column(col, justify="right")
+    f, fb = report["final"], report["final_balanced"]
+    fin.add_row(
+        "system",
+        _fmt(f["accuracy"]),
+        _fmt(fb["accuracy"]),
+        _fmt(f["large_call_rate"]),
+        _fmt(fb["accuracy_few"]),
+    )
+    for name in ("large_only", "small_only", "cascade"):
+        b = report[name]
+        rate = (
+            "1.000"
+            if name == "large_only"
+            else ("0.000" if name == "small_only" else _fmt(f["large_call_rate"]))
+        )
+        fin.add_row(
+            name, _fmt(b["traffic"]), _fmt(b["balanced"]), rate, _fmt(b.get("few_balanced"))
+        )
+    fg = report["forgetting"]
+    fgt = Table(title="forgetting (balanced test, accuracy matrix over cycles)")
+    for col in ("model", "BWT", "forgetting", "forgetting (Few)"):
+        fgt.add_column(col, justify="right")
+    fgt.add_row("system", _fmt(fg["bwt"]), _fmt(fg["forgetting"]), _fmt(fg["forgetting_few"]))
+    so = report.get("forgetting_small_only")
+    if so:
+        fgt.add_row(
+            "small_only", _fmt(so["bwt"]), _fmt(so["forgetting"]), _fmt(so["forgetting_few"])
+        )
+    return Group(cyc, fin, fgt)

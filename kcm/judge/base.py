@@ -1,0 +1,230 @@
+"""The judge contract: a score C_x in [0, 1] per sample; routing applies the threshold.
+
+Two training targets (``judge.target``):
+
+- ``correctness``: a two-way softmax that predicts whether the small model's answer is right,
+  from the input's dense features and the small model's output distribution; C_x = P(right).
+- ``labels``: the paper's judge, a classifier over the task labels whose max-softmax is C_x.
+
+Where a sample has no label, the large model's answer stands in for it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from kcm.errors import DataError, check_is_fitted
+
+Target = Literal["correctness", "labels"]
+TARGETS: tuple[Target, ...] = ("correctness", "labels")
+
+
+def small_output_stats(proba: np.ndarray) -> np.ndarray:
+    """Summary of the small model's distribution: top-1, top-2, margin, normalised entropy."""
+    p = np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1.0)
+    top = -np.sort(-p, axis=1)
+    top2 = top[:, 1] if p.shape[1] > 1 else np.zeros(len(p))
+    entropy = -(p * np.log(p)).sum(axis=1) / np.log(max(p.shape[1], 2))
+    return np.stack([top[:, 0], top2, top[:, 0] - top2, entropy], axis=1).astype(np.float32)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)
+
+
+def memory_features(
+    dense: np.ndarray,
+    pred: np.ndarray,
+    ref_dense: np.ndarray,
+    ref_truth: np.ndarray,
+    n_classes: int,
+    k: int = 5,
+) -> np.ndarray:
+    """How well the system's memory supports the small model's answer ``pred``.
+
+    Per sample: log(1 + samples of the predicted class in memory), cosine similarity to that
+    class's centroid, cosine similarity to the nearest remembered sample (novelty), and the
+    share of the k nearest remembered samples whose answer agrees with ``pred``.
+    ``ref_*`` is the reference memory (for training rows: a cross-fitting fold that does not
+    contain them).
+    """
+    n = len(dense)
+    out = np.zeros((n, 4), dtype=np.float32)
+    keep = ref_truth >= 0
+    ref, truth = _unit(ref_dense[keep]), ref_truth[keep]
+    if len(ref) == 0 or n == 0:
+        return out
+    x = _unit(dense)
+    counts = np.bincount(truth, minlength=n_classes)
+    out[:, 0] = np.log1p(counts[pred])
+    cent = np.zeros((n_classes, ref.shape[1]), np.float32)
+    np.add.at(cent, truth, ref)
+    cent = _unit(cent)
+    out[:, 1] = (x * cent[pred]).sum(axis=1)
+    kk = min(k, len(ref))
+    for s in range(0, n, 2048):
+        sim = x[s : s + 2048] @ ref.T
+        top = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
+        out[s : s + 2048, 2] = sim.max(axis=1)
+        out[s : s + 2048, 3] = (truth[top] == pred[s : s + 2048, None]).mean(axis=1)
+    return out
+
+
+class Judge(ABC):
+    """``fit(X, y, small_proba) -> self``; ``predict_proba``; ``confidence`` (C_x)."""
+
+    target: Target
+
+    @abstractmethod
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        small_proba: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+    ) -> Judge: ...
+
+    @abstractmethod
+    def predict_proba(self, X: np.ndarray, small_proba: np.ndarray) -> np.ndarray: ...
+
+    def confidence(self, X: np.ndarray, small_proba: np.ndarray) -> np.ndarray:
+        """C_x: P(small model right) for ``correctness``, max-softmax for ``labels``."""
+        proba = self.predict_proba(X, small_proba)
+        if self.target == "correctness":
+            return proba[:, 1]
+        return proba.max(axis=1)
+
+
+class NeuralJudge(Judge):
+    """Shared training loop of the KAN and MLP judges; subclasses build the network."""
+
+    def __init__(
+        self,
+        target: Target = "correctness",
+        hidden: int = 16,
+        epochs: int = 60,
+        lr: float = 1e-2,
+        weight_decay: float = 1e-4,
+        batch_size: int = 256,
+        seed: int = 0,
+        val_fraction: float = 0.2,
+        patience: int = 10,
+    ) -> None:
+        self.target = target
+        self.val_fraction = val_fraction
+        self.patience = patience
+        self.hidden = hidden
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.seed = seed
+        self.net_: nn.Module | None = None
+        self.mean_: np.ndarray | None = None
+        self.std_: np.ndarray | None = None
+        self.n_classes_: int | None = None
+
+    @abstractmethod
+    def _build(self, in_dim: int, out_dim: int) -> nn.Module: ...
+
+    def _prepare(self, X: np.ndarray) -> None:
+        """Called once per fit on the scaled inputs (KAN: move the spline grid)."""
+
+    def _inputs(self, X: np.ndarray, small_proba: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        small_proba = np.asarray(small_proba, dtype=np.float32)
+        if X.ndim != 2 or small_proba.ndim != 2 or len(X) != len(small_proba):
+            raise DataError(
+                f"judge inputs must be 2-D with equal rows: X {X.shape}, small_proba "
+                f"{small_proba.shape}"
+            )
+        return np.hstack([X, small_output_stats(small_proba)])
+
+    def _scale(self, Z: np.ndarray) -> torch.Tensor:
+        assert self.mean_ is not None and self.std_ is not None
+        # standardise, then squash into the KAN grid's [-1, 1] (same for both judges)
+        return torch.from_numpy(np.tanh((Z - self.mean_) / self.std_ / 2).astype(np.float32))
+
+    def fit(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        small_proba: np.ndarray,
+        sample_weight: np.ndarray | None = None,
+    ) -> NeuralJudge:
+        if self.target not in TARGETS:
+            raise ValueError(f"target={self.target!r}; choose one of {TARGETS}")
+        y = np.asarray(y, dtype=np.int64)
+        keep = y >= 0
+        if keep.sum() < 2:
+            raise DataError(
+                f"the judge needs at least 2 samples with a known answer; got {keep.sum()}"
+            )
+        Z = self._inputs(X, small_proba)[keep]
+        self.n_classes_ = small_proba.shape[1]
+        if self.target == "correctness":
+            t = (np.asarray(small_proba)[keep].argmax(axis=1) == y[keep]).astype(np.int64)
+            out_dim = 2
+        else:
+            t = y[keep]
+            out_dim = self.n_classes_
+        w = (
+            np.ones(len(t), np.float32)
+            if sample_weight is None
+            else np.asarray(sample_weight, np.float32)[keep]
+        )
+        self.mean_ = Z.mean(axis=0)
+        self.std_ = Z.std(axis=0) + 1e-6
+        xt = self._scale(Z)
+        torch.manual_seed(self.seed)
+        self.net_ = self._build(xt.shape[1], out_dim)
+        self._prepare(xt)
+        tt, wt = torch.from_numpy(t), torch.from_numpy(w)
+        gen = torch.Generator().manual_seed(self.seed)
+        # hold out a validation share for early stopping (keeps the best epoch's weights)
+        perm = torch.randperm(len(tt), generator=gen)
+        n_val = int(len(tt) * self.val_fraction) if len(tt) >= 50 else 0
+        val, fit = perm[:n_val], perm[n_val:]
+        opt = torch.optim.Adam(self.net_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        best, best_state, stale = float("inf"), None, 0
+        for _ in range(self.epochs):
+            self.net_.train()
+            order = fit[torch.randperm(len(fit), generator=gen)]
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                loss = (
+                    F.cross_entropy(self.net_(xt[idx]), tt[idx], reduction="none") * wt[idx]
+                ).sum()
+                loss = loss / wt[idx].sum().clamp_min(1e-6)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            if n_val:
+                self.net_.eval()
+                with torch.no_grad():
+                    v = float(F.cross_entropy(self.net_(xt[val]), tt[val]))
+                if v < best - 1e-4:
+                    best, stale = v, 0
+                    best_state = {k: p.detach().clone() for k, p in self.net_.state_dict().items()}
+                else:
+                    stale += 1
+                    if stale >= self.patience:
+                        break
+        if best_state is not None:
+            self.net_.load_state_dict(best_state)
+        self.net_.eval()
+        return self
+
+    @torch.no_grad()
+    def predict_proba(self, X: np.ndarray, small_proba: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "net_")
+        assert self.net_ is not None
+        logits = self.net_(self._scale(self._inputs(X, small_proba)))
+        return torch.softmax(logits, dim=1).numpy().astype(np.float64)

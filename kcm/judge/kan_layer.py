@@ -1,0 +1,155 @@
+"""A fast Kolmogorov–Arnold Network layer with pykan's exact parameterisation.
+
+Each edge (i → o) carries ``φ_io(x) = mask_io · (scale_base_io · silu(x) + scale_sp_io · Σ_j
+coef_ioj B_j(x))`` with B_j the order-k B-splines on a per-input grid of G intervals extended by
+k knots on each side, exactly as ``kan.KANLayer``. pykan materialises a (batch, out, in) tensor
+for every layer; here the B-spline basis is computed once per input, (batch, in, G+k), and the
+sum over edges becomes two matrix products. ``KANNet.to_pykan()`` copies the weights into a
+``kan.KAN`` so pykan's ``plot``, ``prune`` and ``auto_symbolic`` work on a trained judge.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def extend_grid(grid: torch.Tensor, k: int) -> torch.Tensor:
+    """Extend a (in, G+1) grid by k equally spaced knots on both sides (as pykan)."""
+    h = (grid[:, [-1]] - grid[:, [0]]) / (grid.shape[1] - 1)
+    for _ in range(k):
+        grid = torch.cat([grid[:, [0]] - h, grid, grid[:, [-1]] + h], dim=1)
+    return grid
+
+
+def b_spline_basis(x: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:
+    """B-spline basis of order ``k``: x (batch, in), grid (in, G+2k+1) -> (batch, in, G+k)."""
+    x = x.unsqueeze(-1)
+    g = grid.unsqueeze(0)
+    value = ((x >= g[:, :, :-1]) & (x < g[:, :, 1:])).to(x.dtype)
+    for p in range(1, k + 1):
+        left = (x - g[:, :, : -(p + 1)]) / (g[:, :, p:-1] - g[:, :, : -(p + 1)])
+        right = (g[:, :, p + 1 :] - x) / (g[:, :, p + 1 :] - g[:, :, 1:-p])
+        value = left * value[:, :, :-1] + right * value[:, :, 1:]
+    return torch.nan_to_num(value)
+
+
+class KANLayer(nn.Module):
+    """One KAN layer: ``in_dim`` inputs, ``out_dim`` outputs, a learnable function per edge."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        grid: int = 5,
+        k: int = 3,
+        grid_range: tuple[float, float] = (-1.0, 1.0),
+        grid_eps: float = 0.02,
+        noise_scale: float = 0.5,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_dim, self.out_dim, self.num, self.k = in_dim, out_dim, grid, k
+        self.grid_eps = grid_eps
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        knots = torch.linspace(grid_range[0], grid_range[1], grid + 1).expand(in_dim, grid + 1)
+        self.register_buffer("grid", extend_grid(knots.contiguous(), k))
+        # Small random splines, as pykan initialises them (noise / G at the grid points).
+        self.coef = nn.Parameter(
+            (torch.rand(in_dim, out_dim, grid + k, generator=gen) - 0.5) * noise_scale / grid
+        )
+        scale = 1.0 / in_dim**0.5
+        self.scale_base = nn.Parameter((torch.rand(in_dim, out_dim, generator=gen) * 2 - 1) * scale)
+        self.scale_sp = nn.Parameter(torch.full((in_dim, out_dim), scale))
+        self.register_buffer("mask", torch.ones(in_dim, out_dim))
+        self.bias = nn.Parameter(torch.zeros(out_dim))
+
+    def basis(self, x: torch.Tensor) -> torch.Tensor:
+        return b_spline_basis(x, self.grid, self.k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        basis = self.basis(x).reshape(x.shape[0], -1)  # (batch, in * (G+k))
+        w_sp = (self.coef * (self.scale_sp * self.mask).unsqueeze(-1)).permute(0, 2, 1)
+        y = basis @ w_sp.reshape(-1, self.out_dim)
+        y = y + F.silu(x) @ (self.scale_base * self.mask)
+        return y + self.bias
+
+    def edge_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """φ_io(x_i) for every edge: (batch, in, out). For plots and tests, not the hot path."""
+        spline = torch.einsum("bij,ioj->bio", self.basis(x), self.coef)
+        out = self.scale_base * F.silu(x).unsqueeze(-1) + self.scale_sp * spline
+        return out * self.mask
+
+    @torch.no_grad()
+    def update_grid(self, x: torch.Tensor) -> None:
+        """Move the grid to the samples' quantiles (blended with a uniform grid by grid_eps)
+        and refit the coefficients so each edge function stays the same (pykan's method)."""
+        n = x.shape[0]
+        x_sorted = torch.sort(x, dim=0).values
+        y_eval = torch.einsum("bij,ioj->bio", self.basis(x_sorted), self.coef)
+        ids = [int(n / self.num * i) for i in range(self.num)] + [-1]
+        adaptive = x_sorted[ids, :].T
+        h = (adaptive[:, [-1]] - adaptive[:, [0]]) / self.num
+        uniform = adaptive[:, [0]] + h * torch.arange(self.num + 1, dtype=x.dtype)[None, :]
+        knots = self.grid_eps * uniform + (1 - self.grid_eps) * adaptive
+        self.grid.copy_(extend_grid(knots, self.k))
+        self.coef.copy_(_curve_to_coef(x_sorted, y_eval, self.grid, self.k))
+
+
+def _curve_to_coef(x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:
+    """Least-squares spline coefficients: x (batch, in), y (batch, in, out) -> (in, out, G+k)."""
+    mat = b_spline_basis(x, grid, k).permute(1, 0, 2)  # (in, batch, n_coef)
+    rhs = y.permute(1, 0, 2)  # (in, batch, out)
+    sol = torch.linalg.lstsq(mat, rhs).solution  # (in, n_coef, out)
+    return sol.permute(0, 2, 1).contiguous()
+
+
+class KANNet(nn.Module):
+    """A stack of KAN layers, e.g. widths [in, hidden, out]."""
+
+    def __init__(self, widths: list[int], grid: int = 5, k: int = 3, seed: int | None = 0) -> None:
+        super().__init__()
+        if len(widths) < 2:
+            raise ValueError(f"widths={widths}: give at least [in_dim, out_dim]")
+        self.widths, self.grid_size, self.k = list(widths), grid, k
+        self.layers = nn.ModuleList(
+            KANLayer(a, b, grid=grid, k=k, seed=None if seed is None else seed + i)
+            for i, (a, b) in enumerate(itertools.pairwise(widths))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    @torch.no_grad()
+    def update_grid(self, x: torch.Tensor) -> None:
+        for layer in self.layers:
+            layer.update_grid(x)
+            x = layer(x)
+
+    def to_pykan(self, **kwargs: Any) -> Any:
+        """A ``kan.KAN`` with these weights (outputs match to float precision).
+
+        Nothing is written to disk: ``auto_save`` is off unless you pass it.
+        """
+        from kan import KAN  # heavy (about 5 s): imported only here
+
+        opts: dict[str, Any] = {"auto_save": False, "symbolic_enabled": False, "save_act": True}
+        opts.update(kwargs)
+        model = KAN(width=self.widths, grid=self.grid_size, k=self.k, seed=0, device="cpu", **opts)
+        with torch.no_grad():
+            for mine, theirs, node_bias in zip(
+                self.layers, model.act_fun, model.node_bias, strict=True
+            ):
+                theirs.grid.data = mine.grid.clone()
+                theirs.coef.data = mine.coef.detach().clone()
+                theirs.scale_base.data = mine.scale_base.detach().clone()
+                theirs.scale_sp.data = mine.scale_sp.detach().clone()
+                theirs.mask.data = mine.mask.clone()
+                node_bias.data = mine.bias.detach().clone()
+        return model

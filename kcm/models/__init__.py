@@ -1,0 +1,1 @@
+"""The small model and the large-model backends."""

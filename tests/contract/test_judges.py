@@ -1,0 +1,67 @@
+"""One contract for every judge (KAN = KCM, MLP = MCM) and every training target."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kcm.config import JudgeConfig
+from kcm.errors import NotFittedError
+from kcm.judge import JUDGES, TARGETS, make_judge
+
+
+def _task(rng: np.random.Generator, n: int = 600, c: int = 4):
+    """Dense features; a 'small model' that is right on the left half of feature 0."""
+    X = rng.normal(size=(n, 5)).astype(np.float32)
+    y = (np.abs(X[:, 1]) * 2).astype(int) % c
+    right = X[:, 0] < 0
+    small_pred = np.where(right, y, (y + 1) % c)
+    small = np.full((n, c), 0.1 / (c - 1))
+    small[np.arange(n), small_pred] = 0.9
+    return X, y, small, right
+
+
+@pytest.fixture(params=sorted(JUDGES))
+def kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_fit_returns_self_and_confidence_is_a_probability(
+    kind: str, target: str, rng: np.random.Generator
+) -> None:
+    X, y, small, _ = _task(rng)
+    judge = make_judge(JudgeConfig(kind=kind, target=target, epochs=20), seed=0)
+    assert judge.fit(X, y, small) is judge
+    conf = judge.confidence(X, small)
+    assert conf.shape == (len(X),) and (conf >= 0).all() and (conf <= 1).all()
+    proba = judge.predict_proba(X, small)
+    assert np.allclose(proba.sum(1), 1.0, atol=1e-5)
+    assert proba.shape[1] == (2 if target == "correctness" else 4)
+
+
+def test_correctness_judge_separates_right_from_wrong(kind: str, rng: np.random.Generator) -> None:
+    from sklearn.metrics import roc_auc_score
+
+    X, y, small, right = _task(rng)
+    judge = make_judge(JudgeConfig(kind=kind, target="correctness", epochs=40), seed=0)
+    judge.fit(X[:400], y[:400], small[:400])
+    auc = roc_auc_score(right[400:], judge.confidence(X[400:], small[400:]))
+    assert auc > 0.9
+
+
+def test_unknown_answers_are_ignored_and_seed_makes_it_deterministic(
+    kind: str, rng: np.random.Generator
+) -> None:
+    X, y, small, _ = _task(rng)
+    y = y.copy()
+    y[::3] = -1
+    a = make_judge(JudgeConfig(kind=kind, epochs=5), seed=1).fit(X, y, small)
+    b = make_judge(JudgeConfig(kind=kind, epochs=5), seed=1).fit(X, y, small)
+    assert np.allclose(a.confidence(X, small), b.confidence(X, small))
+
+
+def test_not_fitted(kind: str) -> None:
+    judge = make_judge(JudgeConfig(kind=kind))
+    with pytest.raises(NotFittedError, match="call fit first"):
+        judge.confidence(np.zeros((2, 3)), np.full((2, 2), 0.5))

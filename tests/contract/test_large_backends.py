@@ -1,0 +1,127 @@
+"""One contract for every large-model backend: shapes, caching, the ledger, hints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+from kcm.config import EmbeddingHeadConfig, MLPTeacherConfig, OpenAIConfig
+from kcm.data.batch import Batch, Task
+from kcm.models.cache import ResponseCache
+from kcm.models.large import LargeModel
+from kcm.models.large.callable import CallableModel
+from tests.llm_server import LLMServer
+
+LABELS = ("cat", "dog", "fish")
+TEXT = Task(kind="text", label_names=LABELS, text_col="text")
+NUM = Task(kind="numeric", label_names=LABELS, feature_cols=("a", "b"))
+TEXTS = ["my cat sleeps", "the dog barks", "a fish swims", "cat and mouse", "dog days", "fish tank"]
+
+
+def _text_batch() -> Batch:
+    y = np.array([0, 1, 2, 0, 1, 2])
+    return Batch(
+        ids=np.array([str(i) for i in range(6)], dtype=object),
+        inputs=list(TEXTS),
+        y=y,
+        y_true=y.copy(),
+    )
+
+
+def _keyword(inputs: list[Any], hints: np.ndarray | None) -> np.ndarray:
+    out = np.full((len(inputs), 3), 0.05)
+    for i, t in enumerate(inputs):
+        j = next((k for k, lab in enumerate(LABELS) if lab in str(t)), 0)
+        out[i, j] = 0.9
+    return out
+
+
+@pytest.fixture(params=["callable", "mlp-teacher", "embedding-head", "openai"])
+def backend(request: pytest.FixtureRequest) -> Iterator[tuple[LargeModel, list[Any]]]:
+    name = request.param
+    if name == "callable":
+        yield CallableModel(TEXT, _keyword), list(TEXTS)
+    elif name == "mlp-teacher":
+        from kcm.models.large.heads import MLPTeacherModel
+
+        rng = np.random.default_rng(0)
+        y = np.repeat(np.arange(3), 30)
+        x = (np.eye(3)[y][:, :2] * 3 + rng.normal(scale=0.3, size=(90, 2))).astype(np.float32)
+        m = MLPTeacherModel(NUM, MLPTeacherConfig(hidden=(16,), epochs=50))
+        m.fit(Batch(ids=np.arange(90).astype(str).astype(object), inputs=x, y=y, y_true=y))
+        yield m, list(x[:6])
+    elif name == "embedding-head":
+        from kcm.models.large.heads import EmbeddingHeadModel
+
+        m = EmbeddingHeadModel(TEXT, EmbeddingHeadConfig(epochs=100))
+        m.fit(_text_batch())
+        yield m, list(TEXTS)
+    else:
+        from kcm.models.large.openai import OpenAIChatModel
+
+        with LLMServer(list(LABELS)) as srv:
+            yield (
+                OpenAIChatModel(TEXT, OpenAIConfig(base_url=srv.base_url, backoff=0.01)),
+                list(TEXTS),
+            )
+
+
+def test_returns_one_distribution_per_input(backend: tuple[LargeModel, list[Any]]) -> None:
+    model, inputs = backend
+    out = model.predict_proba(inputs)
+    assert out.raw.shape == (len(inputs), 3) and out.answer.shape == (len(inputs), 3)
+    assert out.ok.all()
+    assert np.allclose(out.raw.sum(axis=1), 1.0, atol=1e-5)
+    assert model.ledger.calls == len(inputs) and model.ledger.failures == 0
+    assert model.ledger.latency_s > 0
+
+
+def test_cached_inputs_are_never_paid_twice(backend: tuple[LargeModel, list[Any]]) -> None:
+    model, inputs = backend
+    first = model.predict_proba(inputs)
+    calls = model.ledger.calls
+    again = model.predict_proba(inputs[::-1])
+    assert model.ledger.calls == calls
+    assert model.ledger.cache_hits == len(inputs)
+    assert np.allclose(again.raw[::-1], first.raw)
+
+
+def test_hint_changes_answer_or_prompt(backend: tuple[LargeModel, list[Any]]) -> None:
+    model, inputs = backend
+    hints = np.tile([0.0, 0.0, 1.0], (len(inputs), 1))
+    plain = model.predict_proba(inputs)
+    hinted = model.predict_proba(inputs, hints)
+    assert hinted.ok.all()
+    if model.hint_in_request:  # the hint is in the prompt: a new request per input
+        assert model.ledger.calls == 2 * len(inputs)
+    else:  # classifier backends fuse the small model's distribution
+        assert np.allclose(plain.raw, hinted.raw)
+        assert (hinted.answer[:, 2] >= plain.answer[:, 2] - 1e-9).all()
+
+
+def test_describe_names_backend_without_secrets(
+    backend: tuple[LargeModel, list[Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = backend
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    d = model.describe()
+    assert d["backend"] == model.name
+    assert "sk-secret" not in repr(d)
+
+
+def test_persistent_cache_survives_a_new_instance(tmp_path) -> None:
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    calls = []
+
+    def fn(inputs: list[Any], hints: np.ndarray | None) -> np.ndarray:
+        calls.append(len(inputs))
+        return _keyword(inputs, hints)
+
+    CallableModel(TEXT, fn, cache=cache).predict_proba(TEXTS)
+    cache.close()
+    again = CallableModel(TEXT, fn, cache=ResponseCache(tmp_path / "c.sqlite"))
+    again.predict_proba(TEXTS)
+    assert calls == [len(TEXTS)] and again.ledger.cache_hits == len(TEXTS)

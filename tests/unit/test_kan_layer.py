@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kcm.judge.kan_layer import KANLayer, KANNet, b_spline_basis, extend_grid
+
+
+def test_basis_is_a_partition_of_unity_inside_the_grid() -> None:
+    grid = extend_grid(torch.linspace(-1, 1, 6).expand(3, 6).contiguous(), 3)
+    x = torch.rand(50, 3) * 1.98 - 0.99
+    basis = b_spline_basis(x, grid, 3)
+    assert basis.shape == (50, 3, 5 + 3)
+    assert torch.allclose(basis.sum(-1), torch.ones(50, 3), atol=1e-5)
+
+
+def test_forward_equals_sum_of_edge_activations() -> None:
+    layer = KANLayer(4, 3, seed=0)
+    x = torch.rand(20, 4) * 2 - 1
+    edges = layer.edge_activations(x)
+    assert torch.allclose(layer(x), edges.sum(1) + layer.bias, atol=1e-5)
+
+
+def test_update_grid_keeps_the_function_on_the_samples() -> None:
+    torch.manual_seed(0)
+    layer = KANLayer(2, 2, seed=1)
+    x = torch.rand(400, 2) * 1.6 - 0.8
+    before = layer(x)
+    layer.update_grid(x)
+    assert torch.allclose(layer(x), before, atol=5e-3)
+    assert layer.grid[0, 3] == pytest.approx(float(x[:, 0].min()), abs=0.02)
+
+
+def test_to_pykan_matches_outputs(tmp_path) -> None:
+    net = KANNet([6, 4, 3], seed=2)
+    x = torch.randn(64, 6)
+    net.update_grid(x)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    model = net.to_pykan()
+    with torch.no_grad():
+        assert torch.allclose(net(x), model(x), atol=1e-5)
+    assert not (tmp_path / "model").exists()  # nothing written to ./model

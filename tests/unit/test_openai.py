@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kcm.config import OpenAIConfig
+from kcm.data.batch import Task
+from kcm.models.large.openai import OpenAIChatModel, parse_label
+from tests.llm_server import LLMServer
+
+LABELS = ["card_arrival", "card_linking", "exchange_rate", "card"]
+TASK = Task(kind="text", label_names=tuple(LABELS), text_col="text")
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("card_arrival", 0),
+        ("  Card Arrival.  ", 0),
+        ("Label: 'exchange_rate'", 2),
+        ("The answer is card_linking", 1),
+        ("`card`", 3),
+        ("card arrival\nbecause the user waits", 0),
+        ("no idea", None),
+        ("card_arrival or exchange_rate", None),
+        ("", None),
+    ],
+)
+def test_parse_label(reply: str, expected: int | None) -> None:
+    assert parse_label(reply, LABELS) == expected
+
+
+def test_prompt_carries_the_hint_and_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_KEY", "sk-test")
+    with LLMServer(LABELS) as srv:
+        m = OpenAIChatModel(
+            TASK, OpenAIConfig(base_url=srv.base_url, api_key_env="MY_KEY", top_k=2)
+        )
+        hint = np.array([[0.1, 0.7, 0.15, 0.05]])
+        out = m.predict_proba(["where is my exchange_rate"], hint)
+        assert out.ok.all() and out.raw[0].argmax() == 2
+        user = srv.requests[0]["body"]["messages"][-1]["content"]
+        assert "card_linking (0.70); exchange_rate (0.15)" in user
+        assert srv.requests[0]["auth"] == "Bearer sk-test"
+        assert m.ledger.prompt_tokens == 20 and m.ledger.completion_tokens == 3
+        no_hint = OpenAIChatModel(TASK, OpenAIConfig(base_url=srv.base_url), use_hint=False)
+        no_hint.predict_proba(["where is my card"], hint)
+        assert "smaller model" not in srv.requests[-1]["body"]["messages"][-1]["content"]
+
+
+def test_transient_errors_are_retried() -> None:
+    with LLMServer(LABELS, fail_first=2) as srv:
+        m = OpenAIChatModel(TASK, OpenAIConfig(base_url=srv.base_url, backoff=0.01, concurrency=1))
+        out = m.predict_proba(["card_arrival please"])
+        assert out.ok.all() and m.ledger.retries == 2 and m.ledger.failures == 0
+
+
+def test_reply_outside_label_set_is_a_recorded_failure() -> None:
+    with LLMServer(LABELS, nonsense=True) as srv:
+        m = OpenAIChatModel(TASK, OpenAIConfig(base_url=srv.base_url))
+        out = m.predict_proba(["a", "b"])
+        assert not out.ok.any() and np.isnan(out.raw).all()
+        assert m.ledger.failures == 2
+        assert "outside the label set" in m.ledger.failed[0]["error"]
+        m.predict_proba(["a"])  # failures are not cached: asked again
+        assert m.ledger.calls == 3
+
+
+def test_unreachable_endpoint_is_retried_then_recorded() -> None:
+    m = OpenAIChatModel(
+        TASK, OpenAIConfig(base_url="http://127.0.0.1:9/v1", max_retries=2, backoff=0.01, timeout=2)
+    )
+    out = m.predict_proba(["hello"])
+    assert not out.ok.any()
+    assert m.ledger.retries == 2 and m.ledger.failures == 1
+    assert "reachable" in m.ledger.failed[0]["error"]
