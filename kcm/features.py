@@ -41,56 +41,66 @@ def stack_features(parts: list[Features]) -> Features:
 
 
 class TextFeaturizer:
-    """Hashed word (1-2) and char_wb (2-5) n-gram TF-IDF, plus an SVD view for the judge."""
+    """Hashed word (1-2) and char_wb (2-5) n-gram TF-IDF, plus an SVD view for the judge.
+
+    The learned state is two arrays (``idf_`` and ``components_``), so it saves without pickle.
+    """
 
     def __init__(self, cfg: FeaturesConfig, seed: int = 0) -> None:
         self.cfg = cfg
         self.seed = seed
-        self.tfidf_: Any = None
-        self.svd_: Any = None
+        self.idf_: np.ndarray | None = None
+        self.components_: np.ndarray | None = None
 
     def _hash(self, texts: list[str]) -> sp.csr_matrix:
         from sklearn.feature_extraction.text import HashingVectorizer
 
         t = self.cfg.text
         half = t.n_features // 2
-        word = HashingVectorizer(
-            n_features=half,
-            ngram_range=t.word_ngrams,
-            alternate_sign=False,
-            norm=None,
-            lowercase=True,
-        )
+        common: dict[str, Any] = {"alternate_sign": False, "norm": None, "lowercase": True}
+        word = HashingVectorizer(n_features=half, ngram_range=t.word_ngrams, **common)
         char = HashingVectorizer(
-            n_features=t.n_features - half,
-            analyzer="char_wb",
-            ngram_range=t.char_ngrams,
-            alternate_sign=False,
-            norm=None,
-            lowercase=True,
+            n_features=t.n_features - half, analyzer="char_wb", ngram_range=t.char_ngrams, **common
         )
         return sp.hstack([word.transform(texts), char.transform(texts)], format="csr")
 
+    def _tfidf(self, counts: sp.csr_matrix) -> sp.csr_matrix:
+        assert self.idf_ is not None
+        x = counts.astype(np.float32).tocsr()
+        x.data = 1.0 + np.log(x.data)  # sublinear tf
+        x = x.multiply(self.idf_[None, :]).tocsr()
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+        x = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ x
+        return sp.csr_matrix(x, dtype=np.float32)
+
     def fit(self, texts: list[str]) -> TextFeaturizer:
         from sklearn.decomposition import TruncatedSVD
-        from sklearn.feature_extraction.text import TfidfTransformer
 
         counts = self._hash(list(texts))
-        self.tfidf_ = TfidfTransformer(sublinear_tf=True).fit(counts)
-        x = self.tfidf_.transform(counts)
+        n = counts.shape[0]
+        df = np.bincount(counts.indices, minlength=counts.shape[1])
+        self.idf_ = (np.log((1.0 + n) / (1.0 + df)) + 1.0).astype(np.float32)
+        x = self._tfidf(counts)
         dim = max(2, min(self.cfg.judge_dim, x.shape[0] - 1, x.shape[1] - 1))
-        self.svd_ = TruncatedSVD(n_components=dim, random_state=self.seed).fit(x)
+        svd = TruncatedSVD(n_components=dim, random_state=self.seed).fit(x)
+        self.components_ = svd.components_.astype(np.float32)
         return self
 
     def transform(self, texts: list[str]) -> Features:
-        check_is_fitted(self, "tfidf_")
-        x = self.tfidf_.transform(self._hash(list(texts))).astype(np.float32)
-        dense = self.svd_.transform(x).astype(np.float32)
-        return Features(small=sp.csr_matrix(x), dense=dense)
+        check_is_fitted(self, "idf_")
+        assert self.components_ is not None
+        x = self._tfidf(self._hash(list(texts)))
+        dense = np.asarray(x @ self.components_.T, dtype=np.float32)
+        return Features(small=x, dense=dense)
 
-    @property
-    def n_small(self) -> int:
-        return self.cfg.text.n_features
+    def state(self) -> dict[str, np.ndarray]:
+        check_is_fitted(self, "idf_")
+        assert self.idf_ is not None and self.components_ is not None
+        return {"idf": self.idf_, "components": self.components_}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> TextFeaturizer:
+        self.idf_, self.components_ = arrays["idf"], arrays["components"]
+        return self
 
 
 class NumericFeaturizer:
@@ -101,7 +111,8 @@ class NumericFeaturizer:
         self.seed = seed
         self.mean_: np.ndarray | None = None
         self.std_: np.ndarray | None = None
-        self.pca_: Any = None
+        self.pca_mean_: np.ndarray | None = None
+        self.components_: np.ndarray | None = None
 
     def fit(self, x: np.ndarray) -> NumericFeaturizer:
         x = np.asarray(x, dtype=np.float32)
@@ -112,20 +123,34 @@ class NumericFeaturizer:
             from sklearn.decomposition import PCA
 
             dim = min(self.cfg.judge_dim, z.shape[0] - 1)
-            self.pca_ = PCA(n_components=dim, random_state=self.seed).fit(z)
+            pca = PCA(n_components=dim, random_state=self.seed).fit(z)
+            self.pca_mean_ = pca.mean_.astype(np.float32)
+            self.components_ = pca.components_.astype(np.float32)
         return self
 
     def transform(self, x: np.ndarray) -> Features:
         check_is_fitted(self, "mean_")
         assert self.std_ is not None
         z = ((np.asarray(x, dtype=np.float32) - self.mean_) / self.std_).astype(np.float32)
-        dense = self.pca_.transform(z).astype(np.float32) if self.pca_ is not None else z
+        if self.components_ is not None:
+            dense = ((z - self.pca_mean_) @ self.components_.T).astype(np.float32)
+        else:
+            dense = z
         return Features(small=z, dense=dense)
 
-    @property
-    def n_small(self) -> int:
-        assert self.mean_ is not None
-        return len(self.mean_)
+    def state(self) -> dict[str, np.ndarray]:
+        check_is_fitted(self, "mean_")
+        assert self.mean_ is not None and self.std_ is not None
+        out = {"mean": self.mean_, "std": self.std_}
+        if self.components_ is not None and self.pca_mean_ is not None:
+            out.update(pca_mean=self.pca_mean_, components=self.components_)
+        return out
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> NumericFeaturizer:
+        self.mean_, self.std_ = arrays["mean"], arrays["std"]
+        self.pca_mean_ = arrays.get("pca_mean")
+        self.components_ = arrays.get("components")
+        return self
 
 
 def make_featurizer(

@@ -252,7 +252,9 @@ class CollaborationSystem:
         assert self.small_ is not None
         new = self.records_for(batch, preds)
         n_replay = round(self.cfg.distill.replay_ratio * len(new))
-        replayed = self.replay_.sample(n_replay, self._rng)
+        # seeded by the cycle: a system reloaded from disk learns exactly as one kept in memory
+        replay_rng = np.random.default_rng(self.cfg.seed + 1000 + self.cycle_)
+        replayed = self.replay_.sample(n_replay, replay_rng)
         train = Records.concat([new, replayed]) if replayed is not None else new
         distill(self.small_, train, self.cfg.distill)
         self.replay_.add(new)

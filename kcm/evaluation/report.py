@@ -47,13 +47,13 @@ def render_tables(report: Mapping[str, Any]) -> Any:
     for col in (
         "cycle",
         "n",
-        "accuracy",
+        "acc",
         "many",
         "medium",
         "few",
         "large rate",
-        "large calls",
-        "seconds",
+        "large n",
+        "s",
     ):
         cyc.add_column(col, justify="right")
     for c in report["cycles"]:

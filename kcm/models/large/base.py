@@ -84,6 +84,13 @@ class LargeModel(ABC):
         """The backend and its settings, for reports and the model registry (no secrets)."""
         return {"backend": self.name}
 
+    def state(self) -> dict[str, np.ndarray]:
+        """Fitted arrays to save (default: none; the backend is its settings)."""
+        return {}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> LargeModel:
+        return self
+
     # -- the protocol --------------------------------------------------------------
     def _key(self, item: Any, hint: np.ndarray | None) -> str:
         extra = ""

@@ -21,6 +21,16 @@ from kcm.models.cache import ResponseCache, input_key
 from kcm.models.large.base import Failure, LargeModel
 
 
+def build_head(in_dim: int, hidden: Sequence[int], n_classes: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    width = in_dim
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.ReLU()]
+        width = h
+    layers.append(nn.Linear(width, n_classes))
+    return nn.Sequential(*layers)
+
+
 def train_head(
     Z: np.ndarray,
     y: np.ndarray,
@@ -34,13 +44,7 @@ def train_head(
 ) -> nn.Module:
     """A softmax head (optionally with hidden layers) trained with Adam on (Z, y)."""
     torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    width = Z.shape[1]
-    for h in hidden:
-        layers += [nn.Linear(width, h), nn.ReLU()]
-        width = h
-    layers.append(nn.Linear(width, n_classes))
-    head = nn.Sequential(*layers)
+    head = build_head(Z.shape[1], hidden, n_classes)
     x = torch.from_numpy(np.asarray(Z, dtype=np.float32))
     t = torch.from_numpy(np.asarray(y, dtype=np.int64))
     opt = torch.optim.Adam(head.parameters(), lr=lr, weight_decay=weight_decay)
@@ -69,6 +73,26 @@ def _state_hash(module: nn.Module) -> str:
 class _HeadModel(LargeModel):
     head_: nn.Module | None = None
     head_hash_: str = ""
+    head_hidden: tuple[int, ...] = ()
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The fitted head as arrays (saved without pickle; reloaded by ``load_state``)."""
+        if self.head_ is None:
+            raise NotFittedError(self)
+        return {f"head.{k}": v.detach().numpy() for k, v in self.head_.state_dict().items()}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> _HeadModel:
+        sd = {
+            k[5:]: torch.from_numpy(np.asarray(v))
+            for k, v in arrays.items()
+            if k.startswith("head.")
+        }
+        in_dim = sd["0.weight"].shape[1]
+        self.head_ = build_head(in_dim, self.head_hidden, self.task.n_classes)
+        self.head_.load_state_dict(sd)
+        self.head_.eval()
+        self.head_hash_ = _state_hash(self.head_)
+        return self
 
     @torch.no_grad()
     def _head_proba(self, Z: np.ndarray) -> np.ndarray:
@@ -203,6 +227,7 @@ class MLPTeacherModel(_HeadModel):
     ) -> None:
         super().__init__(task, cache)
         self.cfg = cfg or MLPTeacherConfig()
+        self.head_hidden = tuple(self.cfg.hidden)
         self.seed = seed
         self.chunk_size = 1024
         self.mean_: np.ndarray | None = None
@@ -233,6 +258,15 @@ class MLPTeacherModel(_HeadModel):
 
     def fingerprint(self) -> str:
         return f"mlp-teacher:{self.head_hash_}"
+
+    def state(self) -> dict[str, np.ndarray]:
+        assert self.mean_ is not None and self.std_ is not None
+        return {**super().state(), "mean": self.mean_, "std": self.std_}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> MLPTeacherModel:
+        self.mean_, self.std_ = arrays["mean"], arrays["std"]
+        super().load_state(arrays)
+        return self
 
     def _answer(
         self, inputs: Sequence[Any], hints: np.ndarray | None
