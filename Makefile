@@ -26,10 +26,10 @@ test-fast: $(STAMP)  ## unit and contract tests only
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check kcm tests
+	$(BIN)/ruff check kcm flows tests
 
 format: $(STAMP)
-	$(BIN)/ruff format kcm tests
+	$(BIN)/ruff format kcm flows tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

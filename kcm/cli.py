@@ -77,22 +77,111 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--judge", choices=["kan", "mlp"], help="kan = KCM, mlp = MCM (judge.kind)")
 
 
+def _workdir_config(args: argparse.Namespace, cfg: Any, workdir: Path) -> Path:
+    """Write the resolved config into the workspace (the flow reads it from there); refuse a
+    workspace that holds a run with another configuration."""
+    import yaml
+
+    from kcm.config import config_to_dict
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "params.resolved.yaml"
+    resolved = config_to_dict(cfg)
+    resolved["flow"]["workdir"] = str(workdir.resolve())
+    if path.is_file() and (workdir / "state" / "ledger.json").is_file():
+        old = yaml.safe_load(path.read_text())
+        if old != resolved:
+            from kcm.errors import ConfigError
+
+            raise ConfigError(
+                f"{workdir} holds a run made with another configuration: pass a new --out DIR "
+                f"(or delete {workdir} to start over)"
+            )
+    path.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    return path
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    import tempfile
+
     from rich.console import Console
 
+    from kcm import pipeline
+    from kcm.config import load_config
     from kcm.evaluation.report import render_tables
-    from kcm.runner import run_continual
 
     cfg = load_cli_config(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    result = run_continual(cfg, show_progress=not args.no_progress, out_dir=out)
+    out = Path(args.out).resolve()
+    cfg_path = _workdir_config(args, cfg, out)
+    cfg = load_config(cfg_path)
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory(prefix="kcm-inbox-") as inbox:
+        pipeline.feed(cfg, inbox)
+        if args.in_process:
+            report = _run_in_process(cfg, out, inbox, show=not args.no_progress)
+        else:
+            from flows.continual import continual_flow
+
+            state = continual_flow(config_path=str(cfg_path), inbox=inbox, return_state=True)
+            if state.is_failed():
+                console.print(f"[red]kcm-continual failed:[/red] {state.message}")
+                return 1
+            report = json.loads((out / "state" / "report.json").read_text())
     path = out / "report.json"
-    path.write_text(json.dumps(result.report, indent=2, default=float))
-    console = Console()
-    console.print(render_tables(result.report))
-    console.print(f"report: {path}  (wall time {result.report['wall_seconds']:.0f}s)")
+    path.write_text(json.dumps(report, indent=2, default=float))
+    Console().print(render_tables(report))
+    Console().print(f"report: {path}")
     return 0
+
+
+def _run_in_process(cfg: Any, out: Path, inbox: str, show: bool) -> dict[str, Any]:
+    from kcm import pipeline
+    from kcm.progress import CycleProgress
+    from kcm.workspace import Workspace
+
+    ws = Workspace(out, inbox)
+    pipeline.bootstrap(cfg, ws)
+    pending = pipeline.ingest(ws)["pending"]
+    with CycleProgress(show) as bars:
+        for i, name in enumerate(pending):
+            bar = bars.start(f"cycle {i}: {name}", len(pipeline.STEPS))
+            pipeline.process_batch(cfg, ws, name, on_step=lambda _step, bar=bar: bar(1))
+    return pipeline.summary_report(ws, cfg)
+
+
+def cmd_feed(args: argparse.Namespace) -> int:
+    from kcm import pipeline
+
+    cfg = load_cli_config(args)
+    inbox = args.inbox or str(Path(cfg.flow.workdir) / cfg.flow.inbox)
+    written = pipeline.feed(cfg, inbox, args.batches)
+    for w in written:
+        sys.stdout.write(f"{w}\n")
+    return 0
+
+
+def cmd_continual(args: argparse.Namespace) -> int:
+    from flows.continual import continual_flow
+
+    cfg = load_cli_config(args)
+    workdir = Path(args.workdir or cfg.flow.workdir).resolve()
+    cfg_path = _workdir_config(args, cfg, workdir)
+    state = continual_flow(config_path=str(cfg_path), inbox=args.inbox, return_state=True)
+    result = state.result(raise_on_failure=False)
+    if state.is_failed():
+        sys.stderr.write(f"kcm: kcm-continual failed: {state.message}\n")
+        return 1
+    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from flows.serve import serve
+
+    cfg = load_cli_config(args)
+    workdir = Path(args.workdir or cfg.flow.workdir).resolve()
+    cfg_path = _workdir_config(args, cfg, workdir)
+    return serve(cfg_path, workdir, inbox=args.inbox, cron=args.cron, interval=args.interval)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -113,11 +202,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the continual loop in-process and write report.json")
+    run = sub.add_parser(
+        "run", help="feed the dataset's stream into a temporary inbox and run kcm-continual once"
+    )
     _add_config_args(run)
-    run.add_argument("--out", default="runs/latest", help="output folder (default runs/latest)")
+    run.add_argument(
+        "--out", default="runs/latest", help="the workspace and report folder (default runs/latest)"
+    )
+    run.add_argument(
+        "--in-process", action="store_true", help="run the same pipeline steps without Prefect"
+    )
     run.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     run.set_defaults(func=cmd_run)
+
+    fd = sub.add_parser("feed", help="write the dataset's stream batches into an inbox folder")
+    _add_config_args(fd)
+    fd.add_argument("--inbox", help="folder or fsspec URL (default: flow.workdir/flow.inbox)")
+    fd.add_argument("--batches", type=int, help="how many batches (default: all K)")
+    fd.set_defaults(func=cmd_feed)
+
+    co = sub.add_parser("continual", help="run the kcm-continual flow once on the inbox")
+    _add_config_args(co)
+    co.add_argument("--workdir", help="the project folder (default: flow.workdir)")
+    co.add_argument("--inbox", help="folder or fsspec URL (default: flow.inbox)")
+    co.set_defaults(func=cmd_continual)
+
+    se = sub.add_parser("serve", help="run kcm-continual on a schedule through Prefect")
+    _add_config_args(se)
+    when = se.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help="a cron expression, e.g. '0 2 * * *'")
+    when.add_argument("--interval", type=float, help="seconds between runs")
+    se.add_argument("--workdir", help="the project folder (default: flow.workdir)")
+    se.add_argument("--inbox", help="folder or fsspec URL (default: flow.inbox)")
+    se.set_defaults(func=cmd_serve)
 
     conf = sub.add_parser("config", help="print the resolved configuration as YAML")
     _add_config_args(conf)

@@ -216,6 +216,38 @@ class EvalConfig(_Section):
     )
 
 
+class ValidateConfig(_Section):
+    """Great Expectations checks every incoming batch must pass before any model sees it."""
+
+    min_rows: int = Field(1, ge=1)
+    max_rows: int = Field(1_000_000, ge=1)
+    min_text_chars: int = Field(1, ge=0)
+    max_text_chars: int = Field(5000, ge=1)
+    feature_margin: float = Field(
+        1.0, ge=0, description="features must lie within the pretraining range ± margin·span"
+    )
+    max_bad_fraction: float = Field(
+        0.05, ge=0, le=1, description="rows that may fail row-level checks before quarantine"
+    )
+    on_bad_rows: Literal["drop", "quarantine"] = Field(
+        "drop", description="within the tolerance: drop and report the bad rows, or quarantine"
+    )
+    allow_new_classes: bool = Field(
+        False, description="true: unknown labels are kept as unlabeled rows and reported"
+    )
+
+
+class FlowConfig(_Section):
+    """Orchestration: where batches arrive and how the large-model step is spread."""
+
+    workdir: str = Field(".", description="project folder holding data/ and state/")
+    inbox: str = Field("data/inbox", description="a folder, file:// URL or fsspec URL (s3://...)")
+    large_chunk_size: int = Field(256, ge=1, description="hard samples per large-model task")
+    task_runner: Literal["threads", "dask", "ray"] = "threads"
+    max_workers: int = Field(4, ge=1, description="threads for the large-model step")
+    dask_address: str | None = Field(None, description="an existing Dask scheduler; default local")
+
+
 class KCMConfig(_Section):
     seed: int = 0
     data: DataConfig = DataConfig()
@@ -226,6 +258,8 @@ class KCMConfig(_Section):
     routing: RoutingConfig = RoutingConfig()
     distill: DistillConfig = DistillConfig()
     eval: EvalConfig = EvalConfig()
+    validation: ValidateConfig = ValidateConfig()
+    flow: FlowConfig = FlowConfig()
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

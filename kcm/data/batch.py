@@ -26,6 +26,12 @@ class Task:
     id_col: str = "id"
 
     @property
+    def eval_col(self) -> str:
+        """Simulations only: the true label of rows whose label the learner must not see.
+        ``kcm feed`` writes it; the learner never reads it; only scoring does."""
+        return f"{self.label_col}__eval"
+
+    @property
     def n_classes(self) -> int:
         return len(self.label_names)
 
@@ -100,6 +106,11 @@ class Batch:
         if with_labels:
             names = np.asarray(task.label_names, dtype=object)
             cols[task.label_col] = np.where(self.y >= 0, names[np.clip(self.y, 0, None)], None)
+            hidden = (self.y < 0) & (self.y_true >= 0)
+            if hidden.any():  # keep the truth for scoring a simulation, apart from the label
+                cols[task.eval_col] = np.where(
+                    self.y_true >= 0, names[np.clip(self.y_true, 0, None)], None
+                )
         return pd.DataFrame(cols)
 
 
@@ -184,8 +195,15 @@ def batch_from_frame(
         raise DataError(
             f"{where} has no label column '{task.label_col}': add it or pass --label-col NAME"
         )
+    y_true = y.copy()
+    if task.eval_col in df.columns:  # simulations: the truth of rows whose label is hidden
+        index = task.label_index()
+        truth = df[task.eval_col].map(
+            lambda v: index.get(str(v), NO_LABEL) if pd.notna(v) else NO_LABEL
+        )
+        y_true = np.where(y >= 0, y, truth.to_numpy(dtype=np.int64))
     if task.id_col in df.columns:
         ids = df[task.id_col].astype(str).to_numpy(dtype=object)
     else:
         ids = np.array([f"{name or 'row'}-{i}" for i in range(len(df))], dtype=object)
-    return Batch(ids=ids, inputs=inputs, y=y, y_true=y.copy(), name=name)
+    return Batch(ids=ids, inputs=inputs, y=y, y_true=y_true, name=name)

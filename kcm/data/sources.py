@@ -18,15 +18,22 @@ from kcm.errors import DataError
 DEFAULT_BANKING77_DIRS = ("../shared/data/banking77", "data/banking77")
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file (chosen by suffix), with errors that name the fix."""
+def read_table(path: str | Path, str_cols: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read a CSV or Parquet file (chosen by suffix), with errors that name the fix.
+
+    ``str_cols`` are read as strings (labels such as "7" stay "7", not 7.0).
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"data file {p} does not exist: check the path (--train/--test)")
     try:
         if p.suffix.lower() in {".parquet", ".pq"}:
-            return pd.read_parquet(p)
-        return pd.read_csv(p)
+            df = pd.read_parquet(p)
+            for c in str_cols:
+                if c in df.columns:
+                    df[c] = df[c].where(df[c].isna(), df[c].astype(str))
+            return df
+        return pd.read_csv(p, dtype=dict.fromkeys(str_cols, str) or None)
     except pd.errors.EmptyDataError:
         raise DataError(f"{p} is empty: give a file with a header row and data rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as err:

@@ -24,15 +24,18 @@ FIELDS = (
 )
 
 
-def _run(args: list[str]) -> dict:
-    assert main(["run", "--no-progress", *args]) == 0
+def _run(args: list[str], in_process: bool = True) -> dict:
+    mode = ["--in-process"] if in_process else []
+    assert main(["run", "--no-progress", *mode, *args]) == 0
     out = Path(args[args.index("--out") + 1])
     return json.loads((out / "report.json").read_text())
 
 
 @pytest.mark.slow
-def test_digits_run_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rep = _run(["--out", str(tmp_path / "out")])
+def test_digits_run_through_the_flows_writes_the_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], prefect_api: None
+) -> None:
+    rep = _run(["--out", str(tmp_path / "out")], in_process=False)
     assert rep["dataset"] == "digits" and rep["config"]["routing"]["epsilon"] == 0.98
     assert set(rep["groups"].values()) == {"many", "medium", "few"}
     assert len(rep["cycles"]) == 5
@@ -50,6 +53,11 @@ def test_digits_run_writes_the_report(tmp_path: Path, capsys: pytest.CaptureFixt
     assert rep["final"]["accuracy"] > 0.8
     assert rep["final"]["accuracy"] >= rep["large_only"]["traffic"] - 0.05
     assert "kcm run: digits" in capsys.readouterr().out
+    # the same run without Prefect gives the same figures (one code path)
+    again = _run(["--out", str(tmp_path / "again")])
+    assert again["final"] == rep["final"] and again["forgetting"] == rep["forgetting"]
+    # re-running into the same folder with another config is refused
+    assert main(["run", "--in-process", "--out", str(tmp_path / "out"), "--set", "seed=3"]) == 2
 
 
 @pytest.mark.slow
@@ -59,7 +67,8 @@ def test_unlabeled_stream_learns_from_the_large_model(tmp_path: Path) -> None:
     )
     last = rep["cycles"][-1]
     assert last["small_accuracy"] > 0.5  # learned from large-model outputs only
-    assert rep["small_only"]["traffic"] < 0.2  # no labels: the labels-only baseline is at chance
+    # no labels: the labels-only baseline never learns anything
+    assert rep["small_only"]["traffic"] < rep["final"]["accuracy"] - 0.2
 
 
 @pytest.mark.slow
@@ -119,6 +128,7 @@ def test_unreachable_openai_endpoint_is_recorded_not_fatal(tmp_path: Path) -> No
     assert rep["large_ledger"]["failures"] > 0 and rep["large_ledger"]["retries"] > 0
     assert rep["cycles"][0]["large_failures"] == rep["cycles"][0]["n"]
     assert "reachable" in rep["large_failures"][0]["error"]
+    assert rep["large_ledger"]["failures"] >= rep["cycles"][0]["n"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,62 @@
+"""What the flows share: resolving config and workspace from plain, serialisable parameters."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from kcm.config import KCMConfig, config_from_dict, config_to_dict, load_config
+from kcm.workspace import Workspace
+
+for _k, _v in {
+    "DO_NOT_TRACK": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+}.items():
+    os.environ.setdefault(_k, _v)
+
+
+def resolve(cfg: dict[str, Any]) -> tuple[KCMConfig, Workspace]:
+    c = config_from_dict(cfg, "flow parameters")
+    return c, Workspace(c.flow.workdir, c.flow.inbox)
+
+
+def config_params(config_path: str | None, overrides: list[str] | None) -> dict[str, Any]:
+    return config_to_dict(load_config(config_path, overrides or []))
+
+
+def task_runner(cfg: KCMConfig) -> Any:
+    """Threads by default (the large-model step is mostly waiting on I/O); Dask or Ray when
+    configured (``flow.task_runner``), which need the ``dask``/``ray`` extras."""
+    kind = cfg.flow.task_runner
+    if kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=cfg.flow.max_workers)
+    if kind == "dask":
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError as err:
+            raise RuntimeError(
+                "flow.task_runner=dask needs prefect-dask: pip install 'kcm[dask]'"
+            ) from err
+        if cfg.flow.dask_address:
+            return DaskTaskRunner(address=cfg.flow.dask_address)
+        return DaskTaskRunner(
+            cluster_kwargs={
+                "n_workers": cfg.flow.max_workers,
+                "threads_per_worker": 1,
+                "processes": True,
+            }
+        )
+    try:
+        from prefect_ray import RayTaskRunner
+    except ImportError as err:
+        raise RuntimeError(
+            "flow.task_runner=ray needs prefect-ray: pip install 'kcm[ray]'"
+        ) from err
+    return RayTaskRunner()

@@ -1,0 +1,81 @@
+"""The ``kcm-continual`` flow: process every pending batch in order, one ``kcm-cycle`` subflow
+each. A quarantined batch is skipped (the next one is processed); any other failure stops the
+run, leaving that batch pending for the next run. The accuracy matrix lives in the workspace
+ledger, so a run next week continues it."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NONE
+from prefect.states import Failed
+
+from flows.common import config_params, resolve, task_runner
+from flows.cycle import bootstrap_task, cycle_flow, ingest_task
+from kcm import pipeline
+from kcm.workspace import atomic_write_text
+
+
+@task(name="summarize", cache_policy=NONE)
+def summary_task(cfg: dict[str, Any]) -> dict[str, Any] | None:
+    c, ws = resolve(cfg)
+    if not ws.load_ledger()["cycles"]:
+        return None
+    report = pipeline.summary_report(ws, c)
+    atomic_write_text(ws.state / "report.json", json.dumps(report, indent=1, default=float))
+    return report
+
+
+@flow(name="kcm-continual")
+def continual_flow(
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    workdir: str | None = None,
+    inbox: str | None = None,
+) -> Any:
+    """Bootstrap the workspace if needed, ingest the inbox, run a cycle per pending batch."""
+    log = get_run_logger()
+    extra = list(overrides or [])
+    if workdir:
+        extra.append(f"flow.workdir={json.dumps(str(workdir))}")
+    if inbox:
+        extra.append(f"flow.inbox={json.dumps(str(inbox))}")
+    cfg = config_params(config_path, extra)
+    c, ws = resolve(cfg)
+    bootstrap_task(cfg)
+    pending = ingest_task(cfg)["pending"]
+    runner = task_runner(c)
+    done, quarantined = [], []
+    for name in pending:
+        t0 = time.perf_counter()
+        state = cycle_flow.with_options(task_runner=runner)(cfg, name, return_state=True)
+        if state.name == "Quarantined":
+            quarantined.append(name)
+            continue
+        if state.is_failed() or state.is_crashed():
+            log.error(
+                "cycle for %s did not complete (%s); it stays pending and will be retried",
+                name,
+                state.message,
+            )
+            return Failed(message=f"cycle for {name} failed: {state.message}")
+        done.append(name)
+        log.info("cycle %s done in %.1fs", name, time.perf_counter() - t0)
+    report = summary_task(cfg)
+    if report is None:
+        log.info("nothing processed yet: the inbox %s is empty", ws.inbox)
+        return {"processed": [], "quarantined": quarantined}
+    f = report["final"]
+    md = (
+        f"# kcm-continual: {len(done)} batch(es) processed, {len(quarantined)} quarantined\n\n"
+        f"traffic accuracy {f['accuracy']:.3f} at large-call rate {f['large_call_rate']:.3f} "
+        f"(large only {report['large_only']['traffic']:.3f}); balanced accuracy "
+        f"{report['final_balanced']['accuracy']:.3f}; Few-group forgetting "
+        f"{report['forgetting']['forgetting_few']}\n\nquarantined: {quarantined or 'none'}\n"
+    )
+    create_markdown_artifact(key="kcm-continual", markdown=md, description="continual run summary")
+    return {"processed": done, "quarantined": quarantined, "report": str(ws.state / "report.json")}

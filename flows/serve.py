@@ -1,0 +1,141 @@
+"""``kcm serve``: run ``kcm-continual`` on a schedule through Prefect.
+
+Prefect cannot schedule against its ephemeral API. So when ``PREFECT_API_URL`` is unset this
+starts a real local server (``prefect server start`` on loopback, its database under
+``<workdir>/.prefect``), waits for its health check, serves the deployment against it, and
+stops the server on SIGINT/SIGTERM. When ``PREFECT_API_URL`` is set, it serves against that
+server and starts nothing. Prefect is imported only after the API URL is settled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _say(msg: str, *args: Any) -> None:
+    """Status lines of the serve command on stderr (Prefect reconfigures logging)."""
+    sys.stderr.write(f"kcm serve: {msg % args}\n")
+    sys.stderr.flush()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _prefect_exe() -> list[str]:
+    exe = Path(sys.executable).with_name("prefect")
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "prefect"]
+
+
+def start_local_server(home: Path, timeout: float = 120.0) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``prefect server start`` on a free loopback port and wait until it is healthy."""
+    import httpx
+
+    home.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "true",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    env.pop("PREFECT_API_URL", None)
+    logfile = open(home / "server.log", "ab")  # noqa: SIM115 - handed to the child process
+    proc = subprocess.Popen(
+        [*_prefect_exe(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=logfile,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (home / "server.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"prefect server exited with code {proc.returncode}:\n{tail}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        time.sleep(0.5)
+    stop_server(proc)
+    raise RuntimeError(
+        f"prefect server did not answer {url}/health within {timeout:.0f}s "
+        f"(log: {home / 'server.log'})"
+    )
+
+
+def stop_server(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """Stop the server and every process it started (its own process group)."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def serve(
+    config_path: Path,
+    workdir: Path,
+    inbox: str | None = None,
+    cron: str | None = None,
+    interval: float | None = None,
+) -> int:
+    """Serve the continual flow on a cron or interval schedule until SIGINT/SIGTERM."""
+    server = None
+    state_file = workdir / "state" / "serve.json"
+    if not os.environ.get("PREFECT_API_URL"):
+        home = workdir / ".prefect"
+        _say("PREFECT_API_URL is not set: starting a local Prefect server (home %s)", home)
+        server, url = start_local_server(home)
+        os.environ["PREFECT_API_URL"] = url
+        os.environ["PREFECT_HOME"] = str(home)
+        _say("Prefect server ready at %s (pid %d)", url, server.pid)
+    url = os.environ["PREFECT_API_URL"]
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(
+        json.dumps(
+            {"pid": os.getpid(), "api_url": url, "server_pid": server.pid if server else None}
+        )
+    )
+
+    def _stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)  # also when started with SIGINT ignored (nohup, &)
+    try:
+        from flows.continual import continual_flow  # prefect reads PREFECT_API_URL here
+
+        params: dict[str, Any] = {"config_path": str(config_path)}
+        if inbox:
+            params["inbox"] = inbox
+        schedule: dict[str, Any] = {"cron": cron} if cron else {"interval": interval}
+        _say("serving kcm-continual (%s) against %s", schedule, url)
+        continual_flow.serve(name="kcm-continual", parameters=params, **schedule)
+    except KeyboardInterrupt:
+        _say("stopping")
+    finally:
+        if server is not None:
+            stop_server(server)
+            _say("Prefect server stopped")
+        with contextlib.suppress(FileNotFoundError):
+            state_file.unlink()
+    return 0

@@ -1,0 +1,178 @@
+"""End-to-end: the real kcm-continual / kcm-cycle flows on a temporary Prefect API, with real
+Great Expectations validation, in a temporary workspace."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from kcm import pipeline
+from kcm.config import config_to_dict, load_config
+from kcm.workspace import Workspace
+from tests import helpers
+
+pytestmark = pytest.mark.slow
+
+
+def _setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> tuple[str, Workspace]:
+    monkeypatch.setenv("KCM_TEST_CALLS", str(tmp_path / "calls.json"))
+    cfg = load_config(
+        None,
+        [
+            "large.backend=callable",
+            "large.callable.target=tests.helpers:digits_large",
+            "judge.epochs=20",
+            "data.stream.n_batches=3",
+            f"flow.workdir={tmp_path / 'ws'}",
+            *extra,
+        ],
+    )
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(config_to_dict(cfg)))
+    return str(path), Workspace(tmp_path / "ws", cfg.flow.inbox)
+
+
+def _feed(config_path: str, ws: Workspace, batches: list[int]) -> None:
+    cfg = load_config(config_path)
+    tmp = ws.root.parent / "feed"
+    pipeline.feed(cfg, tmp)
+    Path(ws.inbox).mkdir(parents=True, exist_ok=True)
+    for b in batches:
+        (tmp / f"batch-{b:03d}.csv").replace(Path(ws.inbox) / f"batch-{b:03d}.csv")
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_continual_flow_runs_every_batch_and_the_matrix_grows_across_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: None
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.continual import continual_flow
+
+    config_path, ws = _setup(tmp_path, monkeypatch)
+    _feed(config_path, ws, [0, 1])
+    state = continual_flow(config_path=config_path, return_state=True)
+    assert state.is_completed(), state.message
+    assert len(state.result()["processed"]) == 2
+    _feed(config_path, ws, [2])
+    state = continual_flow(config_path=config_path, return_state=True)
+    assert state.result()["processed"] == [sorted(p.name for p in ws.batches.glob("0002-*"))[0]]
+    report = json.loads((ws.state / "report.json").read_text())
+    assert [c["cycle"] for c in report["cycles"]] == [0, 1, 2]
+    assert len(report["accuracy_matrix"]) == 3  # the matrix continued from the first run
+    assert report["cycles"][0]["large_call_rate"] == 1.0
+    assert report["final"]["accuracy"] > 0.7
+    assert sorted(p.name[:4] for p in ws.batches.glob("*.csv")) == ["0000", "0001", "0002"]
+    assert not list(Path(ws.inbox).iterdir())
+    # a third run finds nothing new and completes quietly
+    assert continual_flow(config_path=config_path, return_state=True).is_completed()
+    with get_client(sync_client=True) as client:
+        keys = {a.key for a in client.read_artifacts()}
+    assert {"kcm-cycle", "kcm-per-class-accuracy", "kcm-continual"} <= keys
+
+
+def test_malformed_batches_are_quarantined_and_models_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: None
+) -> None:
+    from flows.continual import continual_flow
+
+    config_path, ws = _setup(tmp_path, monkeypatch)
+    _feed(config_path, ws, [0])
+    assert continual_flow(config_path=config_path, return_state=True).is_completed()
+    inbox = Path(ws.inbox)
+    good = (ws.root.parent / "feed" / "batch-001.csv").read_text()
+    header = good.splitlines()[0]
+    (inbox / "batch-000a-no-label.csv").write_text(
+        "\n".join(",".join(r.split(",")[:-1]) for r in good.splitlines()[:20])
+    )
+    rows = good.splitlines()[1:20]
+    (inbox / "batch-000b-unknown-label.csv").write_text(
+        "\n".join([header] + [",".join([*r.split(",")[:-1], "eleven"]) for r in rows])
+    )
+    (inbox / "batch-000c-empty.csv").write_text("")
+    (inbox / "batch-000d-not-csv.csv").write_bytes(bytes(range(256)) * 4)
+    _feed(config_path, ws, [1])
+    before = _tree_hashes(ws.state / "systems")
+    version_before = ws.load_ledger()["current"]
+    state = continual_flow(config_path=config_path, return_state=True)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert len(result["quarantined"]) == 4 and len(result["processed"]) == 1
+    for name in result["quarantined"]:
+        assert (ws.quarantine / name).is_file()
+        rep = json.loads((ws.quarantine / f"{name}.report.json").read_text())
+        assert rep["decision"] == "quarantine" and rep["reason"]
+        assert (ws.quarantine / f"{name}.summary.md").read_text().startswith("# Validation")
+    reasons = json.dumps(ws.load_ledger()["batches"])
+    assert "missing column(s) ['label']" in reasons and "unreadable" in reasons
+    after = _tree_hashes(ws.state / "systems")
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing rewritten
+    new_versions = {k.split("/")[0] for k in after} - {k.split("/")[0] for k in before}
+    assert len(new_versions) == 1  # only the good batch produced a model
+    assert ws.load_ledger()["current"] == version_before + 1
+
+
+def test_a_crash_after_the_large_model_step_does_not_pay_twice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: None
+) -> None:
+    from flows.continual import continual_flow
+
+    config_path, ws = _setup(tmp_path, monkeypatch)
+    _feed(config_path, ws, [0])
+    real_learn = pipeline.learn
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("simulated crash after the large-model step")
+
+    monkeypatch.setattr(pipeline, "learn", crash)
+    state = continual_flow(config_path=config_path, return_state=True)
+    assert state.is_failed()
+    name = ws.load_ledger()["order"][0]
+    assert ws.load_ledger()["batches"][name]["status"] == "ingested"  # still pending
+    paid = sum(helpers.calls_made())
+    assert paid > 0
+    monkeypatch.setattr(pipeline, "learn", real_learn)
+    state = continual_flow(config_path=config_path, return_state=True)
+    assert state.is_completed(), state.message
+    assert ws.load_ledger()["batches"][name]["status"] == "processed"
+    batch = pipeline.load_batch(ws, name)
+    route = np.load(ws.run_dir(name) / "route.npz")
+    hard = {
+        hashlib.sha256(np.asarray(batch.inputs[i], np.float32).tobytes()).hexdigest()
+        for i in np.flatnonzero(route["to_large"])
+    }
+    asked = [h for call in helpers.inputs_asked() for h in call]
+    assert all(asked.count(h) == 1 for h in hard), "a hard sample was sent to the large model twice"
+
+
+def test_dask_task_runner_switch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: None
+) -> None:
+    pytest.importorskip("prefect_dask")
+    from flows.continual import continual_flow
+
+    config_path, ws = _setup(
+        tmp_path,
+        monkeypatch,
+        "flow.task_runner=dask",
+        "flow.max_workers=2",
+        "flow.large_chunk_size=10",
+    )
+    _feed(config_path, ws, [0])
+    state = continual_flow(config_path=config_path, return_state=True)
+    assert state.is_completed(), state.message
+    name = ws.load_ledger()["order"][0]
+    assert len(list(ws.run_dir(name).glob("large-*.npz"))) > 1  # several chunks, on workers
+    assert ws.load_ledger()["batches"][name]["status"] == "processed"
