@@ -18,7 +18,13 @@ OFFLINE_ENV = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DVC_NO_ANALYTICS": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
 }
+
+
+def _prefect_home(workdir: Path) -> None:
+    """A project-local Prefect home (its SQLite database and results), unless one is set."""
+    os.environ.setdefault("PREFECT_HOME", str(workdir.resolve() / ".prefect"))
 
 
 def _data_overrides(args: argparse.Namespace) -> list[str]:
@@ -120,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.in_process:
             report = _run_in_process(cfg, out, inbox, show=not args.no_progress)
         else:
+            _prefect_home(out)
             from flows.continual import continual_flow
 
             state = continual_flow(config_path=str(cfg_path), inbox=inbox, return_state=True)
@@ -161,11 +168,12 @@ def cmd_feed(args: argparse.Namespace) -> int:
 
 
 def cmd_continual(args: argparse.Namespace) -> int:
-    from flows.continual import continual_flow
-
     cfg = load_cli_config(args)
     workdir = Path(args.workdir or cfg.flow.workdir).resolve()
     cfg_path = _workdir_config(args, cfg, workdir)
+    _prefect_home(workdir)
+    from flows.continual import continual_flow
+
     state = continual_flow(config_path=str(cfg_path), inbox=args.inbox, return_state=True)
     result = state.result(raise_on_failure=False)
     if state.is_failed():
