@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +112,7 @@ def save_system(system: CollaborationSystem, path: str | Path) -> Path:
         meta: dict[str, Any] = {
             "format": FORMAT,
             "config": config_to_dict(system.cfg),
-            "task": asdict(system.task),
+            "task": system.task.to_dict(),
             "cycle": system.cycle_,
             "trained": system.trained_,
             "large": {"name": system.large.name, **system.large.describe()},
@@ -163,15 +162,7 @@ def load_system(
     if meta.get("format") != FORMAT:
         raise KCMError(f"{path}: saved with format {meta.get('format')}, this kcm reads {FORMAT}")
     cfg = config_from_dict(meta["config"], str(meta_path))
-    t = meta["task"]
-    task = Task(
-        kind=t["kind"],
-        label_names=tuple(t["label_names"]),
-        text_col=t["text_col"],
-        feature_cols=tuple(t["feature_cols"]) if t["feature_cols"] else None,
-        label_col=t["label_col"],
-        id_col=t["id_col"],
-    )
+    task = Task.from_dict(meta["task"])
     if large is None:
         large = make_large_model(cfg, task, cache_dir=cache_dir)
         if (path / "large.npz").is_file():

@@ -63,15 +63,7 @@ def current_system(ws: Workspace, version: int | None = None) -> CollaborationSy
 
 def task_of(ws: Workspace) -> Task:
     meta = json.loads((ws.eval_dir / "meta.json").read_text())
-    t = meta["task"]
-    return Task(
-        kind=t["kind"],
-        label_names=tuple(t["label_names"]),
-        text_col=t["text_col"],
-        feature_cols=tuple(t["feature_cols"]) if t["feature_cols"] else None,
-        label_col=t["label_col"],
-        id_col=t["id_col"],
-    )
+    return Task.from_dict(meta["task"])
 
 
 def eval_meta(ws: Workspace) -> dict[str, Any]:
@@ -104,14 +96,7 @@ def bootstrap(cfg: KCMConfig, ws: Workspace, bundle: DataBundle | None = None) -
             for j, c in enumerate(task.feature_cols or ())
         }
     meta = {
-        "task": {
-            "kind": task.kind,
-            "label_names": list(task.label_names),
-            "text_col": task.text_col,
-            "feature_cols": list(task.feature_cols) if task.feature_cols else None,
-            "label_col": task.label_col,
-            "id_col": task.id_col,
-        },
+        "task": task.to_dict(),
         "groups": {str(c): g for c, g in bundle.groups.items()},
         "data": bundle.summary(),
         "dataset": cfg.data.dataset,

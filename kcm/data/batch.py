@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,27 @@ class Task:
     feature_cols: tuple[str, ...] | None = None
     label_col: str = "label"
     id_col: str = "id"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "label_names": list(self.label_names),
+            "text_col": self.text_col,
+            "feature_cols": list(self.feature_cols) if self.feature_cols else None,
+            "label_col": self.label_col,
+            "id_col": self.id_col,
+        }
+
+    @classmethod
+    def from_dict(cls, t: dict[str, Any]) -> Task:
+        return cls(
+            kind=t["kind"],
+            label_names=tuple(t["label_names"]),
+            text_col=t["text_col"],
+            feature_cols=tuple(t["feature_cols"]) if t["feature_cols"] else None,
+            label_col=t["label_col"],
+            id_col=t["id_col"],
+        )
 
     @property
     def eval_col(self) -> str:
