@@ -10,7 +10,11 @@ import time
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    update_progress_artifact,
+)
 from prefect.cache_policies import NONE
 from prefect.states import Failed
 
@@ -50,7 +54,18 @@ def continual_flow(
     pending = ingest_task(cfg)["pending"]
     runner = task_runner(c)
     done, quarantined = [], []
-    for name in pending:
+    progress = (
+        create_progress_artifact(
+            progress=0.0,
+            key="kcm-continual-progress",
+            description=f"{len(pending)} pending batch(es)",
+        )
+        if pending
+        else None
+    )
+    for i, name in enumerate(pending):
+        if progress is not None and i:
+            update_progress_artifact(artifact_id=progress, progress=100.0 * i / len(pending))
         t0 = time.perf_counter()
         state = cycle_flow.with_options(task_runner=runner)(cfg, name, return_state=True)
         if state.name == "Quarantined":
@@ -65,6 +80,8 @@ def continual_flow(
             return Failed(message=f"cycle for {name} failed: {state.message}")
         done.append(name)
         log.info("cycle %s done in %.1fs", name, time.perf_counter() - t0)
+    if progress is not None:
+        update_progress_artifact(artifact_id=progress, progress=100.0)
     report = summary_task(cfg)
     if report is None:
         log.info("nothing processed yet: the inbox %s is empty", ws.inbox)

@@ -256,7 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    uses_prefect = args.command in ("continual", "serve") or (
+        args.command == "run" and not args.in_process
+    )
+    if uses_prefect:  # Prefect's own console format (time, run name); kcm logs join it
+        os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "kcm")
+        logging.getLogger("kcm").setLevel(level)
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     from kcm.errors import KCMError
 
     try:
