@@ -91,6 +91,46 @@ def stop_server(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
         proc.wait(timeout=10)
 
 
+def _finish_runs(exclude: int | None, grace: float = 45.0) -> None:
+    """Give flow runs still in flight (child processes) ``grace`` seconds to finish while the
+    server is still up, then stop them; a stopped run leaves its batch pending (nothing is
+    committed before ``register``)."""
+    import psutil
+
+    me = psutil.Process()
+    kids = [
+        k
+        for k in me.children(recursive=True)
+        if (exclude is None or (k.pid != exclude and _pgid(k.pid) != exclude))
+        and "resource_tracker" not in " ".join(_cmdline(k))
+    ]
+    if not kids:
+        return
+    _say("waiting up to %.0fs for %d running process(es) to finish", grace, len(kids))
+    _, alive = psutil.wait_procs(kids, timeout=grace)
+    for k in alive:
+        with contextlib.suppress(psutil.Error):
+            k.terminate()
+    _, alive = psutil.wait_procs(alive, timeout=10)
+    for k in alive:
+        with contextlib.suppress(psutil.Error):
+            k.kill()
+
+
+def _cmdline(proc: object) -> list[str]:
+    try:
+        return list(proc.cmdline())  # type: ignore[attr-defined]
+    except Exception:
+        return []
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return None
+
+
 def serve(
     config_path: Path,
     workdir: Path,
@@ -133,6 +173,7 @@ def serve(
     except KeyboardInterrupt:
         _say("stopping")
     finally:
+        _finish_runs(exclude=server.pid if server else None)
         if server is not None:
             stop_server(server)
             _say("Prefect server stopped")

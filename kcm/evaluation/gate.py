@@ -1,0 +1,60 @@
+"""The promotion gate: should a challenger replace the champion? A pure function of the two
+models' scores on the same held-out evaluation set, so it can be tested and explained."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GateTolerances:
+    accuracy_drop: float = 0.01  # overall traffic accuracy may fall by at most this
+    few_drop: float = 0.0  # balanced Few-group accuracy may not fall (beyond this)
+    large_rate_rise: float = 0.05  # traffic large-call rate may rise by at most this
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return ("promote: " if self.promote else "keep champion: ") + "; ".join(self.reasons)
+
+
+def _get(scores: Mapping[str, Any], view: str, key: str) -> float | None:
+    v = scores.get(view, {}).get(key)
+    return None if v is None else float(v)
+
+
+def decide_promotion(
+    challenger: Mapping[str, Any],
+    champion: Mapping[str, Any] | None,
+    tol: GateTolerances | None = None,
+) -> Decision:
+    """Compare two cycle reports (``traffic`` and ``balanced`` views, as ``kcm.pipeline.evaluate``
+    writes them). The first model is promoted; later ones only if overall accuracy does not
+    drop by more than the tolerance, Few-group accuracy does not drop, and the large-call rate
+    does not rise beyond the tolerance."""
+    tol = tol or GateTolerances()
+    if champion is None:
+        return Decision(True, ["no champion yet: the first version becomes champion"])
+    reasons, ok = [], True
+    checks = [
+        ("traffic", "accuracy", "accuracy", tol.accuracy_drop, +1),
+        ("balanced", "accuracy_few", "Few-group accuracy", tol.few_drop, +1),
+        ("traffic", "large_call_rate", "large-call rate", tol.large_rate_rise, -1),
+    ]
+    for view, key, label, allowed, sign in checks:
+        new, old = _get(challenger, view, key), _get(champion, view, key)
+        if new is None or old is None:
+            reasons.append(f"{label}: not measured on both, not compared")
+            continue
+        change = (new - old) * sign  # > 0 is better
+        passed = change >= -allowed - 1e-12
+        ok &= passed
+        word = "ok" if passed else "REFUSED"
+        reasons.append(f"{label} {old:.3f} -> {new:.3f} ({word}, tolerance {allowed:.3f})")
+    return Decision(ok, reasons)
