@@ -63,11 +63,12 @@ def continual_flow(
         if pending
         else None
     )
+    parent = pipeline.start_tracking(c, ws) if pending else None
     for i, name in enumerate(pending):
         if progress is not None and i:
             update_progress_artifact(artifact_id=progress, progress=100.0 * i / len(pending))
         t0 = time.perf_counter()
-        state = cycle_flow.with_options(task_runner=runner)(cfg, name, return_state=True)
+        state = cycle_flow.with_options(task_runner=runner)(cfg, name, parent, return_state=True)
         if state.name == "Quarantined":
             quarantined.append(name)
             continue
@@ -77,9 +78,11 @@ def continual_flow(
                 name,
                 state.message,
             )
+            pipeline.end_tracking(parent, failed=True)
             return Failed(message=f"cycle for {name} failed: {state.message}")
         done.append(name)
         log.info("cycle %s done in %.1fs", name, time.perf_counter() - t0)
+    pipeline.end_tracking(parent)
     if progress is not None:
         update_progress_artifact(artifact_id=progress, progress=100.0)
     report = summary_task(cfg)

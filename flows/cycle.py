@@ -9,7 +9,9 @@ Pure compute is not retried. A batch that fails validation ends the flow run in 
 
 from __future__ import annotations
 
+import base64
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -30,8 +32,8 @@ def bootstrap_task(cfg: dict[str, Any]) -> dict[str, Any]:
 
 @task(name="ingest", cache_policy=NONE)
 def ingest_task(cfg: dict[str, Any]) -> dict[str, list[str]]:
-    _c, ws = resolve(cfg)
-    out = pipeline.ingest(ws)
+    c, ws = resolve(cfg)
+    out = pipeline.ingest(ws, c)
     log = get_run_logger()
     for name in out["skipped"]:
         log.info("skipped %s: already ingested (same content)", name)
@@ -92,18 +94,30 @@ def evaluate_task(cfg: dict[str, Any], name: str, version: int) -> dict[str, Any
 
 @task(name="register", cache_policy=NONE)
 def register_task(
-    cfg: dict[str, Any], name: str, version: int, report: dict[str, Any]
+    cfg: dict[str, Any],
+    name: str,
+    version: int,
+    report: dict[str, Any],
+    parent_run_id: str | None = None,
 ) -> dict[str, Any]:
     c, ws = resolve(cfg)
-    return pipeline.register(c, ws, name, version, report)
+    out = pipeline.register(c, ws, name, version, report, parent_run_id=parent_run_id)
+    get_run_logger().info(
+        "promotion gate for %s: %s (%s)",
+        name,
+        "promoted" if out["promoted"] else "refused",
+        "; ".join(out["reasons"]),
+    )
+    return out
 
 
 def _fmt(v: Any) -> str:
     return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
 
-def publish(cfg: dict[str, Any], report: dict[str, Any]) -> None:
-    """A markdown artifact with the cycle's table and a table artifact of per-class accuracy."""
+def publish(cfg: dict[str, Any], report: dict[str, Any], registered: dict[str, Any]) -> None:
+    """A markdown artifact with the cycle's table and the gate's decision, one with the
+    cycle's plots (PNG, inline), and a table artifact of per-class accuracy."""
     _, ws = resolve(cfg)
     meta = pipeline.eval_meta(ws)
     t, b, f = report["traffic"], report["balanced"], report["forgetting"]
@@ -130,11 +144,37 @@ def publish(cfg: dict[str, Any], report: dict[str, Any]) -> None:
         f"forgetting over {report['cycle'] + 1} cycle(s): BWT {_fmt(f['bwt'])}, forgetting "
         f"{_fmt(f['forgetting'])}, Few-group forgetting {_fmt(f['forgetting_few'])}",
     ]
+    ml = registered.get("mlflow") or {}
+    md += [
+        "",
+        ("**promoted** to champion" if registered["promoted"] else "**not promoted**")
+        + f" (serving v{registered['serving']:04d}): "
+        + "; ".join(registered["reasons"]),
+    ]
+    if ml:
+        md.append(
+            f"MLflow: model `{ml['model_name']}` version {ml['model_version']}, run `{ml['run_id']}`"
+        )
     create_markdown_artifact(
         key="kcm-cycle",
         markdown="\n".join(md),
         description=f"cycle {report['cycle']} on {report['batch']}",
     )
+    if registered.get("plots"):
+        pics = [f"# kcm cycle {report['cycle']}: plots", ""]
+        for path in registered["plots"]:
+            data = base64.b64encode(Path(path).read_bytes()).decode()
+            pics += [
+                f"## {Path(path).stem}",
+                "",
+                f"![{Path(path).stem}](data:image/png;base64,{data})",
+                "",
+            ]
+        create_markdown_artifact(
+            key="kcm-cycle-plots",
+            markdown="\n".join(pics),
+            description=f"plots of cycle {report['cycle']} (PNG files: {Path(registered['plots'][0]).parent})",
+        )
     names = meta["task"]["label_names"]
     groups = meta["groups"]
     table = [
@@ -153,7 +193,7 @@ def publish(cfg: dict[str, Any], report: dict[str, Any]) -> None:
 
 
 @flow(name="kcm-cycle", flow_run_name="cycle-{name}", log_prints=False)
-def cycle_flow(cfg: dict[str, Any], name: str) -> Any:
+def cycle_flow(cfg: dict[str, Any], name: str, parent_run_id: str | None = None) -> Any:
     """Process one ingested batch."""
     log = get_run_logger()
     t0 = time.perf_counter()
@@ -180,8 +220,8 @@ def cycle_flow(cfg: dict[str, Any], name: str) -> Any:
     report = evaluate_task(cfg, name, learned["version"])
     report["large_ledger"] = pipeline.ledger_totals(calls)
     report["seconds"] = time.perf_counter() - t0
-    register_task(cfg, name, learned["version"], report)
-    publish(cfg, report)
+    registered = register_task(cfg, name, learned["version"], report, parent_run_id)
+    publish(cfg, report, registered)
     log.info(
         "batch %s: accuracy %.3f, large-call rate %.3f; system v%04d is current",
         name,

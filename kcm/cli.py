@@ -17,6 +17,7 @@ OFFLINE_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DVC_NO_ANALYTICS": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "TOKENIZERS_PARALLELISM": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
 }
@@ -148,11 +149,19 @@ def _run_in_process(cfg: Any, out: Path, inbox: str, show: bool) -> dict[str, An
 
     ws = Workspace(out, inbox)
     pipeline.bootstrap(cfg, ws)
-    pending = pipeline.ingest(ws)["pending"]
-    with CycleProgress(show) as bars:
-        for i, name in enumerate(pending):
-            bar = bars.start(f"cycle {i}: {name}", len(pipeline.STEPS))
-            pipeline.process_batch(cfg, ws, name, on_step=lambda _step, bar=bar: bar(1))
+    pending = pipeline.ingest(ws, cfg)["pending"]
+    parent = pipeline.start_tracking(cfg, ws) if pending else None
+    failed = True
+    try:
+        with CycleProgress(show) as bars:
+            for i, name in enumerate(pending):
+                bar = bars.start(f"cycle {i}: {name}", len(pipeline.STEPS))
+                pipeline.process_batch(
+                    cfg, ws, name, on_step=lambda _s, bar=bar: bar(1), parent_run_id=parent
+                )
+        failed = False
+    finally:
+        pipeline.end_tracking(parent, failed)
     return pipeline.summary_report(ws, cfg)
 
 
@@ -190,6 +199,87 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or cfg.flow.workdir).resolve()
     cfg_path = _workdir_config(args, cfg, workdir)
     return serve(cfg_path, workdir, inbox=args.inbox, cron=args.cron, interval=args.interval)
+
+
+def _registry_context(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The config and workspace a registry command acts on: the workspace's own resolved
+    config when it has one (``kcm run --out DIR`` / ``kcm continual`` write it)."""
+    from kcm.config import load_config
+    from kcm.workspace import Workspace
+
+    workdir = Path(args.workdir) if args.workdir else None
+    resolved = workdir / "params.resolved.yaml" if workdir else None
+    if args.config is None and resolved is not None and resolved.is_file():
+        cfg = load_config(resolved, args.set or [])
+    else:
+        cfg = load_cli_config(args)
+    return cfg, Workspace(workdir or cfg.flow.workdir)
+
+
+def _who() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from kcm import pipeline
+
+    cfg, ws = _registry_context(args)
+    out = pipeline.promote(cfg, ws, args.version, who=args.who or _who())
+    sys.stdout.write(
+        f"{out['model']}: champion -> version {out['champion']} (was {out['previous']})\n"
+    )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from kcm import pipeline
+
+    cfg, ws = _registry_context(args)
+    out = pipeline.rollback(cfg, ws, who=args.who or _who())
+    sys.stdout.write(
+        f"{out['model']}: champion -> version {out['champion']} (rolled back from "
+        f"{out['previous']})\n"
+    )
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from kcm import pipeline
+
+    cfg, ws = _registry_context(args)
+    info = pipeline.lineage(cfg, ws, args.version)
+    if args.json:
+        sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        return 0
+    w = sys.stdout.write
+    aliases = ", ".join(info["aliases"]) or "no alias"
+    w(f"{info['model']} version {info['version']} ({aliases}); MLflow run {info['run_id']}\n")
+    w(f"code commit: {info['git_commit']}\n")
+    w(f"batches seen ({len(info['batches'])}):\n")
+    for b in info["batches"]:
+        w(f"  {b['name']}  sha256 {b['sha256'][:12]}  dvc md5 {b.get('dvc_md5') or '-'}\n")
+    if info["gate"]:
+        w(f"gate: {info['gate']}\n")
+    for k, v in info["manual"].items():
+        w(f"{k}: {v}\n")
+    cfg_keys = ("data.dataset", "judge.kind", "routing.epsilon", "large.backend", "seed")
+    w("config: " + ", ".join(f"{k}={info['config'].get(k)}" for k in cfg_keys) + "\n")
+    w(f"  (all {len(info['config'])} keys with --json)\n")
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    from kcm.stages import run_stage
+
+    cfg = load_cli_config(args)
+    out = run_stage(args.name, cfg, args.dir)
+    sys.stdout.write(json.dumps(out, indent=1, default=str) + "\n")
+    return 0
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -243,6 +333,32 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--workdir", help="the project folder (default: flow.workdir)")
     se.add_argument("--inbox", help="folder or fsspec URL (default: flow.inbox)")
     se.set_defaults(func=cmd_serve)
+
+    pr = sub.add_parser("promote", help="make a registered model version the champion")
+    _add_config_args(pr)
+    pr.add_argument("--version", type=int, required=True, help="the registered model version")
+    pr.add_argument("--workdir", help="the project folder (default: flow.workdir)")
+    pr.add_argument("--who", help="recorded in the version's tags (default: your login)")
+    pr.set_defaults(func=cmd_promote)
+
+    rb = sub.add_parser("rollback", help="point champion back at the version it replaced")
+    _add_config_args(rb)
+    rb.add_argument("--workdir", help="the project folder (default: flow.workdir)")
+    rb.add_argument("--who", help="recorded in the version's tags (default: your login)")
+    rb.set_defaults(func=cmd_rollback)
+
+    li = sub.add_parser("lineage", help="the batches, code and config a model version came from")
+    _add_config_args(li)
+    li.add_argument("--version", type=int, required=True, help="the registered model version")
+    li.add_argument("--workdir", help="the project folder (default: flow.workdir)")
+    li.add_argument("--json", action="store_true", help="print everything as JSON")
+    li.set_defaults(func=cmd_lineage)
+
+    st = sub.add_parser("stage", help="run one stage of the DVC pipeline (dvc.yaml calls these)")
+    _add_config_args(st)
+    st.add_argument("name", choices=["prepare", "pretrain_large", "cycle", "evaluate"])
+    st.add_argument("--dir", default="data/pipeline", help="the stages' folder (data/pipeline)")
+    st.set_defaults(func=cmd_stage)
 
     conf = sub.add_parser("config", help="print the resolved configuration as YAML")
     _add_config_args(conf)

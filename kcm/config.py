@@ -214,6 +214,10 @@ class EvalConfig(_Section):
     traffic_size: int | None = Field(
         None, description="size of the traffic view of the test set (default: the test size)"
     )
+    plots: bool = Field(True, description="draw each cycle's PNG plots (MLflow, Prefect, DVC)")
+    kan_plot_inputs: int = Field(
+        6, ge=0, description="KAN judge plot: inputs kept (pykan drawing is slow); 0: no plot"
+    )
 
 
 class ValidateConfig(_Section):
@@ -248,6 +252,36 @@ class FlowConfig(_Section):
     dask_address: str | None = Field(None, description="an existing Dask scheduler; default local")
 
 
+class RegistryConfig(_Section):
+    """MLflow tracking and model registry (embedded default: SQLite under <workdir>/mlflow/;
+    MLFLOW_TRACKING_URI points at a tracking server instead)."""
+
+    enabled: bool = True
+    tracking_uri: str | None = Field(
+        None,
+        description="default: MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow/mlflow.db",
+    )
+    experiment: str = "kcm"
+    model_name: str = "kcm-system"
+    accuracy_tolerance: float = Field(0.01, ge=0, description="traffic accuracy may drop this much")
+    few_tolerance: float = Field(
+        0.0, ge=0, description="balanced Few-group accuracy may drop this much"
+    )
+    large_rate_tolerance: float = Field(
+        0.05, ge=0, description="large-call rate may rise this much"
+    )
+
+
+class DVCConfig(_Section):
+    """Data versioning: every ingested batch is ``dvc add``-ed and pushed to the remote."""
+
+    enabled: bool = True
+    remote: str | None = Field(
+        None, description="a DVC remote URL (s3://..., /path); default <workdir>/dvc-remote"
+    )
+    remote_name: str = "kcm"
+
+
 class KCMConfig(_Section):
     seed: int = 0
     data: DataConfig = DataConfig()
@@ -260,6 +294,8 @@ class KCMConfig(_Section):
     eval: EvalConfig = EvalConfig()
     validation: ValidateConfig = ValidateConfig()
     flow: FlowConfig = FlowConfig()
+    registry: RegistryConfig = RegistryConfig()
+    dvc: DVCConfig = DVCConfig()
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

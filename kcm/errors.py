@@ -32,3 +32,7 @@ def check_is_fitted(obj: object, attr: str) -> None:
     """Raise NotFittedError unless ``obj`` has the learned attribute ``attr``."""
     if getattr(obj, attr, None) is None:
         raise NotFittedError(obj)
+
+
+class RegistryError(KCMError, LookupError):
+    """A model registry operation that cannot be done (unknown version, nothing to roll back)."""

@@ -28,6 +28,7 @@ from kcm.data.batch import Batch, Task, batch_from_frame
 from kcm.data.sources import read_table
 from kcm.data.stream import DataBundle, build_bundle
 from kcm.errors import DataError, KCMError
+from kcm.evaluation.curves import reliability, tradeoff_curve
 from kcm.evaluation.metrics import AccuracyMatrix, PerClassAccuracy, auroc
 from kcm.evaluation.report import view_metrics
 from kcm.models.large import LargeModel, make_large_model
@@ -57,8 +58,14 @@ def large_model(ws: Workspace) -> LargeModel:
 
 
 def current_system(ws: Workspace, version: int | None = None) -> CollaborationSystem:
+    """The latest learned system (or ``version``): what learning continues from."""
     path = ws.current_system() if version is None else ws.system_dir(version)
     return load_system(path, large=large_model(ws))
+
+
+def serving_system(ws: Workspace) -> CollaborationSystem:
+    """The champion: what answers traffic."""
+    return load_system(ws.serving_system(), large=large_model(ws))
 
 
 def task_of(ws: Workspace) -> Task:
@@ -138,10 +145,12 @@ def feed(
 
 
 # -- ingest and validate -----------------------------------------------------------------
-def ingest(ws: Workspace) -> dict[str, list[str]]:
+def ingest(ws: Workspace, cfg: KCMConfig | None = None) -> dict[str, list[str]]:
     """Move new files from the inbox to data/batches/ under stable names
-    (``<seq>-<stem>-<sha8><suffix>``). A file whose content was seen before is skipped with a
-    log line and kept under data/batches/duplicates/. Returns new, skipped and pending names."""
+    (``<seq>-<stem>-<sha8><suffix>``) and, with ``dvc.enabled``, version each with DVC
+    (``dvc add`` + push to the remote; the md5 goes into the ledger). A file whose content was
+    seen before is skipped with a log line and kept under data/batches/duplicates/. Returns
+    new, skipped and pending names."""
     import fsspec
 
     fs, root = fsspec.core.url_to_fs(ws.inbox)
@@ -174,17 +183,23 @@ def ingest(ws: Workspace) -> dict[str, list[str]]:
         stem, dot, suffix = base.rpartition(".")
         stem, suffix = (stem, "." + suffix) if dot else (base, "")
         stable = f"{len(ledger['order']):04d}-{stem}-{sha[:8]}{suffix}"
+        ws.batches.mkdir(parents=True, exist_ok=True)  # (empty folders are not versioned)
         dest = ws.batches / stable
         tmp = dest.with_name(f".{stable}.tmp")
         tmp.write_bytes(data)
         tmp.replace(dest)
         fs.rm(src)
-        ledger["batches"][stable] = {
+        entry: dict[str, Any] = {
             "status": "ingested",
             "sha256": sha,
             "source": src,
             "ingested_at": _now(),
         }
+        if cfg is not None and cfg.dvc.enabled:
+            from kcm.adapters.dvc_store import version_file
+
+            entry.update(version_file(ws.root, dest, cfg.dvc.remote, cfg.dvc.remote_name))
+        ledger["batches"][stable] = entry
         ledger["order"].append(stable)
         known[sha] = stable
         new.append(stable)
@@ -196,9 +211,10 @@ def ingest(ws: Workspace) -> dict[str, list[str]]:
 
 def _quarantine(ws: Workspace, name: str, report: Any) -> None:
     ws.quarantine.mkdir(parents=True, exist_ok=True)
-    src = ws.batches / name
-    if src.exists():
-        shutil.move(str(src), ws.quarantine / name)
+    for suffix in ("", ".dvc"):  # the batch and its DVC record stay together
+        src = ws.batches / f"{name}{suffix}"
+        if src.exists():
+            shutil.move(str(src), ws.quarantine / f"{name}{suffix}")
     atomic_write_text(ws.quarantine / f"{name}.report.json", json.dumps(report.to_dict(), indent=1))
     atomic_write_text(ws.quarantine / f"{name}.summary.md", report.summary())
     ledger = ws.load_ledger()
@@ -283,7 +299,7 @@ def load_batch(ws: Workspace, name: str) -> Batch:
 def route(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
     """Score the batch with the current system (judge and small model) and decide which
     samples go to the large model. Writes route.npz; returns the chunks for call_large."""
-    system = current_system(ws)
+    system = serving_system(ws)
     batch = load_batch(ws, name)
     preds = system.predict(batch, call_large=False)
     arrays: dict[str, Any] = {
@@ -460,7 +476,7 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
     meta = eval_meta(ws)
     groups = {int(k): v for k, v in meta["groups"].items()}
     ledger = ws.load_ledger()
-    base = current_system(ws)
+    base = serving_system(ws)
     batch = load_batch(ws, name)
     pre = assemble(ws, name, base, batch)
     row = view_metrics(pre.label, batch.y_true, pre.to_large, groups)
@@ -492,7 +508,18 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
             if baseline.is_fitted
             else np.zeros(len(view), int)
         )
-        m["judge_auroc"] = auroc(p.confidence, p.small_proba.argmax(axis=1) == view.y_true)
+        small_label = p.small_proba.argmax(axis=1)
+        m["judge_auroc"] = auroc(p.confidence, small_label == view.y_true)
+        m["curves"] = {
+            "judge": tradeoff_curve(p.confidence, small_label, lo.label, view.y_true),
+            "cascade": tradeoff_curve(
+                p.small_proba.max(axis=1), small_label, lo.label, view.y_true
+            ),
+            "oracle": tradeoff_curve(
+                (small_label == view.y_true).astype(float), small_label, lo.label, view.y_true
+            ),
+        }
+        m["reliability"] = reliability(p.confidence, small_label == view.y_true)
         m["baselines"] = {
             "large_only": float((lo.label == view.y_true).mean()),
             "large_only_few": _few_acc(lo.label, view, groups),
@@ -529,25 +556,139 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
     return row
 
 
+def cycle_plots(cfg: KCMConfig, ws: Workspace, name: str, report: dict[str, Any]) -> list[str]:
+    """Draw the cycle's PNGs into ``state/runs/<batch>/plots/``: the accuracy vs large-call
+    rate curve (threshold sweep on the traffic view), the accuracy matrix, the judge's
+    reliability diagram and, for a KAN judge, its activations drawn by pykan."""
+    if not cfg.eval.plots:
+        return []
+    from kcm.evaluation import plots
+
+    out = ws.run_dir(name) / "plots"
+    t = report["traffic"]
+    cycle = report.get("cycle", 0)
+    paths = [
+        plots.plot_tradeoff(
+            t["curves"],
+            out / "tradeoff.png",
+            point=(t["large_call_rate"], t["accuracy"]),
+            references={
+                "large only": t["baselines"]["large_only"],
+                "small only": t["baselines"]["small_only"],
+            },
+            title=f"cycle {cycle}: accuracy vs large-call rate (traffic view)",
+        ),
+        plots.plot_reliability(t["reliability"], out / "reliability.png"),
+    ]
+    state = report.get("matrix_state", {}).get("matrix")
+    if state:
+        paths.append(
+            plots.plot_matrix(
+                AccuracyMatrix.from_dict(state).result(),
+                out / "accuracy_matrix.png",
+                title=f"accuracy matrix after cycle {cycle}",
+            )
+        )
+    system = current_system(ws, int(report["version"]))
+    if cfg.judge.kind == "kan" and cfg.eval.kan_plot_inputs and system.trained_:
+        view = _view(ws, "traffic", task_of(ws))
+        rows = np.random.default_rng(cfg.seed).permutation(len(view))[:400]
+        view = view.subset(rows, "traffic-sample")
+        feats = system.featurize(view)
+        sp = system.small_proba(feats)
+        X = system.judge_inputs(feats.dense, sp, system.replay_.records_)
+        paths.append(
+            plots.plot_kan(
+                system.judge_,
+                X,
+                sp,
+                out / "kan_judge.png",
+                top_inputs=cfg.eval.kan_plot_inputs,
+                input_names=plots.judge_input_names(feats.dense.shape[1]),
+            )
+        )
+    return [str(p) for p in paths]
+
+
 def register(
-    cfg: KCMConfig, ws: Workspace, name: str, version: int, report: dict[str, Any]
+    cfg: KCMConfig,
+    ws: Workspace,
+    name: str,
+    version: int,
+    report: dict[str, Any],
+    parent_run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Commit the cycle: the candidate becomes current, the batch is marked processed and
-    the accuracy matrix grows; one atomic ledger write, so a crash before it changes nothing."""
+    """Commit the cycle. The promotion gate compares the candidate with the champion on the
+    same held-out views; with the registry on, the candidate is tracked and registered in
+    MLflow (alias ``challenger``; ``champion`` only if the gate agrees). Then one atomic ledger
+    write: the candidate becomes the latest version, and the serving one if promoted."""
+    from kcm.evaluation.gate import GateTolerances, decide_promotion
+
     ledger = ws.load_ledger()
+    serving = ledger.get("serving")
+    champion = next((c for c in reversed(ledger["cycles"]) if c.get("version") == serving), None)
+    r = cfg.registry
+    tol = GateTolerances(r.accuracy_tolerance, r.few_tolerance, r.large_rate_tolerance)
+    decision = decide_promotion(report, champion, tol)
+    report["gate"] = {
+        "promote": decision.promote,
+        "reasons": decision.reasons,
+        "champion_version": serving,
+    }
+    report["plots"] = cycle_plots(cfg, ws, name, report)
+    if r.enabled:
+        from kcm.adapters import mlflow_registry
+
+        report["mlflow"] = mlflow_registry.track_cycle(
+            cfg,
+            ws,
+            name,
+            version,
+            report,
+            decision,
+            lineage=_lineage(ws, ledger, name),
+            parent_run_id=parent_run_id,
+        )
     entry = {k: v for k, v in report.items() if k not in ("matrix_state", "per_class")}
     ledger["cycles"].append(entry)
     for key, state in report["matrix_state"].items():
         ledger[key] = state
     ledger["batches"][name].update(status="processed", version=version, at=_now())
     ledger["current"] = version
+    if decision.promote:
+        ledger["serving"] = version
     reports = ws.state / "reports"
     reports.mkdir(parents=True, exist_ok=True)
     atomic_write_text(
         reports / f"{Path(name).stem}.json", json.dumps(report, indent=1, default=float)
     )
     ws.save_ledger(ledger)
-    return {"batch": name, "version": version, "current": version}
+    log.info("batch %s: %s", name, decision.summary())
+    return {
+        "batch": name,
+        "version": version,
+        "promoted": decision.promote,
+        "serving": ledger.get("serving"),
+        "reasons": decision.reasons,
+        "plots": report["plots"],
+        "mlflow": report.get("mlflow"),
+    }
+
+
+def _lineage(ws: Workspace, ledger: dict[str, Any], name: str) -> dict[str, Any]:
+    """The data a version has seen: every processed batch so far, plus this one."""
+    seen = [n for n in ledger["order"] if ledger["batches"][n]["status"] == "processed"] + [name]
+    return {
+        "batches": [
+            {
+                "name": n,
+                "sha256": ledger["batches"][n]["sha256"],
+                "dvc_md5": ledger["batches"][n].get("dvc_md5"),
+                "dvc_file": ledger["batches"][n].get("dvc_file"),
+            }
+            for n in seen
+        ]
+    }
 
 
 def summary_report(ws: Workspace, cfg: KCMConfig) -> dict[str, Any]:
@@ -638,7 +779,11 @@ STEPS = ("validate", "route", "call_large", "learn", "evaluate", "register")
 
 
 def process_batch(
-    cfg: KCMConfig, ws: Workspace, name: str, on_step: Callable[[str], None] | None = None
+    cfg: KCMConfig,
+    ws: Workspace,
+    name: str,
+    on_step: Callable[[str], None] | None = None,
+    parent_run_id: str | None = None,
 ) -> dict[str, Any]:
     """One cycle in-process: validate → route → call_large → learn → evaluate → register."""
     t0 = time.perf_counter()
@@ -657,9 +802,25 @@ def process_batch(
     report["large_ledger"] = ledger_totals(calls)
     step("evaluate")
     report["seconds"] = time.perf_counter() - t0
-    register(cfg, ws, name, learned["version"], report)
+    register(cfg, ws, name, learned["version"], report, parent_run_id=parent_run_id)
     step("register")
     return {"batch": name, "status": "processed", "report": report}
+
+
+def start_tracking(cfg: KCMConfig, ws: Workspace) -> str | None:
+    """The MLflow parent run of one continual invocation (None with the registry off)."""
+    if not cfg.registry.enabled:
+        return None
+    from kcm.adapters import mlflow_registry
+
+    return mlflow_registry.start_parent(ws.root, cfg.registry.experiment, cfg.registry.tracking_uri)
+
+
+def end_tracking(run_id: str | None, failed: bool = False) -> None:
+    if run_id is not None:
+        from kcm.adapters import mlflow_registry
+
+        mlflow_registry.end_parent(run_id, failed)
 
 
 def run_pipeline(
@@ -667,11 +828,17 @@ def run_pipeline(
 ) -> dict[str, Any]:
     """Bootstrap if needed, ingest the inbox and process every pending batch in order."""
     bootstrap(cfg, ws)
-    pending = ingest(ws)["pending"]
-    for name in pending:
-        out = process_batch(cfg, ws, name)
-        if on_cycle is not None:
-            on_cycle(out)
+    pending = ingest(ws, cfg)["pending"]
+    parent = start_tracking(cfg, ws) if pending else None
+    failed = True
+    try:
+        for name in pending:
+            out = process_batch(cfg, ws, name, parent_run_id=parent)
+            if on_cycle is not None:
+                on_cycle(out)
+        failed = False
+    finally:
+        end_tracking(parent, failed)
     return summary_report(ws, cfg)
 
 
@@ -690,3 +857,51 @@ __all__ = [
     "summary_report",
     "validate",
 ]
+
+
+# -- registry operations by hand ---------------------------------------------------------------
+def _registry(cfg: KCMConfig, ws: Workspace) -> Any:
+    if not cfg.registry.enabled:
+        raise KCMError("the registry is off (registry.enabled: false): nothing to promote")
+    from kcm.adapters import mlflow_registry
+
+    mlflow_registry.setup(ws.root, cfg.registry.experiment, cfg.registry.tracking_uri)
+    return mlflow_registry
+
+
+def _serve_version(ws: Workspace, system_version: int | None) -> None:
+    if system_version is not None and ws.exists():
+        ledger = ws.load_ledger()
+        ledger["serving"] = int(system_version)
+        ws.save_ledger(ledger)
+
+
+def promote(cfg: KCMConfig, ws: Workspace, version: int, who: str) -> dict[str, Any]:
+    """Make registered model ``version`` the champion by hand (recorded as version tags);
+    the workspace serves the system it holds from the next cycle on."""
+    reg = _registry(cfg, ws)
+    name = cfg.registry.model_name
+    info = reg.version_info(name, version)
+    previous = reg.promote(name, version, who)
+    _serve_version(ws, info["system_version"])
+    log.info("model %s: champion is now version %s (was %s)", name, version, previous)
+    return {"model": name, "champion": version, "previous": previous, **info}
+
+
+def rollback(cfg: KCMConfig, ws: Workspace, who: str) -> dict[str, Any]:
+    """Point the champion back at the version the current champion replaced."""
+    reg = _registry(cfg, ws)
+    name = cfg.registry.model_name
+    current = reg.champion_version(name)
+    version = reg.rollback(name, who)
+    info = reg.version_info(name, version)
+    _serve_version(ws, info["system_version"])
+    log.info("model %s: rolled back from version %s to %s", name, current, version)
+    return {"model": name, "champion": version, "previous": current, **info}
+
+
+def lineage(cfg: KCMConfig, ws: Workspace, version: int) -> dict[str, Any]:
+    """Where registered model ``version`` came from: batches (with DVC hashes), code commit,
+    config and the gate's decision."""
+    reg = _registry(cfg, ws)
+    return reg.lineage(cfg.registry.model_name, version)

@@ -100,6 +100,15 @@ class Workspace:
             raise FileNotFoundError(f"{self.root} has no system yet: run bootstrap first")
         return self.system_dir(int(version))
 
+    def serving_system(self) -> Path:
+        """The version that answers traffic: the champion (the latest learned version may
+        have been refused by the promotion gate)."""
+        ledger = self.load_ledger()
+        version = ledger.get("serving", ledger.get("current"))
+        if version is None:
+            raise FileNotFoundError(f"{self.root} has no system yet: run bootstrap first")
+        return self.system_dir(int(version))
+
     def next_version(self) -> int:
         existing = [int(p.name[1:]) for p in (self.state / "systems").glob("v[0-9]*") if p.is_dir()]
         return max(existing, default=-1) + 1

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from kcm.config import DataConfig, GroupsConfig, KCMConfig, StreamConfig
-from kcm.data.batch import NO_LABEL, Batch, Task
-from kcm.data.sources import _stratified_split, load_source
+from kcm.data.batch import NO_LABEL, Batch, Task, batch_from_frame
+from kcm.data.sources import _stratified_split, load_source, read_table
 from kcm.errors import DataError
 
 Group = Literal["many", "medium", "few"]
@@ -206,4 +207,63 @@ def build_bundle(cfg: KCMConfig) -> DataBundle:
         first_batch=first,
         class_order=order,
         meta={"dataset": data.dataset},
+    )
+
+
+# -- a bundle on disk (the DVC ``prepare`` stage's output) ------------------------------------
+def save_bundle(bundle: DataBundle, folder: str | Path) -> Path:
+    """Write the bundle as Parquet splits, the stream as inbox-ready CSV batches and one JSON
+    file for the rest; ``load_bundle`` reads it back."""
+    import json
+
+    folder = Path(folder)
+    (folder / "stream").mkdir(parents=True, exist_ok=True)
+    task = bundle.task
+    for name in ("pretrain", "pool", "test", "traffic"):
+        getattr(bundle, name).to_frame(task).to_parquet(folder / f"{name}.parquet", index=False)
+    for i, b in enumerate(bundle.stream):
+        b.to_frame(task).to_csv(folder / "stream" / f"batch-{i:03d}.csv", index=False)
+    info = {
+        "task": task.to_dict(),
+        "class_counts": [int(n) for n in bundle.class_counts],
+        "groups": {str(c): g for c, g in bundle.groups.items()},
+        "bounds": {
+            "many": bundle.bounds.many,
+            "few": bundle.bounds.few,
+            "scale": bundle.bounds.scale,
+        },
+        "first_batch": {str(c): int(b) for c, b in bundle.first_batch.items()},
+        "class_order": [int(c) for c in bundle.class_order],
+        "meta": bundle.meta,
+        "summary": bundle.summary(),
+    }
+    (folder / "bundle.json").write_text(json.dumps(info, indent=1))
+    return folder
+
+
+def load_bundle(folder: str | Path) -> DataBundle:
+    import json
+
+    folder = Path(folder)
+    if not (folder / "bundle.json").is_file():
+        raise DataError(f"{folder} holds no prepared bundle (bundle.json): run `kcm stage prepare`")
+    info = json.loads((folder / "bundle.json").read_text())
+    task = Task.from_dict(info["task"])
+    str_cols = (task.label_col, task.eval_col)
+
+    def read(path: Path, name: str) -> Batch:
+        return batch_from_frame(read_table(path, str_cols=str_cols), task, name)
+
+    splits = {n: read(folder / f"{n}.parquet", n) for n in ("pretrain", "pool", "test", "traffic")}
+    stream = [read(p, p.stem) for p in sorted((folder / "stream").glob("batch-*.csv"))]
+    return DataBundle(
+        task=task,
+        stream=stream,
+        class_counts=np.asarray(info["class_counts"]),
+        groups={int(c): g for c, g in info["groups"].items()},
+        bounds=GroupBounds(**info["bounds"]),
+        first_batch={int(c): b for c, b in info["first_batch"].items()},
+        class_order=np.asarray(info["class_order"]),
+        meta=info["meta"],
+        **splits,
     )

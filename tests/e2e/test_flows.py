@@ -79,8 +79,13 @@ def test_continual_flow_runs_every_batch_and_the_matrix_grows_across_runs(
     # a third run finds nothing new and completes quietly
     assert continual_flow(config_path=config_path, return_state=True).is_completed()
     with get_client(sync_client=True) as client:
-        keys = {a.key for a in client.read_artifacts()}
-    assert {"kcm-cycle", "kcm-per-class-accuracy", "kcm-continual"} <= keys
+        arts = client.read_artifacts()
+    keys = {a.key for a in arts}
+    assert {"kcm-cycle", "kcm-cycle-plots", "kcm-per-class-accuracy", "kcm-continual"} <= keys
+    plots = next(a for a in arts if a.key == "kcm-cycle-plots")
+    assert plots.data.count("data:image/png;base64,") == 4  # trade-off, reliability, matrix, KAN
+    cycle = next(a for a in arts if a.key == "kcm-cycle")
+    assert "promoted" in cycle.data and "MLflow: model `kcm-system`" in cycle.data
 
 
 def test_malformed_batches_are_quarantined_and_models_untouched(

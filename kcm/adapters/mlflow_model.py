@@ -1,0 +1,7 @@
+"""The pyfunc model definition MLflow loads "from code" (no pickle)."""
+
+import mlflow
+
+from kcm.adapters.mlflow_registry import KCMSystemModel
+
+mlflow.models.set_model(KCMSystemModel())

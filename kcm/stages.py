@@ -1,0 +1,136 @@
+"""The DVC pipeline's stages (``dvc.yaml``): the same library steps as the flows, without Prefect.
+
+```
+prepare         raw dataset -> <dir>/prepared/   (splits, long-tailed stream as CSV batches)
+pretrain_large  prepared    -> <dir>/bootstrap/  (large model's head fitted once, system v0)
+cycle           bootstrap + stream -> <dir>/workspace/  (every batch: route, call, distil...)
+evaluate        workspace   -> <dir>/metrics.json, <dir>/plots/
+```
+Each stage reads ``params.yaml`` (``kcm stage NAME``). The ``cycle`` stage does not ``dvc add``
+the stream batches again (they are the ``prepare`` stage's versioned output) and tracks to the
+MLflow store under ``./mlflow/`` unless ``registry.tracking_uri`` or ``MLFLOW_TRACKING_URI``
+says otherwise.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from kcm.config import KCMConfig
+from kcm.workspace import Workspace, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+STAGES = ("prepare", "pretrain_large", "cycle", "evaluate")
+
+
+def prepare(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
+    from kcm.data.stream import build_bundle, save_bundle
+
+    out = folder / "prepared"
+    shutil.rmtree(out, ignore_errors=True)
+    bundle = build_bundle(cfg)
+    save_bundle(bundle, out)
+    log.info("prepared %s: %s", cfg.data.dataset, bundle.summary())
+    return bundle.summary()
+
+
+def pretrain_large(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
+    from kcm import pipeline
+    from kcm.data.stream import load_bundle
+
+    out = folder / "bootstrap"
+    shutil.rmtree(out, ignore_errors=True)
+    return pipeline.bootstrap(cfg, Workspace(out), load_bundle(folder / "prepared"))
+
+
+def cycle(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
+    from kcm import pipeline
+
+    out = folder / "workspace"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(folder / "bootstrap", out)
+    ws = Workspace(out)
+    ws.make_dirs()  # DVC restores files, not empty folders
+    for f in sorted((folder / "prepared" / "stream").glob("batch-*.csv")):
+        shutil.copy(f, Path(ws.inbox) / f.name)
+    updates: dict[str, Any] = {"dvc": cfg.dvc.model_copy(update={"enabled": False})}
+    if cfg.registry.tracking_uri is None:
+        uri = f"sqlite:///{(Path.cwd() / 'mlflow' / 'mlflow.db').resolve()}"
+        updates["registry"] = cfg.registry.model_copy(update={"tracking_uri": uri})
+    report = pipeline.run_pipeline(cfg.model_copy(update=updates), ws)
+    return {"cycles": len(report["cycles"]), "final": report["final"]["accuracy"]}
+
+
+def metrics_of(report: dict[str, Any]) -> dict[str, Any]:
+    """The figures ``dvc metrics show`` lists (and ``dvc exp show`` compares)."""
+    f, b, fg = report["final"], report["final_balanced"], report["forgetting"]
+    return {
+        "traffic": {
+            "accuracy": f["accuracy"],
+            "large_call_rate": f["large_call_rate"],
+            "accuracy_few": f.get("accuracy_few"),
+            "judge_auroc": f.get("judge_auroc"),
+        },
+        "balanced": {
+            "accuracy": b["accuracy"],
+            "accuracy_many": b.get("accuracy_many"),
+            "accuracy_medium": b.get("accuracy_medium"),
+            "accuracy_few": b.get("accuracy_few"),
+        },
+        "baselines": {
+            k: {"traffic": report[k]["traffic"], "balanced": report[k]["balanced"]}
+            for k in ("large_only", "small_only", "cascade")
+        },
+        "forgetting": fg,
+        "large_calls": report["large_ledger"]["calls"],
+        "cycles": len(report["cycles"]),
+    }
+
+
+def evaluate(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
+    """Write ``metrics.json`` and ``plots/``: the trade-off curve and per-cycle figures as CSV
+    (``dvc plots show`` draws them) and the last cycle's PNG plots."""
+    from kcm import pipeline
+
+    ws = Workspace(folder / "workspace")
+    report = pipeline.summary_report(ws, cfg)
+    metrics = metrics_of(report)
+    atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=1))
+    plots = folder / "plots"
+    shutil.rmtree(plots, ignore_errors=True)
+    plots.mkdir(parents=True)
+    curves = report["final"]["curves"]
+    with (plots / "tradeoff.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["large_call_rate", *curves])
+        for i, r in enumerate(curves["judge"]["rate"]):
+            w.writerow([r, *(curves[k]["accuracy"][i] for k in curves)])
+    with (plots / "cycles.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["cycle", "batch_accuracy", "large_call_rate"])
+        for c in report["cycles"]:
+            w.writerow([c["cycle"], c["accuracy"], c["large_call_rate"]])
+    last = ws.load_ledger()["order"][-1]
+    for png in sorted((ws.run_dir(last) / "plots").glob("*.png")):
+        shutil.copy(png, plots / png.name)
+    return metrics
+
+
+def run_stage(name: str, cfg: KCMConfig, folder: str | Path) -> dict[str, Any]:
+    fns = {
+        "prepare": prepare,
+        "pretrain_large": pretrain_large,
+        "cycle": cycle,
+        "evaluate": evaluate,
+    }
+    if name not in fns:
+        raise ValueError(f"stage {name!r}: choose one of {STAGES}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return fns[name](cfg, folder)

@@ -1,0 +1,82 @@
+"""End-to-end: `dvc repro` and `dvc exp run -S ...` on the default dataset, in a temporary git +
+DVC copy of the project (stages shortened through params.yaml)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+
+
+def _run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "GIT_AUTHOR_NAME": "kcm-test",
+        "GIT_AUTHOR_EMAIL": "kcm@example.invalid",
+        "GIT_COMMITTER_NAME": "kcm-test",
+        "GIT_COMMITTER_EMAIL": "kcm@example.invalid",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, (
+        f"{' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    )
+    return out
+
+
+def test_dvc_repro_and_exp_run_reproduce_the_pipeline(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
+    shutil.copytree(REPO / "kcm", repo / "kcm", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["stream"]["n_batches"] = 2  # short: two cycles
+    params["judge"]["epochs"] = 15
+    params["eval"]["kan_plot_inputs"] = 3
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / ".gitignore").write_text("mlflow/\n")
+    _run(["git", "init", "-q"], repo)
+    _run([str(BIN / "dvc"), "init", "-q"], repo)
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "kcm copy"], repo)
+
+    _run([str(BIN / "dvc"), "repro"], repo)
+    pipe = repo / "data" / "pipeline"
+    metrics = json.loads((pipe / "metrics.json").read_text())
+    assert metrics["cycles"] == 2
+    assert 0.5 < metrics["traffic"]["accuracy"] <= 1.0
+    assert {"bwt", "forgetting", "forgetting_few"} <= set(metrics["forgetting"])
+    for png in ("tradeoff.png", "accuracy_matrix.png", "reliability.png", "kan_judge.png"):
+        assert (pipe / "plots" / png).is_file(), png
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {"prepare", "pretrain_large", "cycle", "evaluate"}
+    shown = json.loads(_run([str(BIN / "dvc"), "metrics", "show", "--json"], repo).stdout)
+    assert "data/pipeline/metrics.json" in json.dumps(shown)
+    _run([str(BIN / "dvc"), "plots", "show", "-o", str(tmp_path / "plots")], repo)
+    assert (tmp_path / "plots" / "index.html").is_file()
+
+    # a second repro has nothing to do
+    again = _run([str(BIN / "dvc"), "repro"], repo).stdout
+    assert "didn't change, skipping" in again and "Running stage" not in again
+
+    # an experiment with another epsilon re-runs the cycles only
+    _run(["git", "add", "-A"], repo)
+    _run(["git", "commit", "-qm", "pipeline run"], repo)
+    exp = _run([str(BIN / "dvc"), "exp", "run", "-S", "routing.epsilon=0.95"], repo).stdout
+    assert "Running stage 'cycle'" in exp
+    assert "Running stage 'prepare'" not in exp and "Running stage 'pretrain_large'" not in exp
+    assert yaml.safe_load((repo / "params.yaml").read_text())["routing"]["epsilon"] == 0.95
+    assert json.loads((pipe / "metrics.json").read_text())["cycles"] == 2
