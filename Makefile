@@ -26,7 +26,7 @@ test-fast: $(STAMP)  ## unit and contract tests only
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check kcm flows tests
+	$(BIN)/ruff check kcm flows tests benchmarks
 
 format: $(STAMP)
 	$(BIN)/ruff format kcm flows tests

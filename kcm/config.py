@@ -101,6 +101,13 @@ class JudgeConfig(_Section):
     hidden: int = Field(16, ge=1)
     grid: int = Field(5, ge=1, description="KAN: spline intervals G")
     k: int = Field(3, ge=1, le=5, description="KAN: spline order")
+    grid_eps: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="KAN grid update (pykan's grid_eps): 1 = uniform over the samples' range "
+        "(fast closed-form basis), 0 = knots at the samples' quantiles",
+    )
     epochs: int = Field(100, ge=1, description="at most; early stopping on a validation share")
     lr: float = Field(1e-2, gt=0)
     weight_decay: float = Field(1e-4, ge=0)

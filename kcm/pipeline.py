@@ -536,10 +536,17 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
             pc = PerClassAccuracy(task.n_classes)
             pc.update(so, view.y_true)
             per_class["small_only"] = [None if np.isnan(a) else float(a) for a in pc.result()]
+            pc = PerClassAccuracy(task.n_classes)
+            pc.update(small_label, view.y_true)  # the distilled small model answering alone
+            per_class["small"] = [None if np.isnan(a) else float(a) for a in pc.result()]
     classes = np.unique(batch.y_true[batch.y_true >= 0]).tolist()
     few = [c for c, g in groups.items() if g == "few"]
     matrices = {}
-    for key, src in (("matrix", "system"), ("matrix_small_only", "small_only")):
+    for key, src in (
+        ("matrix", "system"),
+        ("matrix_small_only", "small_only"),
+        ("matrix_small", "small"),
+    ):
         m = AccuracyMatrix.from_dict(ledger.get(key) or {})
         m.add_task(classes)
         m.update(np.array([np.nan if a is None else a for a in per_class[src]], dtype=float))
@@ -550,6 +557,7 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
         per_class=per_class["system"],
         forgetting=matrices["matrix"].summary(few),
         forgetting_small_only=matrices["matrix_small_only"].summary(few),
+        forgetting_small=matrices["matrix_small"].summary(few),
         matrix_state={k: m.to_dict() for k, m in matrices.items()},
         eval_seconds=time.perf_counter() - t0,
     )
@@ -733,7 +741,14 @@ def summary_report(ws: Workspace, cfg: KCMConfig) -> dict[str, Any]:
             {
                 k: v
                 for k, v in c.items()
-                if k not in ("traffic", "balanced", "forgetting", "forgetting_small_only")
+                if k
+                not in (
+                    "traffic",
+                    "balanced",
+                    "forgetting",
+                    "forgetting_small_only",
+                    "forgetting_small",
+                )
             }
             for c in cycles
         ],
@@ -744,6 +759,7 @@ def summary_report(ws: Workspace, cfg: KCMConfig) -> dict[str, Any]:
         "cascade": base("cascade"),
         "forgetting": matrix.summary(few),
         "forgetting_small_only": last["forgetting_small_only"],
+        "forgetting_small": last.get("forgetting_small"),
         "accuracy_matrix": matrix.result(),
         "accuracy_matrix_few": matrix.result(few),
         "accuracy_matrix_state": matrix.to_dict(),

@@ -240,30 +240,16 @@ def end_parent(run_id: str, failed: bool = False) -> None:
     MlflowClient().set_terminated(run_id, "FAILED" if failed else "FINISHED")
 
 
+_VIEW_KEYS = ("accuracy", "accuracy_many", "accuracy_medium", "accuracy_few", "large_call_rate")
+
+
 def _metrics(report: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
-    for key in (
-        "accuracy",
-        "accuracy_many",
-        "accuracy_medium",
-        "accuracy_few",
-        "large_call_rate",
-        "large_calls",
-        "judge_auroc",
-        "small_accuracy",
-        "seconds",
-    ):
+    for key in (*_VIEW_KEYS, "large_calls", "judge_auroc", "small_accuracy", "seconds"):
         if report.get(key) is not None:
             out[f"batch_{key}"] = float(report[key])
     for view in ("traffic", "balanced"):
-        for key in (
-            "accuracy",
-            "accuracy_many",
-            "accuracy_medium",
-            "accuracy_few",
-            "large_call_rate",
-            "judge_auroc",
-        ):
+        for key in (*_VIEW_KEYS, "judge_auroc"):
             v = report.get(view, {}).get(key)
             if v is not None:
                 out[f"{view}_{key}"] = float(v)

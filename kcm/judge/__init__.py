@@ -26,7 +26,7 @@ def make_judge(cfg: JudgeConfig, seed: int = 0) -> NeuralJudge:
         patience=cfg.patience,
     )
     if cfg.kind == "kan":
-        return KANJudge(**common, grid=cfg.grid, k=cfg.k)
+        return KANJudge(**common, grid=cfg.grid, k=cfg.k, grid_eps=cfg.grid_eps)
     return MLPJudge(**common)
 
 

@@ -23,15 +23,23 @@ class KANJudge(NeuralJudge):
         patience: int = 10,
         grid: int = 5,
         k: int = 3,
+        grid_eps: float = 1.0,
     ) -> None:
         super().__init__(
             target, hidden, epochs, lr, weight_decay, batch_size, seed, val_fraction, patience
         )
         self.grid = grid
         self.k = k
+        self.grid_eps = grid_eps
 
     def _build(self, in_dim: int, out_dim: int) -> nn.Module:
-        return KANNet([in_dim, self.hidden, out_dim], grid=self.grid, k=self.k, seed=self.seed)
+        return KANNet(
+            [in_dim, self.hidden, out_dim],
+            grid=self.grid,
+            k=self.k,
+            seed=self.seed,
+            grid_eps=self.grid_eps,
+        )
 
     def _prepare(self, X: torch.Tensor) -> None:
         assert isinstance(self.net_, KANNet)

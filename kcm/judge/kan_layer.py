@@ -38,6 +38,43 @@ def b_spline_basis(x: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:
     return torch.nan_to_num(value)
 
 
+def _cardinal_table(k: int) -> torch.Tensor:
+    """Polynomial coefficients of the uniform (cardinal) B-spline of order ``k`` piece by
+    piece: ``table[r, d]`` so that on a uniform grid, for x in interval s with fractional
+    position f, basis ``s - r`` equals ``sum_d table[r, d] * f**d`` (r = 0..k)."""
+    import numpy as np
+
+    # Fit each piece exactly from k+1 sample points of the Cox-de Boor recursion.
+    knots = torch.arange(0, 2 * k + 2, dtype=torch.float64)[None, :]  # integer knots 0..2k+1
+    f = torch.linspace(0.05, 0.95, k + 1, dtype=torch.float64)
+    basis = b_spline_basis(f[:, None] + k, knots, k)[:, 0, :]  # x in interval index k
+    vander = np.vander(f.numpy(), k + 1, increasing=True)
+    table = np.zeros((k + 1, k + 1))
+    for r in range(k + 1):  # x in interval k, where bases 0..k are non-zero: piece r = basis k-r
+        table[r] = np.linalg.solve(vander, basis[:, k - r].numpy())
+    return torch.from_numpy(table)
+
+
+def uniform_basis(x: torch.Tensor, grid: torch.Tensor, k: int, table: torch.Tensor) -> torch.Tensor:
+    """Same values as ``b_spline_basis`` for a grid with equal spacing per input, computed
+    from the k+1 non-zero pieces only (closed-form polynomials) instead of the recursion."""
+    n_knots = grid.shape[1]
+    n_basis = n_knots - k - 1
+    u = (x - grid[:, 0]) * (1.0 / (grid[:, 1] - grid[:, 0]))  # in knot intervals
+    s = torch.floor(u)
+    f = (u - s).unsqueeze(-1)
+    coef = table.to(x.dtype)
+    vals = coef[:, k].expand(*x.shape, k + 1)
+    for d in range(k - 1, -1, -1):  # Horner: the k+1 pieces at once
+        vals = torch.addcmul(coef[:, d], vals, f)
+    # piece r is basis s - r; keep those in 0..n_basis-1 (none when x is off the grid)
+    pos = s.to(torch.long).unsqueeze(-1) - torch.arange(k + 1)
+    keep = (pos >= 0) & (pos < n_basis)
+    out = torch.zeros(*x.shape, n_basis + 1, dtype=x.dtype)  # slot 0 collects the rest
+    out.scatter_(2, (pos + 1) * keep, vals * keep)
+    return out[:, :, 1:]
+
+
 class KANLayer(nn.Module):
     """One KAN layer: ``in_dim`` inputs, ``out_dim`` outputs, a learnable function per edge."""
 
@@ -68,15 +105,39 @@ class KANLayer(nn.Module):
         self.register_buffer("mask", torch.ones(in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(out_dim))
 
+    def _grid_is_uniform(self) -> bool:
+        d = self.grid[:, 1:] - self.grid[:, :-1]
+        return bool(torch.allclose(d, d[:, :1].expand_as(d), rtol=1e-4, atol=1e-6))
+
     def basis(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, in, G+k): the closed form on uniform grids, Cox-de Boor otherwise."""
+        key = (self.grid._version, self.grid.data_ptr())
+        if getattr(self, "_uniform_key", None) != key:
+            self._uniform = self._grid_is_uniform()
+            self._uniform_key = key
+        if self._uniform:
+            if getattr(self, "_table", None) is None:
+                self._table = _cardinal_table(self.k)
+            return uniform_basis(x, self.grid, self.k, self._table)
         return b_spline_basis(x, self.grid, self.k)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        basis = self.basis(x).reshape(x.shape[0], -1)  # (batch, in * (G+k))
+    def _weight(self) -> torch.Tensor:
+        """Spline and base weights stacked: (in * (G+k) + in, out)."""
         w_sp = (self.coef * (self.scale_sp * self.mask).unsqueeze(-1)).permute(0, 2, 1)
-        y = basis @ w_sp.reshape(-1, self.out_dim)
-        y = y + F.silu(x) @ (self.scale_base * self.mask)
-        return y + self.bias
+        return torch.cat([w_sp.reshape(-1, self.out_dim), self.scale_base * self.mask])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = torch.cat([self.basis(x).reshape(x.shape[0], -1), F.silu(x)], dim=1)
+        if torch.is_grad_enabled() and self.coef.requires_grad:
+            return torch.addmm(self.bias, feats, self._weight())
+        key = tuple(
+            (p._version, p.data_ptr())
+            for p in (self.coef, self.scale_sp, self.scale_base, self.mask)
+        )
+        if getattr(self, "_w_key", None) != key:  # inference: reuse the stacked weight
+            self._w_cache = self._weight().detach()
+            self._w_key = key
+        return torch.addmm(self.bias, feats, self._w_cache)
 
     def edge_activations(self, x: torch.Tensor) -> torch.Tensor:
         """φ_io(x_i) for every edge: (batch, in, out). For plots and tests, not the hot path."""
@@ -111,13 +172,22 @@ def _curve_to_coef(x: torch.Tensor, y: torch.Tensor, grid: torch.Tensor, k: int)
 class KANNet(nn.Module):
     """A stack of KAN layers, e.g. widths [in, hidden, out]."""
 
-    def __init__(self, widths: list[int], grid: int = 5, k: int = 3, seed: int | None = 0) -> None:
+    def __init__(
+        self,
+        widths: list[int],
+        grid: int = 5,
+        k: int = 3,
+        seed: int | None = 0,
+        grid_eps: float = 0.02,
+    ) -> None:
         super().__init__()
         if len(widths) < 2:
             raise ValueError(f"widths={widths}: give at least [in_dim, out_dim]")
         self.widths, self.grid_size, self.k = list(widths), grid, k
         self.layers = nn.ModuleList(
-            KANLayer(a, b, grid=grid, k=k, seed=None if seed is None else seed + i)
+            KANLayer(
+                a, b, grid=grid, k=k, seed=None if seed is None else seed + i, grid_eps=grid_eps
+            )
             for i, (a, b) in enumerate(itertools.pairwise(widths))
         )
 
@@ -141,7 +211,9 @@ class KANNet(nn.Module):
 
         opts: dict[str, Any] = {"auto_save": False, "symbolic_enabled": False, "save_act": True}
         opts.update(kwargs)
-        model = KAN(width=self.widths, grid=self.grid_size, k=self.k, seed=0, device="cpu", **opts)
+        model = KAN(
+            width=list(self.widths), grid=self.grid_size, k=self.k, seed=0, device="cpu", **opts
+        )
         with torch.no_grad():
             for mine, theirs, node_bias in zip(
                 self.layers, model.act_fun, model.node_bias, strict=True

@@ -95,7 +95,15 @@ def test_two_cycles_are_tracked_registered_and_their_data_versioned(
     assert c.get_run(parents.pop()).info.status == "FINISHED"
     history = c.get_metric_history(versions[2].run_id, "traffic_accuracy")
     assert [m.step for m in history] == [1]
-    for key in ("traffic_accuracy_few", "traffic_large_call_rate", "bwt", "forgetting_few"):
+    for key in (
+        "traffic_accuracy_few",
+        "traffic_large_call_rate",
+        "traffic_baseline_large_only",
+        "balanced_baseline_small_only",
+        "bwt",
+        "forgetting_few",
+        "large_calls",
+    ):
         assert key in runs[ledger["cycles"][1]["version"]].data.metrics, key
     run = c.get_run(versions[2].run_id)
     assert run.data.params["routing.epsilon"] == "0.98"

@@ -42,3 +42,33 @@ def test_to_pykan_matches_outputs(tmp_path) -> None:
     with torch.no_grad():
         assert torch.allclose(net(x), model(x), atol=1e-5)
     assert not (tmp_path / "model").exists()  # nothing written to ./model
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_closed_form_basis_equals_cox_de_boor_on_uniform_grids(k: int) -> None:
+    from kcm.judge.kan_layer import _cardinal_table, uniform_basis
+
+    grid = extend_grid(torch.linspace(-0.7, 1.3, 6).expand(5, 6).contiguous(), k)
+    x = torch.rand(400, 5) * 4 - 2  # inside, at the edges and outside the extended grid
+    x[0] = grid[:, 0]
+    x[1] = grid[:, -1]
+    want = b_spline_basis(x, grid, k)
+    got = uniform_basis(x, grid, k, _cardinal_table(k))
+    assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_uniform_grid_layer_matches_pykan_and_tracks_weight_updates() -> None:
+    net = KANNet([6, 5, 2], seed=3, grid_eps=1.0)
+    x = torch.rand(128, 6) * 2 - 1
+    net.update_grid(x)
+    assert all(layer._grid_is_uniform() for layer in net.layers)
+    with torch.no_grad():
+        before = net(x)
+        net.layers[0].coef.add_(0.3)  # the cached inference weight must follow
+        after = net(x)
+    assert not torch.allclose(before, after)
+    with torch.no_grad():
+        assert torch.allclose(after, net.to_pykan()(x), atol=1e-5)
+    loss = net(x).pow(2).mean()  # training path: gradients reach every parameter
+    loss.backward()
+    assert all(p.grad is not None for p in net.parameters())
