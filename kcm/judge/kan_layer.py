@@ -55,24 +55,34 @@ def _cardinal_table(k: int) -> torch.Tensor:
     return torch.from_numpy(table)
 
 
-def uniform_basis(x: torch.Tensor, grid: torch.Tensor, k: int, table: torch.Tensor) -> torch.Tensor:
+def uniform_basis(
+    x: torch.Tensor,
+    grid: torch.Tensor,
+    k: int,
+    table: torch.Tensor,
+    origin: torch.Tensor | None = None,
+    inv_step: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Same values as ``b_spline_basis`` for a grid with equal spacing per input, computed
-    from the k+1 non-zero pieces only (closed-form polynomials) instead of the recursion."""
-    n_knots = grid.shape[1]
-    n_basis = n_knots - k - 1
-    u = (x - grid[:, 0]) * (1.0 / (grid[:, 1] - grid[:, 0]))  # in knot intervals
+    from the k+1 non-zero pieces only (closed-form polynomials) instead of the recursion.
+    ``origin``/``inv_step`` (the first knot and 1/spacing per input) may be passed
+    precomputed."""
+    n_basis = grid.shape[1] - k - 1
+    if origin is None or inv_step is None:
+        origin, inv_step = grid[:, 0], 1.0 / (grid[:, 1] - grid[:, 0])
+    u = (x - origin) * inv_step  # in knot intervals from the first extended knot
     s = torch.floor(u)
     f = (u - s).unsqueeze(-1)
-    coef = table.to(x.dtype)
+    coef = table if table.dtype == x.dtype else table.to(x.dtype)
     vals = coef[:, k].expand(*x.shape, k + 1)
     for d in range(k - 1, -1, -1):  # Horner: the k+1 pieces at once
         vals = torch.addcmul(coef[:, d], vals, f)
-    # piece r is basis s - r; keep those in 0..n_basis-1 (none when x is off the grid)
-    pos = s.to(torch.long).unsqueeze(-1) - torch.arange(k + 1)
-    keep = (pos >= 0) & (pos < n_basis)
-    out = torch.zeros(*x.shape, n_basis + 1, dtype=x.dtype)  # slot 0 collects the rest
-    out.scatter_(2, (pos + 1) * keep, vals * keep)
-    return out[:, :, 1:]
+    # piece r is basis s - r. Positions off 0..n_basis-1 (x near or off the grid's ends) land
+    # in k+1 padding slots on either side, which are cut away.
+    pos = (s.to(torch.long).unsqueeze(-1) - torch.arange(k + 1)).clamp_(-k - 1, n_basis + k)
+    out = torch.zeros(*x.shape, n_basis + 2 * k + 2, dtype=x.dtype)
+    out.scatter_(2, pos + (k + 1), vals)
+    return out[:, :, k + 1 : k + 1 + n_basis]
 
 
 class KANLayer(nn.Module):
@@ -116,9 +126,15 @@ class KANLayer(nn.Module):
             self._uniform = self._grid_is_uniform()
             self._uniform_key = key
         if self._uniform:
-            if getattr(self, "_table", None) is None:
-                self._table = _cardinal_table(self.k)
-            return uniform_basis(x, self.grid, self.k, self._table)
+            if getattr(self, "_fast_key", None) != (key, x.dtype):
+                self._fast = (
+                    _cardinal_table(self.k).to(x.dtype),
+                    self.grid[:, 0].clone(),
+                    1.0 / (self.grid[:, 1] - self.grid[:, 0]),
+                )
+                self._fast_key = (key, x.dtype)
+            table, origin, inv_step = self._fast
+            return uniform_basis(x, self.grid, self.k, table, origin, inv_step)
         return b_spline_basis(x, self.grid, self.k)
 
     def _weight(self) -> torch.Tensor:
