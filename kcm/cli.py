@@ -331,6 +331,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+WHO_HELP = "recorded in the version's tags (default: your login)"
+
+
+def _add_workdir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workdir", help="the project folder (default: flow.workdir)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kcm",
@@ -360,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     co = sub.add_parser("continual", help="run the kcm-continual flow once on the inbox")
     _add_config_args(co)
-    co.add_argument("--workdir", help="the project folder (default: flow.workdir)")
+    _add_workdir(co)
     co.add_argument("--inbox", help="folder or fsspec URL (default: flow.inbox)")
     co.set_defaults(func=cmd_continual)
 
@@ -369,27 +376,27 @@ def build_parser() -> argparse.ArgumentParser:
     when = se.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", help="a cron expression, e.g. '0 2 * * *'")
     when.add_argument("--interval", type=float, help="seconds between runs")
-    se.add_argument("--workdir", help="the project folder (default: flow.workdir)")
+    _add_workdir(se)
     se.add_argument("--inbox", help="folder or fsspec URL (default: flow.inbox)")
     se.set_defaults(func=cmd_serve)
 
     pr = sub.add_parser("promote", help="make a registered model version the champion")
     _add_config_args(pr)
     pr.add_argument("--version", type=int, required=True, help="the registered model version")
-    pr.add_argument("--workdir", help="the project folder (default: flow.workdir)")
-    pr.add_argument("--who", help="recorded in the version's tags (default: your login)")
+    _add_workdir(pr)
+    pr.add_argument("--who", help=WHO_HELP)
     pr.set_defaults(func=cmd_promote)
 
     rb = sub.add_parser("rollback", help="point champion back at the version it replaced")
     _add_config_args(rb)
-    rb.add_argument("--workdir", help="the project folder (default: flow.workdir)")
-    rb.add_argument("--who", help="recorded in the version's tags (default: your login)")
+    _add_workdir(rb)
+    rb.add_argument("--who", help=WHO_HELP)
     rb.set_defaults(func=cmd_rollback)
 
     li = sub.add_parser("lineage", help="the batches, code and config a model version came from")
     _add_config_args(li)
     li.add_argument("--version", type=int, required=True, help="the registered model version")
-    li.add_argument("--workdir", help="the project folder (default: flow.workdir)")
+    _add_workdir(li)
     li.add_argument("--json", action="store_true", help="print everything as JSON")
     li.set_defaults(func=cmd_lineage)
 
