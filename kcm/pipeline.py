@@ -564,7 +564,13 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
     return row
 
 
-def cycle_plots(cfg: KCMConfig, ws: Workspace, name: str, report: dict[str, Any]) -> list[str]:
+def cycle_plots(
+    cfg: KCMConfig,
+    ws: Workspace,
+    name: str,
+    report: dict[str, Any],
+    system: CollaborationSystem | None = None,
+) -> list[str]:
     """Draw the cycle's PNGs into ``state/runs/<batch>/plots/``: the accuracy vs large-call
     rate curve (threshold sweep on the traffic view), the accuracy matrix, the judge's
     reliability diagram and, for a KAN judge, its activations drawn by pykan."""
@@ -597,7 +603,8 @@ def cycle_plots(cfg: KCMConfig, ws: Workspace, name: str, report: dict[str, Any]
                 title=f"accuracy matrix after cycle {cycle}",
             )
         )
-    system = current_system(ws, int(report["version"]))
+    if system is None:
+        system = current_system(ws, int(report["version"]))
     if cfg.judge.kind == "kan" and cfg.eval.kan_plot_inputs and system.trained_:
         view = _view(ws, "traffic", task_of(ws))
         rows = np.random.default_rng(cfg.seed).permutation(len(view))[:400]
@@ -643,7 +650,9 @@ def register(
         "reasons": decision.reasons,
         "champion_version": serving,
     }
-    report["plots"] = cycle_plots(cfg, ws, name, report)
+    # the candidate, loaded once for the plots and the MLflow model
+    candidate = current_system(ws, version) if (cfg.eval.plots or r.enabled) else None
+    report["plots"] = cycle_plots(cfg, ws, name, report, candidate)
     if r.enabled:
         from kcm.adapters import mlflow_registry
 
@@ -656,6 +665,7 @@ def register(
             decision,
             lineage=_lineage(ws, ledger, name),
             parent_run_id=parent_run_id,
+            system=candidate,
         )
     entry = {k: v for k, v in report.items() if k not in ("matrix_state", "per_class")}
     ledger["cycles"].append(entry)

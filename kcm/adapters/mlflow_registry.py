@@ -114,15 +114,19 @@ MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
 
 
 def log_system(
-    system_dir: str | Path, example: pd.DataFrame, registered_name: str | None = None
+    system_dir: str | Path,
+    example: pd.DataFrame,
+    registered_name: str | None = None,
+    system: Any = None,
 ) -> Any:
     """Log the saved system as a pyfunc model in the active run (and register it).
 
-    The model is logged "from code" (``mlflow_model.py``), so nothing is pickled."""
+    The model is logged "from code" (``mlflow_model.py``), so nothing is pickled. ``system``:
+    the same system already loaded (its answers on the example give the output signature)."""
     from kcm.persist import load_system
 
     probe = KCMSystemModel()
-    probe.system = load_system(system_dir)
+    probe.system = system if system is not None else load_system(system_dir)
     task = probe.system.task
     example = example.drop(columns=[c for c in example.columns if c not in task.input_cols])
     if task.kind == "numeric":  # declare doubles: float32 and float64 inputs both convert safely
@@ -274,6 +278,7 @@ def track_cycle(
     decision: Decision,
     lineage: dict[str, Any],
     parent_run_id: str | None = None,
+    system: Any = None,
 ) -> dict[str, Any]:
     """One MLflow run for the cycle: config as params, the cycle's metrics (step = cycle),
     lineage tags, report and per-class artifacts; the system logged as a pyfunc model and
@@ -323,7 +328,7 @@ def track_cycle(
         mlflow.log_text(per_class.to_csv(index=False), "per_class_accuracy.csv")
         for png in report.get("plots", []):
             mlflow.log_artifact(png, artifact_path="plots")
-        info = log_system(ws.system_dir(version), example, reg.model_name)
+        info = log_system(ws.system_dir(version), example, reg.model_name, system)
         mv = info.registered_model_version
         try:
             c = MlflowClient()
