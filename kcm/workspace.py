@@ -5,7 +5,8 @@
   data/inbox/        new batch files arrive here (or flow.inbox: a file:// or fsspec URL)
   data/batches/      every ingested batch, under a stable name; never deleted
   data/quarantine/   batches that failed validation, each with <name>.report.json and .summary.md
-  state/ledger.json  processed batches, the accuracy matrix, the cycle history, the current version
+  state/ledger.json  processed batches, the accuracy matrix, the cycle history, the latest and
+                     the serving (champion) version
   state/systems/vNNNN/  saved systems (kcm.persist); the ledger names the current one
   state/eval/        the held-out evaluation views and the class groups
   state/runs/<batch>/   a cycle's intermediate results (routing, large-model chunks)
