@@ -119,6 +119,11 @@ class JudgeConfig(_Section):
         ge=2,
         description="cross-fitting folds that give the judge out-of-sample small-model outputs",
     )
+    memory_space: Literal["small", "dense"] = Field(
+        "small",
+        description="where the judge's memory features search neighbours: small = the small "
+        "model's features (TF-IDF for text), dense = the judge's projection",
+    )
 
 
 class SmallConfig(_Section):
@@ -185,6 +190,12 @@ class LargeConfig(_Section):
         le=1.0,
         description="classifier backends: weight of the small model's log-probs in the fusion",
     )
+    hint_prior: Literal["balanced", "stream"] = Field(
+        "balanced",
+        description="balanced: divide the small model's class bias (its mean output on the "
+        "class-balanced replay memory) out of the hint, so the hint carries evidence about the "
+        "input, not the stream's class frequencies (protects the tail); stream: the raw output",
+    )
     cache_dir: str | None = Field(
         None, description="persist large-model answers here (default: in memory for the run)"
     )
@@ -200,7 +211,7 @@ class RoutingConfig(_Section):
         None,
         ge=0.0,
         le=1.0,
-        description="if set, ε is calibrated on held-out data so this fraction goes large",
+        description="if set, ε is calibrated on each batch so this fraction of it goes large",
     )
 
 

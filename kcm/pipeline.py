@@ -28,7 +28,7 @@ from kcm.data.batch import Batch, Task, batch_from_frame
 from kcm.data.sources import read_table
 from kcm.data.stream import DataBundle, build_bundle
 from kcm.errors import DataError, KCMError
-from kcm.evaluation.curves import reliability, tradeoff_curve
+from kcm.evaluation.curves import group_tradeoff_curve, reliability, tradeoff_curve
 from kcm.evaluation.metrics import AccuracyMatrix, PerClassAccuracy, auroc
 from kcm.evaluation.report import view_metrics
 from kcm.models.large import LargeModel, make_large_model
@@ -519,6 +519,15 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
                 (small_label == view.y_true).astype(float), small_label, lo.label, view.y_true
             ),
         }
+        # Few-group accuracy against the view's overall large-call rate (judge threshold
+        # sweep): the promotion gate compares two versions' tails at one rate with it
+        m["few_curve"] = group_tradeoff_curve(
+            p.confidence,
+            small_label,
+            lo.label,
+            view.y_true,
+            np.array([groups.get(int(t)) == "few" for t in view.y_true]),
+        )
         m["reliability"] = reliability(p.confidence, small_label == view.y_true)
         m["baselines"] = {
             "large_only": float((lo.label == view.y_true).mean()),
@@ -611,7 +620,7 @@ def cycle_plots(
         view = view.subset(rows, "traffic-sample")
         feats = system.featurize(view)
         sp = system.small_proba(feats)
-        X = system.judge_inputs(feats.dense, sp, system.replay_.records_)
+        X = system.judge_inputs(feats, sp, system.replay_.records_)
         paths.append(
             plots.plot_kan(
                 system.judge_,

@@ -78,6 +78,7 @@ class CollaborationSystem:
         self.cycle_ = 0
         self.trained_ = False
         self._rng = np.random.default_rng(cfg.seed + 17)
+        self._bias_cache: tuple[int, np.ndarray] | None = None
 
     # -- setup ----------------------------------------------------------------------
     def new_small(self, seed_offset: int = 0) -> SmallModel:
@@ -111,19 +112,24 @@ class CollaborationSystem:
         return self.small_.predict_proba(feats.small)
 
     def judge_inputs(
-        self, dense: np.ndarray, small_proba: np.ndarray, memory: Records | None
+        self, feats: Features, small_proba: np.ndarray, memory: Records | None
     ) -> np.ndarray:
         """The judge reads the dense features plus how well memory supports the small
-        model's answer (it adds the small model's output summary itself)."""
+        model's answer (it adds the small model's output summary itself). Neighbours in
+        memory are searched in the space ``judge.memory_space`` names."""
+        dense = feats.dense
         if memory is None:
             extra = np.zeros((len(dense), 4), np.float32)
         else:
+            small_space = self.cfg.judge.memory_space == "small"
             extra = memory_features(
                 dense,
                 small_proba.argmax(axis=1),
                 memory.features.dense,
                 memory.truth,
                 self.task.n_classes,
+                space=feats.small if small_space else None,
+                ref_space=memory.features.small if small_space else None,
             )
         return np.hstack([dense, extra])
 
@@ -132,10 +138,38 @@ class CollaborationSystem:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         if not self.trained_ or self.judge_ is None:
             return np.zeros(len(feats)), None
-        X = self.judge_inputs(feats.dense, small_proba, self.replay_.records_)
+        X = self.judge_inputs(feats, small_proba, self.replay_.records_)
         proba = self.judge_.predict_proba(X, small_proba)
         conf = proba[:, 1] if self.judge_.target == "correctness" else proba.max(axis=1)
         return conf, proba
+
+    def small_bias(self) -> np.ndarray | None:
+        """The small model's mean output on the class-balanced replay memory: how much more
+        often than evidence warrants it says each class (its learned stream prior). Cached per
+        learned cycle; None before anything is learned."""
+        if self._bias_cache is not None and self._bias_cache[0] == self.cycle_:
+            return self._bias_cache[1]
+        mem = self.replay_.records_
+        if not self.trained_ or self.small_ is None or not self.small_.is_fitted or mem is None:
+            return None
+        c = self.task.n_classes
+        # smoothed towards uniform so a class never seen keeps a finite correction
+        bias = 0.9 * self.small_.predict_proba(mem.features.small).mean(axis=0) + 0.1 / c
+        self._bias_cache = (self.cycle_, bias)
+        return bias
+
+    def hint_of(self, small_proba: np.ndarray) -> np.ndarray:
+        """The hint sent to the large model: the small model's distribution, with its class
+        bias divided out when ``large.hint_prior`` is ``balanced``. Two classifiers' posteriors
+        both carry a class prior; multiplying them (the fusion) would count the stream's
+        long-tail prior against the tail classes the large model still recognises."""
+        if self.cfg.large.hint_prior == "stream":
+            return small_proba
+        bias = self.small_bias()
+        if bias is None:
+            return small_proba
+        h = small_proba / bias
+        return h / h.sum(axis=1, keepdims=True)
 
     def predict(
         self,
@@ -193,7 +227,7 @@ class CollaborationSystem:
                 if isinstance(batch.inputs, np.ndarray)
                 else [batch.inputs[i] for i in idx]
             )
-            hints = sp[idx] if (hint and self.trained_) else None
+            hints = self.hint_of(sp[idx]) if (hint and self.trained_) else None
             out = self.large.predict_proba(inputs, hints, progress=progress)
             raw[idx] = out.raw
             ok_idx = idx[out.ok]
@@ -291,7 +325,7 @@ class CollaborationSystem:
             distill(model, train_part, self.cfg.distill)
             if model.is_fitted:
                 oof[test] = model.predict_proba(data.features.small[test])
-            X[test] = self.judge_inputs(data.features.dense[test], oof[test], train_part)
+            X[test] = self.judge_inputs(data.features.subset(test), oof[test], train_part)
         return oof, X
 
     def _fit_judge(self, data: Records) -> tuple[int, float | None]:

@@ -2,6 +2,8 @@
 
 - ``tradeoff_curve``: accuracy against the large-call rate, sweeping the routing threshold
   (the samples with the lowest score go to the large model first), as RouteLLM draws it.
+- ``group_tradeoff_curve``: the same sweep, scored on a subset (the Few classes) while the
+  rate counts every sample, so two systems' tails can be compared at one large-call rate.
 - ``reliability``: binned confidence against the observed frequency of the event it predicts.
 """
 
@@ -39,6 +41,38 @@ def tradeoff_curve(
         m = round(float(r) * n)
         acc.append((base + int(gain[m])) / n)
     return {"rate": [float(r) for r in rates], "accuracy": acc}
+
+
+def group_tradeoff_curve(
+    score: np.ndarray,
+    small_label: np.ndarray,
+    large_label: np.ndarray,
+    y_true: np.ndarray,
+    in_group: np.ndarray,
+    rates: np.ndarray = RATES,
+) -> dict[str, list[float]]:
+    """Like ``tradeoff_curve`` (the lowest-scored ``rate`` share of *all* labelled samples goes
+    to the large model) but the accuracy is measured on the samples where ``in_group`` holds."""
+    keep = np.asarray(y_true) >= 0
+    score, y = np.asarray(score, float)[keep], np.asarray(y_true)[keep]
+    grp = np.asarray(in_group, bool)[keep]
+    n, n_grp = len(y), int(grp.sum())
+    if n == 0 or n_grp == 0:
+        return {"rate": [], "accuracy": []}
+    small_ok = (np.asarray(small_label)[keep] == y) & grp
+    large_ok = (np.asarray(large_label)[keep] == y) & grp
+    order = np.argsort(score, kind="stable")
+    gain = np.concatenate([[0], np.cumsum(large_ok[order].astype(int) - small_ok[order])])
+    base = int(small_ok.sum())
+    acc = [(base + int(gain[round(float(r) * n)])) / n_grp for r in rates]
+    return {"rate": [float(r) for r in rates], "accuracy": acc}
+
+
+def value_at(curve: dict[str, list[float]], rate: float) -> float | None:
+    """The curve's accuracy at ``rate``, linearly interpolated (None for an empty curve)."""
+    if not curve.get("rate"):
+        return None
+    return float(np.interp(rate, curve["rate"], curve["accuracy"]))
 
 
 def area_under(curve: dict[str, list[float]]) -> float | None:

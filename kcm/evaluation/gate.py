@@ -1,11 +1,19 @@
 """The promotion gate: should a challenger replace the champion? A pure function of the two
-models' scores on the same held-out evaluation set, so it can be tested and explained."""
+models' scores on the same held-out evaluation set, so it can be tested and explained.
+
+The Few-group check compares the two versions *at the challenger's large-call rate* (balanced
+view) when both reports carry the Few-group trade-off curve (``balanced.few_curve``): a
+version that answers more with its small model always loses some of the large model's tail
+accuracy, so comparing raw Few accuracy would keep an early champion that sends everything to
+the large model forever. Reports without the curve fall back to raw Few accuracy."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from kcm.evaluation.curves import value_at
 
 
 @dataclass(frozen=True)
@@ -42,13 +50,17 @@ def decide_promotion(
     if champion is None:
         return Decision(True, ["no champion yet: the first version becomes champion"])
     reasons, ok = [], True
-    checks = [
+    checks: list[tuple[str, float | None, float | None, float, int]] = []
+    for view, key, label, allowed, sign in (
         ("traffic", "accuracy", "accuracy", tol.accuracy_drop, +1),
         ("balanced", "accuracy_few", "Few-group accuracy", tol.few_drop, +1),
         ("traffic", "large_call_rate", "large-call rate", tol.large_rate_rise, -1),
-    ]
-    for view, key, label, allowed, sign in checks:
+    ):
         new, old = _get(challenger, view, key), _get(champion, view, key)
+        if key == "accuracy_few":
+            label, new, old = _few_at_rate(challenger, champion, label, new, old)
+        checks.append((label, new, old, allowed, sign))
+    for label, new, old, allowed, sign in checks:
         if new is None or old is None:
             reasons.append(f"{label}: not measured on both, not compared")
             continue
@@ -58,3 +70,24 @@ def decide_promotion(
         word = "ok" if passed else "REFUSED"
         reasons.append(f"{label} {old:.3f} -> {new:.3f} ({word}, tolerance {allowed:.3f})")
     return Decision(ok, reasons)
+
+
+def _few_at_rate(
+    challenger: Mapping[str, Any],
+    champion: Mapping[str, Any],
+    label: str,
+    new: float | None,
+    old: float | None,
+) -> tuple[str, float | None, float | None]:
+    """Both versions' Few-group accuracy at the challenger's balanced-view large-call rate,
+    read off their threshold-sweep curves; the raw figures when a curve is missing."""
+    rate = _get(challenger, "balanced", "large_call_rate")
+    c_new = challenger.get("balanced", {}).get("few_curve")
+    c_old = champion.get("balanced", {}).get("few_curve")
+    if rate is None or not c_new or not c_old or not c_new.get("rate") or not c_old.get("rate"):
+        return label, new, old
+    return (
+        f"{label} at large-call rate {rate:.2f}",
+        value_at(c_new, rate),
+        value_at(c_old, rate),
+    )

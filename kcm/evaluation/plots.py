@@ -19,10 +19,10 @@ JUDGE_EXTRA_NAMES = (
     "mem_centroid_sim",
     "mem_nearest_sim",
     "mem_knn_agree",
-    "small_top1",
-    "small_top2",
-    "small_margin",
-    "small_entropy",
+    "small_top1_logodds",
+    "small_log_top2",
+    "small_log_ratio",
+    "small_log_entropy",
 )
 
 

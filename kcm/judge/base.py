@@ -12,9 +12,10 @@ Where a sample has no label, the large model's answer stands in for it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -26,17 +27,39 @@ TARGETS: tuple[Target, ...] = ("correctness", "labels")
 
 
 def small_output_stats(proba: np.ndarray) -> np.ndarray:
-    """Summary of the small model's distribution: top-1, top-2, margin, normalised entropy."""
+    """Summary of the small model's distribution, on log scales: log-odds of the top-1
+    probability, log of the top-2 probability, log ratio top-1/top-2 and the log of the
+    normalised entropy. Routing is decided where top-1 is close to 1 (ε = 0.98); on a linear
+    scale those samples crowd into one spline interval of the KAN's grid, on the log-odds
+    scale they spread over it."""
     p = np.clip(np.asarray(proba, dtype=np.float64), 1e-12, 1.0)
     top = -np.sort(-p, axis=1)
-    top2 = top[:, 1] if p.shape[1] > 1 else np.zeros(len(p))
+    top1 = np.clip(top[:, 0], 1e-12, 1 - 1e-12)
+    top2 = np.clip(top[:, 1] if p.shape[1] > 1 else np.zeros(len(p)), 1e-12, 1.0)
     entropy = -(p * np.log(p)).sum(axis=1) / np.log(max(p.shape[1], 2))
-    return np.stack([top[:, 0], top2, top[:, 0] - top2, entropy], axis=1).astype(np.float32)
+    return np.stack(
+        [
+            np.log(top1) - np.log1p(-top1),
+            np.log(top2),
+            np.log(top1) - np.log(top2),
+            np.log(np.clip(entropy, 1e-12, None)),
+        ],
+        axis=1,
+    ).astype(np.float32)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-8)
+
+
+def _unit_rows(x: Any) -> Any:
+    """Rows scaled to unit L2 norm; sparse stays sparse."""
+    if sp.issparse(x):
+        x = sp.csr_matrix(x, dtype=np.float32)
+        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel()) + 1e-8
+        return sp.diags(1.0 / norms).astype(np.float32) @ x
+    return _unit(x)
 
 
 def memory_features(
@@ -46,14 +69,18 @@ def memory_features(
     ref_truth: np.ndarray,
     n_classes: int,
     k: int = 5,
+    space: Any = None,
+    ref_space: Any = None,
 ) -> np.ndarray:
     """How well the system's memory supports the small model's answer ``pred``.
 
     Per sample: log(1 + samples of the predicted class in memory), cosine similarity to that
-    class's centroid, cosine similarity to the nearest remembered sample (novelty), and the
-    share of the k nearest remembered samples whose answer agrees with ``pred``.
-    ``ref_*`` is the reference memory (for training rows: a cross-fitting fold that does not
-    contain them).
+    class's centroid (in ``dense``), cosine similarity to the nearest remembered sample
+    (novelty), and the share of the k nearest remembered samples whose answer agrees with
+    ``pred``. Neighbours are searched in ``space``/``ref_space`` when given (e.g. the small
+    model's sparse TF-IDF rows, far more discriminative than a 32-d projection), else in
+    ``dense``. ``ref_*`` is the reference memory (for training rows: a cross-fitting fold that
+    does not contain them).
     """
     n = len(dense)
     out = np.zeros((n, 4), dtype=np.float32)
@@ -68,9 +95,14 @@ def memory_features(
     np.add.at(cent, truth, ref)
     cent = _unit(cent)
     out[:, 1] = (x * cent[pred]).sum(axis=1)
-    kk = min(k, len(ref))
+    if space is not None and ref_space is not None:
+        xq, xr = _unit_rows(space), _unit_rows(ref_space[np.flatnonzero(keep)])
+    else:
+        xq, xr = x, ref
+    kk = min(k, len(truth))
     for s in range(0, n, 2048):
-        sim = x[s : s + 2048] @ ref.T
+        sim = xq[s : s + 2048] @ xr.T
+        sim = sim.toarray() if sp.issparse(sim) else np.asarray(sim)
         top = np.argpartition(-sim, kk - 1, axis=1)[:, :kk]
         out[s : s + 2048, 2] = sim.max(axis=1)
         out[s : s + 2048, 3] = (truth[top] == pred[s : s + 2048, None]).mean(axis=1)

@@ -62,3 +62,23 @@ def test_accuracy_group_and_rate_objects() -> None:
     rate = LargeCallRate()
     rate.update(np.array([True, False, False, True]))
     assert rate.result() == 0.5
+
+
+def test_tradeoff_curves_send_the_lowest_scores_first() -> None:
+    from kcm.evaluation.curves import group_tradeoff_curve, tradeoff_curve, value_at
+
+    y = np.array([0, 1, 2, 2, -1])
+    small = np.array([0, 0, 0, 2, 0])  # wrong on samples 1 and 2
+    large = np.array([0, 1, 2, 0, 0])  # wrong on sample 3
+    score = np.array([0.9, 0.1, 0.5, 0.2, 0.0])  # order (labelled): 1, 3, 2, 0
+    rates = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+    c = tradeoff_curve(score, small, large, y, rates)
+    assert c["accuracy"] == [0.5, 0.75, 0.5, 0.75, 0.75]
+    # the group {class 2}: samples 2, 3; the rate still counts all four labelled samples
+    g = group_tradeoff_curve(score, small, large, y, y == 2, rates)
+    assert g["accuracy"] == [0.5, 0.5, 0.0, 0.5, 0.5]
+    assert value_at(g, 0.375) == 0.25
+    assert group_tradeoff_curve(score, small, large, y, y == 7, rates) == {
+        "rate": [],
+        "accuracy": [],
+    }
