@@ -192,9 +192,9 @@ class LargeConfig(_Section):
     )
     hint_prior: Literal["balanced", "stream"] = Field(
         "balanced",
-        description="balanced: divide the small model's class bias (its mean output on the "
-        "class-balanced replay memory) out of the hint, so the hint carries evidence about the "
-        "input, not the stream's class frequencies (protects the tail); stream: the raw output",
+        description="balanced: divide the small model's learned class prior (its mean output on "
+        "the replay memory) out of the hint, so the hint carries evidence about the input, not "
+        "the stream's class frequencies (protects the tail); stream: the raw output",
     )
     cache_dir: str | None = Field(
         None, description="persist large-model answers here (default: in memory for the run)"

@@ -144,9 +144,9 @@ class CollaborationSystem:
         return conf, proba
 
     def small_bias(self) -> np.ndarray | None:
-        """The small model's mean output on the class-balanced replay memory: how much more
-        often than evidence warrants it says each class (its learned stream prior). Cached per
-        learned cycle; None before anything is learned."""
+        """The small model's mean output on the replay memory (the data it learns from): its
+        learned class prior, long-tailed like the stream. Cached per learned cycle; None before
+        anything is learned."""
         if self._bias_cache is not None and self._bias_cache[0] == self.cycle_:
             return self._bias_cache[1]
         mem = self.replay_.records_
