@@ -25,22 +25,8 @@ def tradeoff_curve(
 ) -> dict[str, list[float]]:
     """Accuracy when the ``rate`` share of samples with the lowest ``score`` goes to the large
     model and the rest keep the small model's answer. Samples without a label are ignored."""
-    keep = np.asarray(y_true) >= 0
-    score, y = np.asarray(score, float)[keep], np.asarray(y_true)[keep]
-    small_ok = np.asarray(small_label)[keep] == y
-    large_ok = np.asarray(large_label)[keep] == y
-    n = len(y)
-    if n == 0:
-        return {"rate": [], "accuracy": []}
-    order = np.argsort(score, kind="stable")  # least confident first
-    # accuracy after sending the first m samples of `order` to the large model
-    gain = np.concatenate([[0], np.cumsum(large_ok[order].astype(int) - small_ok[order])])
-    base = int(small_ok.sum())
-    acc = []
-    for r in rates:
-        m = round(float(r) * n)
-        acc.append((base + int(gain[m])) / n)
-    return {"rate": [float(r) for r in rates], "accuracy": acc}
+    everyone = np.ones(len(np.asarray(y_true)), bool)
+    return group_tradeoff_curve(score, small_label, large_label, y_true, everyone, rates)
 
 
 def group_tradeoff_curve(
@@ -61,7 +47,8 @@ def group_tradeoff_curve(
         return {"rate": [], "accuracy": []}
     small_ok = (np.asarray(small_label)[keep] == y) & grp
     large_ok = (np.asarray(large_label)[keep] == y) & grp
-    order = np.argsort(score, kind="stable")
+    order = np.argsort(score, kind="stable")  # least confident first
+    # correct answers gained after sending the first m samples of `order` to the large model
     gain = np.concatenate([[0], np.cumsum(large_ok[order].astype(int) - small_ok[order])])
     base = int(small_ok.sum())
     acc = [(base + int(gain[round(float(r) * n)])) / n_grp for r in rates]
