@@ -34,6 +34,12 @@ class Features:
         return Features(small=self.small[idx], dense=self.dense[idx])
 
 
+def l2_rows(x: sp.spmatrix) -> sp.csr_matrix:
+    """Sparse rows scaled to unit L2 norm (all-zero rows stay zero), as float32 CSR."""
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
+    return sp.csr_matrix(sp.diags(1.0 / np.maximum(norms, 1e-12)) @ x, dtype=np.float32)
+
+
 def stack_features(parts: list[Features]) -> Features:
     smalls = [p.small for p in parts]
     small = sp.vstack(smalls, format="csr") if sp.issparse(smalls[0]) else np.vstack(smalls)
@@ -68,10 +74,7 @@ class TextFeaturizer:
         assert self.idf_ is not None
         x = counts.astype(np.float32).tocsr()
         x.data = 1.0 + np.log(x.data)  # sublinear tf
-        x = x.multiply(self.idf_[None, :]).tocsr()
-        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel())
-        x = sp.diags(1.0 / np.maximum(norms, 1e-12)) @ x
-        return sp.csr_matrix(x, dtype=np.float32)
+        return l2_rows(x.multiply(self.idf_[None, :]).tocsr())
 
     def fit(self, texts: list[str]) -> TextFeaturizer:
         from sklearn.decomposition import TruncatedSVD

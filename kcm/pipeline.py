@@ -462,8 +462,12 @@ def _view(ws: Workspace, name: str, task: Task) -> Batch:
     return batch_from_frame(df, task, name)
 
 
+def _few_mask(view: Batch, groups: dict[int, str]) -> np.ndarray:
+    return np.array([groups.get(int(t)) == "few" for t in view.y_true], dtype=bool)
+
+
 def _few_acc(label: np.ndarray, view: Batch, groups: dict[int, str]) -> float | None:
-    few = np.array([groups.get(int(t)) == "few" for t in view.y_true])
+    few = _few_mask(view, groups)
     return float((label[few] == view.y_true[few]).mean()) if few.any() else None
 
 
@@ -526,7 +530,7 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
             small_label,
             lo.label,
             view.y_true,
-            np.array([groups.get(int(t)) == "few" for t in view.y_true]),
+            _few_mask(view, groups),
         )
         m["reliability"] = reliability(p.confidence, small_label == view.y_true)
         m["baselines"] = {

@@ -50,7 +50,6 @@ def decide_promotion(
     if champion is None:
         return Decision(True, ["no champion yet: the first version becomes champion"])
     reasons, ok = [], True
-    checks: list[tuple[str, float | None, float | None, float, int]] = []
     for view, key, label, allowed, sign in (
         ("traffic", "accuracy", "accuracy", tol.accuracy_drop, +1),
         ("balanced", "accuracy_few", "Few-group accuracy", tol.few_drop, +1),
@@ -59,8 +58,6 @@ def decide_promotion(
         new, old = _get(challenger, view, key), _get(champion, view, key)
         if key == "accuracy_few":
             label, new, old = _few_at_rate(challenger, champion, label, new, old)
-        checks.append((label, new, old, allowed, sign))
-    for label, new, old, allowed, sign in checks:
         if new is None or old is None:
             reasons.append(f"{label}: not measured on both, not compared")
             continue
@@ -82,12 +79,10 @@ def _few_at_rate(
     """Both versions' Few-group accuracy at the challenger's balanced-view large-call rate,
     read off their threshold-sweep curves; the raw figures when a curve is missing."""
     rate = _get(challenger, "balanced", "large_call_rate")
-    c_new = challenger.get("balanced", {}).get("few_curve")
-    c_old = champion.get("balanced", {}).get("few_curve")
-    if rate is None or not c_new or not c_old or not c_new.get("rate") or not c_old.get("rate"):
+    if rate is None:
         return label, new, old
-    return (
-        f"{label} at large-call rate {rate:.2f}",
-        value_at(c_new, rate),
-        value_at(c_old, rate),
-    )
+    at_new = value_at(challenger.get("balanced", {}).get("few_curve") or {}, rate)
+    at_old = value_at(champion.get("balanced", {}).get("few_curve") or {}, rate)
+    if at_new is None or at_old is None:
+        return label, new, old
+    return f"{label} at large-call rate {rate:.2f}", at_new, at_old

@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kcm.errors import DataError, check_is_fitted
+from kcm.features import l2_rows
 
 Target = Literal["correctness", "labels"]
 TARGETS: tuple[Target, ...] = ("correctness", "labels")
@@ -55,11 +56,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def _unit_rows(x: Any) -> Any:
     """Rows scaled to unit L2 norm; sparse stays sparse."""
-    if sp.issparse(x):
-        x = sp.csr_matrix(x, dtype=np.float32)
-        norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1)).ravel()) + 1e-8
-        return sp.diags(1.0 / norms).astype(np.float32) @ x
-    return _unit(x)
+    return l2_rows(sp.csr_matrix(x, dtype=np.float32)) if sp.issparse(x) else _unit(x)
 
 
 def memory_features(
