@@ -11,7 +11,9 @@ baseline trained alongside), ``cascade`` (the small model's own max-softmax as t
 Views: *traffic* (test samples in the stream's long-tailed proportions) for ``accuracy``,
 ``large_call_rate``, ``throughput_sps``, ``judge_auroc`` and ``apgr``; *balanced* (the whole
 test set) for ``accuracy_balanced`` and Many / Medium / Few. Routers are scored at their own
-threshold and at the large-call rate ``kcm`` reaches (``accuracy_at_kcm_rate``).
+threshold, at the large-call rate ``kcm`` reaches (``accuracy_at_kcm_rate``) and at a fixed
+large-call budget (``accuracy_at_budget``, default 0.30 of the traffic), each through its own
+serving path (the hint included).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ METRICS = (
     "accuracy",
     "large_call_rate",
     "accuracy_at_kcm_rate",
+    "accuracy_at_budget",
     "accuracy_balanced",
     "accuracy_many",
     "accuracy_medium",
@@ -132,7 +135,11 @@ def _few_groups(meta: dict[str, Any]) -> dict[int, str]:
 
 
 def _score_methods(
-    runs: dict[str, Path], reports: dict[str, dict[str, Any]], throughput_n: int, seed: int
+    runs: dict[str, Path],
+    reports: dict[str, dict[str, Any]],
+    throughput_n: int,
+    seed: int,
+    budget: float = 0.3,
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
     """Every method's metrics for one seed, from the runs' final states."""
     from kcm import pipeline
@@ -179,11 +186,13 @@ def _score_methods(
         if name == "kcm":
             kcm_rate = pt.large_call_rate
         at = s.predict(traffic, target_rate=kcm_rate)
+        at_budget = s.predict(traffic, target_rate=budget)
         fg = reports[name]["forgetting"]
         out[name] = row(
             pt,
             pb,
             accuracy_at_kcm_rate=acc(at.label, y_t),
+            accuracy_at_budget=acc(at_budget.label, y_t),
             judge_auroc=auroc(pt.confidence, small_label == y_t),
             apgr=apgr(curve),
             bwt=fg.get("bwt"),
@@ -211,17 +220,20 @@ def _score_methods(
     ):
         pt = s.predict(traffic, route=route, epsilon=eps)
         pb = s.predict(balanced, route=route, epsilon=eps)
-        if route == "oracle":  # exactly rate·n samples, the small model's mistakes first
-            jitter = np.random.default_rng(seed).random(len(score)) * 1e-3
-            at = _Answer(np.where(_lowest(score + jitter, kcm_rate), hinted.label, small_label))
+        if route == "oracle":  # the ceiling at a rate
+            at, at_budget = _ceiling(small_label, hinted.label, y_t, kcm_rate), _ceiling(
+                small_label, hinted.label, y_t, budget
+            )
         else:
             at = s.predict(traffic, route=route, target_rate=kcm_rate)
+            at_budget = s.predict(traffic, route=route, target_rate=budget)
         curve = tradeoff_curve(score, small_label, large_t.label, y_t)
         curves[name] = curve
         out[name] = row(
             pt,
             pb,
             accuracy_at_kcm_rate=acc(at.label, y_t),
+            accuracy_at_budget=acc(at_budget.label, y_t),
             judge_auroc=auroc(score, small_label == y_t),
             apgr=apgr(curve),
             throughput_sps=_throughput(
@@ -232,10 +244,12 @@ def _score_methods(
     pb = s.predict(balanced, route="random", target_rate=kcm_rate)
     score = np.random.default_rng(seed + 1).random(len(traffic))
     curves["random"] = tradeoff_curve(score, small_label, large_t.label, y_t)
+    at_budget = s.predict(traffic, route="random", target_rate=budget)
     out["random"] = row(
         pt,
         pb,
         accuracy_at_kcm_rate=acc(pt.label, y_t),
+        accuracy_at_budget=acc(at_budget.label, y_t),
         judge_auroc=auroc(score, small_label == y_t),
         apgr=apgr(curves["random"]),
         throughput_sps=_throughput(
@@ -272,11 +286,13 @@ def _score_methods(
     return out, {"curves": curves, "kcm_rate": kcm_rate}
 
 
-def _lowest(score: np.ndarray, rate: float) -> np.ndarray:
-    """Mask of the round(rate·n) samples with the lowest score."""
-    mask = np.zeros(len(score), dtype=bool)
-    mask[np.argsort(score, kind="stable")[: round(rate * len(score))]] = True
-    return mask
+def _ceiling(small: np.ndarray, large: np.ndarray, y: np.ndarray, rate: float) -> _Answer:
+    """The best any router can do with at most round(rate·n) large-model calls: calls go only
+    to samples the small model gets wrong and the large model gets right."""
+    useful = np.flatnonzero((small != y) & (large == y))[: round(rate * len(y))]
+    label = small.copy()
+    label[useful] = large[useful]
+    return _Answer(label)
 
 
 class _Answer:
@@ -309,8 +325,12 @@ def run_bench(
     throughput_n: int = 1000,
     progress: Callable[[str], None] | None = None,
     keep_runs: bool = False,
+    budget: float = 0.3,
 ) -> dict[str, Any]:
-    """Run every method for every seed; write ``bench.json``, ``BENCH.md`` and plots."""
+    """Run every method for every seed; write ``bench.json``, ``BENCH.md`` and plots.
+    ``budget``: the large-call rate at which every router is also scored."""
+    if not 0.0 <= budget <= 1.0:
+        raise ValueError(f"budget={budget}: give a large-call rate in [0, 1], e.g. 0.3")
     from kcm.runner import machine
 
     out = Path(out)
@@ -332,7 +352,7 @@ def run_bench(
             cache = cache or (root / "state" / "large_cache.sqlite")
         if progress:
             progress(f"seed {seed}: scoring")
-        scores, extra = _score_methods(runs, reports, throughput_n, seed)
+        scores, extra = _score_methods(runs, reports, throughput_n, seed, budget)
         per_seed.append(scores)
         extras.append(extra)
         log.info("seed %d done after %.0fs", seed, time.perf_counter() - t0)
@@ -343,6 +363,7 @@ def run_bench(
         "seeds": list(seeds),
         "config": config_to_dict(cfg),
         "seconds": time.perf_counter() - t0,
+        "budget": budget,
         "rows": _aggregate(per_seed),
         "per_seed": [{"seed": s, "methods": p} for s, p in zip(seeds, per_seed, strict=True)],
         "kcm_rate": [e["kcm_rate"] for e in extras],
@@ -374,6 +395,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         ("accuracy", "acc (traffic)", True),
         ("large_call_rate", "large rate", True),
         ("accuracy_at_kcm_rate", "acc @ kcm rate", True),
+        ("accuracy_at_budget", "acc @ budget", True),
         ("accuracy_balanced", "acc (balanced)", True),
         ("accuracy_many", "Many", True),
         ("accuracy_medium", "Medium", True),
@@ -402,7 +424,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
         "traffic: the test set in the stream's long-tailed proportions; balanced: the whole test "
         "set. `acc @ kcm rate`: each router calibrated to the large-call rate `kcm` reaches at "
-        "its ε. AUROC: the routing score at telling when the small model is wrong. APGR: area "
+        "its ε. `acc @ budget`: each router calibrated to send "
+        f"{100 * result.get('budget', 0.3):.0f}% of the traffic to the large model. AUROC: the routing score at telling when the small model is wrong. APGR: area "
         "under the accuracy-vs-rate curve, small-only = 0, large-only = 1.",
     ]
     return "\n".join(lines) + "\n"

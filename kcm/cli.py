@@ -312,6 +312,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             throughput_n=args.throughput_n,
             progress=step,
             keep_runs=args.keep_runs,
+            budget=args.budget,
         )
         bar.update(job, completed=total, description="done")
     from kcm.bench import render_markdown
@@ -412,6 +413,12 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", default="runs/bench", help="where bench.json and BENCH.md go")
     be.add_argument(
         "--throughput-n", type=int, default=1000, help="traffic samples timed per method"
+    )
+    be.add_argument(
+        "--budget",
+        type=float,
+        default=0.3,
+        help="large-call rate at which every router is also scored (default 0.3)",
     )
     be.add_argument("--keep-runs", action="store_true", help="keep the runs' workspaces")
     be.add_argument("--no-progress", action="store_true", help="hide the progress bar")

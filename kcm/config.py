@@ -124,6 +124,14 @@ class JudgeConfig(_Section):
         description="where the judge's memory features search neighbours: small = the small "
         "model's features (TF-IDF for text), dense = the judge's projection",
     )
+    class_weight: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="weight of each training sample ∝ (count of its class in memory)^-β: "
+        "0 = as streamed, 1 = class-balanced (the tail's confident mistakes count as much as "
+        "the head's)",
+    )
 
 
 class SmallConfig(_Section):

@@ -63,6 +63,15 @@ class TrainReport:
     details: dict[str, float] = field(default_factory=dict)
 
 
+def class_weights(truth: np.ndarray, beta: float) -> np.ndarray | None:
+    """Per-sample weights ∝ (samples of the same class)^-β, mean 1; None for β = 0."""
+    if beta == 0.0:
+        return None
+    counts = np.bincount(truth, minlength=int(truth.max()) + 1).astype(np.float64)
+    w = counts[truth] ** -beta
+    return w / w.mean()
+
+
 class CollaborationSystem:
     """Large–small collaboration with a judge (KAN = KCM, MLP = MCM)."""
 
@@ -338,7 +347,9 @@ class CollaborationSystem:
         sub = data.subset(known)
         oof, X = self.cross_fit(sub)
         judge = make_judge(self.cfg.judge, seed=self.cfg.seed)
-        judge.fit(X, sub.truth, oof)
+        judge.fit(
+            X, sub.truth, oof, sample_weight=class_weights(sub.truth, self.cfg.judge.class_weight)
+        )
         self.judge_ = judge
         pos = float((oof.argmax(axis=1) == sub.truth).mean())
         return len(sub), pos

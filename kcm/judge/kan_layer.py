@@ -4,12 +4,18 @@ Each edge (i → o) carries ``φ_io(x) = mask_io · (scale_base_io · silu(x) + 
 coef_ioj B_j(x))`` with B_j the order-k B-splines on a per-input grid of G intervals extended by
 k knots on each side, exactly as ``kan.KANLayer``. pykan materialises a (batch, out, in) tensor
 for every layer; here the B-spline basis is computed once per input, (batch, in, G+k), and the
-sum over edges becomes two matrix products. ``KANNet.to_pykan()`` copies the weights into a
-``kan.KAN`` so pykan's ``plot``, ``prune`` and ``auto_symbolic`` work on a trained judge.
+sum over edges becomes one matrix product (training). At inference on a uniform grid each edge
+function is a cubic (order-k) polynomial per grid interval: the layer keeps a table of those
+polynomials, built once per weight version, and one ``embedding_bag`` gathers and sums, per
+sample, the k+1 coefficient rows of each input's interval weighted by 1, f, …, f^k (f the
+position inside the interval) plus the base-function rows weighted by silu(x): exact, and no
+(batch, in, G+k) tensor is built. ``KANNet.to_pykan()`` copies the weights into a ``kan.KAN``
+so pykan's ``plot``, ``prune`` and ``auto_symbolic`` work on a trained judge.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -55,6 +61,69 @@ def _cardinal_table(k: int) -> torch.Tensor:
     return torch.from_numpy(table)
 
 
+def _horner(coef: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """All pieces at f (batch, in): coef (pieces, degree+1) in increasing powers ->
+    (batch, pieces, in), computed along the contiguous ``in`` axis."""
+    deg = coef.shape[1] - 1
+    c = coef.unsqueeze(-1)  # (pieces, degree+1, 1)
+    f = f.unsqueeze(1)  # (batch, 1, in)
+    vals = c[:, deg].expand(f.shape[0], coef.shape[0], f.shape[2])
+    for d in range(deg - 1, -1, -1):
+        vals = torch.addcmul(c[:, d], vals, f)
+    return vals
+
+
+def _uniform_pieces(
+    x: torch.Tensor, k: int, n_basis: int, origin: torch.Tensor, inv_step: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fractional position f in the knot interval and the padded basis position of each of the
+    k+1 pieces, (batch, k+1, in) (piece r is basis s - r; off-grid positions land in k+1
+    padding slots)."""
+    u = (x - origin) * inv_step  # in knot intervals from the first extended knot
+    s = torch.floor(u)
+    pos = (s.to(torch.long).unsqueeze(1) - torch.arange(k + 1)[:, None]).clamp_(-k - 1, n_basis + k)
+    return u - s, pos + (k + 1)
+
+
+class _UniformBasis(torch.autograd.Function):
+    """The closed-form basis, basis-major: (batch, G+k, in), with an analytic derivative
+    (autograd through the Horner steps and the scatter costs more than the forward itself).
+    Basis-major keeps every elementwise step on the contiguous ``in`` axis, and the result
+    flattens to (batch, (G+k)·in) without a copy."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        x: torch.Tensor,
+        table: torch.Tensor,
+        dtable: torch.Tensor,
+        origin: torch.Tensor,
+        inv_step: torch.Tensor,
+        n_basis: int,
+    ) -> torch.Tensor:
+        k = table.shape[0] - 1
+        f, pos = _uniform_pieces(x, k, n_basis, origin, inv_step)
+        out = torch.zeros(x.shape[0], n_basis + 2 * k + 2, x.shape[1], dtype=x.dtype)
+        out.scatter_(1, pos, _horner(table, f))
+        ctx.save_for_backward(f, pos, dtable, inv_step)
+        ctx.n_basis = n_basis
+        return out[:, k + 1 : k + 1 + n_basis]
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None
+        f, pos, dtable, inv_step = ctx.saved_tensors
+        k = dtable.shape[0] - 1
+        padded = torch.zeros(
+            grad.shape[0], ctx.n_basis + 2 * k + 2, grad.shape[2], dtype=grad.dtype
+        )
+        padded[:, k + 1 : k + 1 + ctx.n_basis] = grad
+        d_basis = _horner(dtable, f)  # d piece / du, (batch, k+1, in)
+        grad_x = (padded.gather(1, pos) * d_basis).sum(1) * inv_step
+        return grad_x, None, None, None, None, None
+
+
 def uniform_basis(
     x: torch.Tensor,
     grid: torch.Tensor,
@@ -64,25 +133,55 @@ def uniform_basis(
     inv_step: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Same values as ``b_spline_basis`` for a grid with equal spacing per input, computed
-    from the k+1 non-zero pieces only (closed-form polynomials) instead of the recursion.
-    ``origin``/``inv_step`` (the first knot and 1/spacing per input) may be passed
-    precomputed."""
+    from the k+1 non-zero pieces only (closed-form polynomials) instead of the recursion, with
+    an analytic gradient in x. ``origin``/``inv_step`` (the first knot and 1/spacing per input)
+    may be passed precomputed. Returns (batch, in, G+k) (a view of the basis-major result)."""
+    return uniform_basis_major(x, grid, k, table, origin, inv_step).transpose(1, 2)
+
+
+def uniform_basis_major(
+    x: torch.Tensor,
+    grid: torch.Tensor,
+    k: int,
+    table: torch.Tensor,
+    origin: torch.Tensor | None = None,
+    inv_step: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``uniform_basis`` laid out (batch, G+k, in)."""
     n_basis = grid.shape[1] - k - 1
     if origin is None or inv_step is None:
         origin, inv_step = grid[:, 0], 1.0 / (grid[:, 1] - grid[:, 0])
-    u = (x - origin) * inv_step  # in knot intervals from the first extended knot
-    s = torch.floor(u)
-    f = (u - s).unsqueeze(-1)
     coef = table if table.dtype == x.dtype else table.to(x.dtype)
-    vals = coef[:, k].expand(*x.shape, k + 1)
-    for d in range(k - 1, -1, -1):  # Horner: the k+1 pieces at once
-        vals = torch.addcmul(coef[:, d], vals, f)
-    # piece r is basis s - r. Positions off 0..n_basis-1 (x near or off the grid's ends) land
-    # in k+1 padding slots on either side, which are cut away.
-    pos = (s.to(torch.long).unsqueeze(-1) - torch.arange(k + 1)).clamp_(-k - 1, n_basis + k)
-    out = torch.zeros(*x.shape, n_basis + 2 * k + 2, dtype=x.dtype)
-    out.scatter_(2, pos + (k + 1), vals)
-    return out[:, :, k + 1 : k + 1 + n_basis]
+    dcoef = coef[:, 1:] * torch.arange(1, k + 1, dtype=x.dtype)  # derivative, increasing powers
+    if dcoef.shape[1] == 0:
+        dcoef = torch.zeros_like(coef[:, :1])
+    return _UniformBasis.apply(x, coef, dcoef, origin, inv_step, n_basis)
+
+
+@functools.cache
+def _interval_map(k: int, n_basis: int) -> torch.Tensor:
+    """``M[slot, d, j]``: the coefficient of f**d that basis j contributes on grid interval
+    ``slot - 1`` of a uniform extended grid (``n_basis + k`` intervals). Slots 0 and last are the
+    spans left and right of the extended grid, where every basis is zero (as in pykan)."""
+    table = _cardinal_table(k)
+    n_int = n_basis + k
+    m = torch.zeros(n_int + 2, k + 1, n_basis, dtype=torch.float64)
+    for s in range(n_int):
+        for r in range(k + 1):  # on interval s, basis s - r is piece r
+            if 0 <= s - r < n_basis:
+                m[s + 1, :, s - r] = table[r]
+    return m
+
+
+def _powers(f: torch.Tensor, k: int) -> torch.Tensor:
+    """(…, k+1): 1, f, …, f**k (``torch.linalg.vander`` and tensor ``pow`` are ~30× slower)."""
+    if k == 3:
+        f2 = f * f
+        return torch.stack([torch.ones_like(f), f, f2, f2 * f], dim=-1)
+    cols = [torch.ones_like(f)]
+    for _ in range(k):
+        cols.append(cols[-1] * f)
+    return torch.stack(cols, dim=-1)
 
 
 class KANLayer(nn.Module):
@@ -121,39 +220,108 @@ class KANLayer(nn.Module):
 
     def basis(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, in, G+k): the closed form on uniform grids, Cox-de Boor otherwise."""
-        key = (self.grid._version, self.grid.data_ptr())
-        if getattr(self, "_uniform_key", None) != key:
-            self._uniform = self._grid_is_uniform()
-            self._uniform_key = key
-        if self._uniform:
-            if getattr(self, "_fast_key", None) != (key, x.dtype):
+        return self.basis_major(x).transpose(1, 2)
+
+    def basis_major(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, G+k, in): the basis laid out as the layer's matrix product reads it."""
+        if self._is_uniform():
+            key = (self.grid._version, self.grid.data_ptr(), x.dtype)
+            if getattr(self, "_fast_key", None) != key:
                 self._fast = (
                     _cardinal_table(self.k).to(x.dtype),
                     self.grid[:, 0].clone(),
                     1.0 / (self.grid[:, 1] - self.grid[:, 0]),
                 )
-                self._fast_key = (key, x.dtype)
+                self._fast_key = key
             table, origin, inv_step = self._fast
-            return uniform_basis(x, self.grid, self.k, table, origin, inv_step)
-        return b_spline_basis(x, self.grid, self.k)
+            return uniform_basis_major(x, self.grid, self.k, table, origin, inv_step)
+        return b_spline_basis(x, self.grid, self.k).transpose(1, 2)
 
-    def _weight(self) -> torch.Tensor:
-        """Spline and base weights stacked: (in * (G+k) + in, out)."""
-        w_sp = (self.coef * (self.scale_sp * self.mask).unsqueeze(-1)).permute(0, 2, 1)
-        return torch.cat([w_sp.reshape(-1, self.out_dim), self.scale_base * self.mask])
+    def _weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Spline weights basis-major ((G+k) · in, out) and base weights (in, out)."""
+        w_sp = (self.coef * (self.scale_sp * self.mask).unsqueeze(-1)).permute(2, 0, 1)
+        return w_sp.reshape(-1, self.out_dim), self.scale_base * self.mask
+
+    def _param_key(self) -> tuple[Any, ...]:
+        return tuple(
+            (t._version, t.data_ptr())
+            for t in (self.coef, self.scale_sp, self.scale_base, self.mask, self.grid)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = torch.cat([self.basis(x).reshape(x.shape[0], -1), F.silu(x)], dim=1)
-        if torch.is_grad_enabled() and self.coef.requires_grad:
-            return torch.addmm(self.bias, feats, self._weight())
-        key = tuple(
-            (p._version, p.data_ptr())
-            for p in (self.coef, self.scale_sp, self.scale_base, self.mask)
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters())
         )
-        if getattr(self, "_w_key", None) != key:  # inference: reuse the stacked weight
-            self._w_cache = self._weight().detach()
-            self._w_key = key
-        return torch.addmm(self.bias, feats, self._w_cache)
+        if not needs_grad and self._is_uniform():
+            return self._forward_piecewise(x)
+        basis = self.basis_major(x).reshape(x.shape[0], -1)  # a view on uniform grids
+        if needs_grad:
+            w_sp, w_base = self._weights()
+        else:  # inference on a non-uniform grid: reuse the weights until a parameter changes
+            key = self._param_key()
+            if getattr(self, "_w_key", None) != key:
+                self._w_cache = tuple(w.detach() for w in self._weights())
+                self._w_key = key
+            w_sp, w_base = self._w_cache
+        return torch.addmm(torch.addmm(self.bias, basis, w_sp), F.silu(x), w_base)
+
+    def _is_uniform(self) -> bool:
+        key = (self.grid._version, self.grid.data_ptr())
+        if getattr(self, "_uniform_key", None) != key:
+            self._uniform = self._grid_is_uniform()
+            self._uniform_key = key
+        return self._uniform
+
+    def piecewise_table(self) -> torch.Tensor:
+        """The layer as polynomials: row ``(i, slot, d)`` holds the coefficient of f**d of every
+        output's edge function from input i on that grid interval (plus bias / in on the f**0
+        rows: each input contributes exactly one of them, with weight 1), followed by ``in``
+        rows of base weights (scale_base · mask). Shape (in · (G+2k+2) · (k+1) + in, out)."""
+        n_basis = self.coef.shape[2]
+        m = _interval_map(self.k, n_basis).to(self.coef.dtype)
+        w_sp = self.coef * (self.scale_sp * self.mask).unsqueeze(-1)  # (in, out, n_basis)
+        poly = torch.einsum("sdj,ioj->isdo", m, w_sp)
+        poly[:, :, 0, :] += self.bias / self.in_dim
+        return torch.cat([poly.reshape(-1, self.out_dim), self.scale_base * self.mask]).detach()
+
+    def _forward_piecewise(self, x: torch.Tensor) -> torch.Tensor:
+        """Inference on a uniform grid: one ``embedding_bag`` over the polynomial table. Each
+        sample's bag is laid out (k+2, in): the rows of f**0..f**k for every input, then the
+        base rows; every write below runs along the contiguous ``in`` axis."""
+        k, n_in = self.k, self.in_dim
+        key = (self._param_key(), x.dtype)
+        if getattr(self, "_pw_key", None) != key:
+            n_int = self.coef.shape[2] + k
+            inv = 1.0 / (self.grid[:, 1] - self.grid[:, 0]).to(x.dtype)
+            stride = (n_int + 2) * (k + 1)  # table rows per input
+            self._pw = (
+                self.piecewise_table().to(x.dtype),
+                1.0 - self.grid[:, 0].to(x.dtype) * inv,  # slot position: x / step - origin + 1
+                inv,
+                torch.arange(k + 1)[:, None] + torch.arange(n_in)[None, :] * stride,  # (k+1, in)
+                n_in * stride + torch.arange(n_in),  # the base rows
+                float(n_int) + 1.5,
+            )
+            self._pw_key = key
+        table, shift, inv, first, base_rows, top = self._pw
+        n = x.shape[0]
+        # slot 1 + s for x in grid interval s; slots 0 and n_int + 1 (off the grid) are zero
+        # rows. Clamped positive, truncation is floor. NaN is kept out of the index (the base
+        # weight silu(NaN) still carries it to the output).
+        u = torch.nan_to_num(torch.addcmul(shift, x, inv).clamp_(0.5, top), nan=0.5)
+        slot = u.to(torch.long)
+        rows = torch.empty(n, k + 2, n_in, dtype=torch.long)
+        torch.add(first, slot.unsqueeze(1), alpha=k + 1, out=rows[:, : k + 1])
+        rows[:, k + 1] = base_rows
+        w = torch.empty(n, k + 2, n_in, dtype=x.dtype)
+        w[:, 0] = 1.0
+        torch.sub(u, slot, out=w[:, 1])  # f, the position inside the interval
+        for d in range(2, k + 1):
+            torch.mul(w[:, d - 1], w[:, 1], out=w[:, d])
+        w[:, k + 1] = F.silu(x)
+        return F.embedding_bag(
+            rows.view(n, -1), table, per_sample_weights=w.view(n, -1), mode="sum"
+        )
 
     def edge_activations(self, x: torch.Tensor) -> torch.Tensor:
         """φ_io(x_i) for every edge: (batch, in, out). For plots and tests, not the hot path."""

@@ -45,6 +45,8 @@ def test_bench_writes_the_schema_and_the_oracle_bounds_the_routers(tmp_path: Pat
         assert rows[m]["judge_auroc"]["mean"] is not None, m
         assert rows[m]["apgr"]["mean"] is not None, m
         assert rows[m]["accuracy_at_kcm_rate"]["mean"] is not None, m
+        assert rows[m]["accuracy_at_budget"]["mean"] is not None, m
+    assert result["budget"] == 0.3
     for m in ("large_only", "small_only", "kd"):
         assert rows[m]["judge_auroc"]["mean"] is None
     assert rows["large_only"]["large_call_rate"]["mean"] == 1.0
@@ -55,10 +57,12 @@ def test_bench_writes_the_schema_and_the_oracle_bounds_the_routers(tmp_path: Pat
     # at the same large-call rate, on the same small model, nothing beats the oracle
     for m in ("kcm", "cascade", "random"):
         for seed in result["per_seed"]:
-            assert (
-                seed["methods"]["oracle"]["accuracy_at_kcm_rate"]
-                >= seed["methods"][m]["accuracy_at_kcm_rate"] - 1e-9
-            ), (m, seed["seed"])
+            for key in ("accuracy_at_kcm_rate", "accuracy_at_budget"):
+                assert seed["methods"]["oracle"][key] >= seed["methods"][m][key] - 1e-9, (
+                    m,
+                    key,
+                    seed["seed"],
+                )
     assert rows["oracle"]["judge_auroc"]["mean"] == 1.0
     assert (
         rows["small_only"]["throughput_sps"]["mean"] > rows["large_only"]["throughput_sps"]["mean"]
