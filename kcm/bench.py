@@ -221,8 +221,9 @@ def _score_methods(
         pt = s.predict(traffic, route=route, epsilon=eps)
         pb = s.predict(balanced, route=route, epsilon=eps)
         if route == "oracle":  # the ceiling at a rate
-            at, at_budget = _ceiling(small_label, hinted.label, y_t, kcm_rate), _ceiling(
-                small_label, hinted.label, y_t, budget
+            at, at_budget = (
+                _ceiling(small_label, hinted.label, y_t, kcm_rate),
+                _ceiling(small_label, hinted.label, y_t, budget),
             )
         else:
             at = s.predict(traffic, route=route, target_rate=kcm_rate)

@@ -231,6 +231,13 @@ class DistillConfig(_Section):
     large_threshold: float = Field(
         0.5, ge=0.0, le=1.0, description="distil a large-model output only if its max prob > this"
     )
+    logit_adjust: float = Field(
+        0.0,
+        ge=0.0,
+        description="τ of logit-adjusted cross-entropy (Menon et al. 2021): labels are fitted "
+        "by logits + τ·log(class prior), so the small model's own answers carry no long-tail "
+        "prior; 0 = plain cross-entropy",
+    )
     enabled: bool = Field(True, description="false: learn from labels only (kcm_no_distill)")
     replay_size: int = Field(3000, ge=0, description="bounded, class-balanced replay buffer")
     replay_ratio: float = Field(1.0, ge=0, description="replayed samples per new sample")

@@ -1,6 +1,7 @@
 """Distillation losses as pure functions of logits and target distributions (per sample).
 
-- ``cross_entropy``: on labels, where labels exist.
+- ``cross_entropy``: on labels, where labels exist; with ``log_prior`` (τ·log π per class) the
+  logit-adjusted loss of Menon et al. (2021), whose minimiser answers without the class prior.
 - ``kl_to_teacher``: T² · KL(teacher_T ‖ student_T), the KL between the softened teacher and
   student distributions; used for L_ls (teacher = the large model, where C_l > threshold) and
   L_js (teacher = the judge or the small model's own confirmed answer, where C_x > ε).
@@ -29,10 +30,14 @@ def kl_to_teacher(
     return kl * temperature**2
 
 
-def cross_entropy(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy per sample; rows with label -1 give 0."""
+def cross_entropy(
+    student_logits: torch.Tensor, labels: torch.Tensor, log_prior: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Cross-entropy per sample; rows with label -1 give 0. ``log_prior`` (per class, already
+    scaled by τ) is added to the logits first (logit adjustment)."""
     safe = labels.clamp_min(0)
-    ce = F.cross_entropy(student_logits, safe, reduction="none")
+    logits = student_logits if log_prior is None else student_logits + log_prior
+    ce = F.cross_entropy(logits, safe, reduction="none")
     return torch.where(labels >= 0, ce, torch.zeros_like(ce))
 
 
@@ -49,9 +54,10 @@ def combined_loss(
     w_js: float,
     temperature: float,
     weights: torch.Tensor | None = None,
+    log_prior: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """w_ce·CE(labels) + w_ls·L_ls·[C_l > thr] + w_js·L_js·[C_x > ε], per sample."""
-    loss = w_ce * cross_entropy(student_logits, labels)
+    loss = w_ce * cross_entropy(student_logits, labels, log_prior)
     if w_ls > 0 and bool(large_mask.any()):
         lp = torch.where(large_mask[:, None], large_probs, torch.ones_like(large_probs))
         loss = loss + w_ls * torch.where(

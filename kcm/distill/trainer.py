@@ -34,6 +34,14 @@ def distill(
     if not usable.any():
         return model
 
+    log_prior = None
+    if cfg.logit_adjust > 0:
+        labelled = records.y[records.y >= 0]
+        counts = np.bincount(labelled, minlength=records.large.shape[1]) + 1.0  # Laplace
+        log_prior = torch.from_numpy(
+            (cfg.logit_adjust * np.log(counts / counts.sum())).astype(np.float32)
+        )
+
     def loss_fn(logits: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return combined_loss(
             logits,
@@ -46,6 +54,7 @@ def distill(
             w_ls=cfg.w_ls,
             w_js=cfg.w_js,
             temperature=cfg.temperature,
+            log_prior=log_prior,
         )
 
     idx = np.flatnonzero(usable)

@@ -131,23 +131,13 @@ def uniform_basis(
     table: torch.Tensor,
     origin: torch.Tensor | None = None,
     inv_step: torch.Tensor | None = None,
+    major: bool = False,
 ) -> torch.Tensor:
     """Same values as ``b_spline_basis`` for a grid with equal spacing per input, computed
     from the k+1 non-zero pieces only (closed-form polynomials) instead of the recursion, with
     an analytic gradient in x. ``origin``/``inv_step`` (the first knot and 1/spacing per input)
-    may be passed precomputed. Returns (batch, in, G+k) (a view of the basis-major result)."""
-    return uniform_basis_major(x, grid, k, table, origin, inv_step).transpose(1, 2)
-
-
-def uniform_basis_major(
-    x: torch.Tensor,
-    grid: torch.Tensor,
-    k: int,
-    table: torch.Tensor,
-    origin: torch.Tensor | None = None,
-    inv_step: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """``uniform_basis`` laid out (batch, G+k, in)."""
+    may be passed precomputed. Returns (batch, in, G+k), or with ``major`` (batch, G+k, in),
+    the layout the layer's matrix product reads (the other is a view of it)."""
     n_basis = grid.shape[1] - k - 1
     if origin is None or inv_step is None:
         origin, inv_step = grid[:, 0], 1.0 / (grid[:, 1] - grid[:, 0])
@@ -155,7 +145,8 @@ def uniform_basis_major(
     dcoef = coef[:, 1:] * torch.arange(1, k + 1, dtype=x.dtype)  # derivative, increasing powers
     if dcoef.shape[1] == 0:
         dcoef = torch.zeros_like(coef[:, :1])
-    return _UniformBasis.apply(x, coef, dcoef, origin, inv_step, n_basis)
+    basis = _UniformBasis.apply(x, coef, dcoef, origin, inv_step, n_basis)
+    return basis if major else basis.transpose(1, 2)
 
 
 @functools.cache
@@ -234,7 +225,7 @@ class KANLayer(nn.Module):
                 )
                 self._fast_key = key
             table, origin, inv_step = self._fast
-            return uniform_basis_major(x, self.grid, self.k, table, origin, inv_step)
+            return uniform_basis(x, self.grid, self.k, table, origin, inv_step, major=True)
         return b_spline_basis(x, self.grid, self.k).transpose(1, 2)
 
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor]:

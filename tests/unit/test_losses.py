@@ -57,3 +57,22 @@ def test_combined_loss_respects_masks_and_weights() -> None:
         logits, labels, same, all_mask, same, all_mask, w_ce=1, w_ls=1, w_js=1, temperature=3.0
     )
     assert torch.allclose(z, torch.zeros(4), atol=1e-5)
+
+
+def test_logit_adjusted_cross_entropy_is_minimised_by_prior_free_logits() -> None:
+    # labels drawn with prior π: plain CE's best constant logits are log π (the prior);
+    # logit-adjusted CE (τ = 1) is minimised at equal logits: the answer carries no prior
+    prior = torch.tensor([0.7, 0.2, 0.1])
+    labels = torch.tensor([0] * 70 + [1] * 20 + [2] * 10)
+    log_prior = torch.log(prior)
+    logits = torch.zeros(3, requires_grad=True)
+    opt = torch.optim.SGD([logits], lr=1.0)
+    for _ in range(300):
+        loss = cross_entropy(logits.expand(100, 3), labels, log_prior).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    centred = logits.detach() - logits.detach().mean()
+    assert torch.allclose(centred, torch.zeros(3), atol=1e-3)
+    plain = cross_entropy(log_prior.expand(100, 3), labels).mean()
+    assert cross_entropy(torch.zeros(100, 3), labels, log_prior).mean() == plain
