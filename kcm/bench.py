@@ -32,6 +32,7 @@ import numpy as np
 
 from kcm.config import KCMConfig, _set_dotted, config_from_dict, config_to_dict, parse_override
 from kcm.data.batch import Batch
+from kcm.errors import ConfigError
 from kcm.evaluation.curves import area_under, tradeoff_curve
 from kcm.evaluation.metrics import auroc
 from kcm.evaluation.report import view_metrics
@@ -61,6 +62,7 @@ METRICS = (
     "accuracy_medium",
     "accuracy_few",
     "throughput_sps",
+    "throughput_at_budget_sps",
     "bwt",
     "forgetting_few",
     "judge_auroc",
@@ -198,6 +200,9 @@ def _score_methods(
             bwt=fg.get("bwt"),
             forgetting_few=fg.get("forgetting_few"),
             throughput_sps=_throughput(s, lambda s=s: s.predict(sample), len(sample)),
+            throughput_at_budget_sps=_throughput(
+                s, lambda s=s: s.predict(sample, target_rate=budget), len(sample)
+            ),
         )
     assert kcm_rate is not None
     s = latest["kcm"]
@@ -230,6 +235,11 @@ def _score_methods(
             at_budget = s.predict(traffic, route=route, target_rate=budget)
         curve = tradeoff_curve(score, small_label, large_t.label, y_t)
         curves[name] = curve
+        extra: dict[str, float | None] = {}
+        if route == "cascade":  # the oracle has no serving path at a budget
+            extra["throughput_at_budget_sps"] = _throughput(
+                s, lambda: s.predict(sample, route="cascade", target_rate=budget), len(sample)
+            )
         out[name] = row(
             pt,
             pb,
@@ -240,6 +250,7 @@ def _score_methods(
             throughput_sps=_throughput(
                 s, lambda route=route: s.predict(sample, route=route, epsilon=eps), len(sample)
             ),
+            **extra,
         )
     pt = s.predict(traffic, route="random", target_rate=kcm_rate)
     pb = s.predict(balanced, route="random", target_rate=kcm_rate)
@@ -331,7 +342,7 @@ def run_bench(
     """Run every method for every seed; write ``bench.json``, ``BENCH.md`` and plots.
     ``budget``: the large-call rate at which every router is also scored."""
     if not 0.0 <= budget <= 1.0:
-        raise ValueError(f"budget={budget}: give a large-call rate in [0, 1], e.g. 0.3")
+        raise ConfigError(f"--budget {budget}: give a large-call rate in [0, 1], e.g. 0.3")
     from kcm.runner import machine
 
     out = Path(out)
@@ -406,6 +417,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         ("judge_auroc", "AUROC", True),
         ("apgr", "APGR", True),
         ("throughput_sps", "samples/s", False),
+        ("throughput_at_budget_sps", "samples/s @ budget", False),
     ]
     lines = [
         f"# kcm bench: {result['dataset']}",

@@ -46,6 +46,8 @@ def test_bench_writes_the_schema_and_the_oracle_bounds_the_routers(tmp_path: Pat
         assert rows[m]["apgr"]["mean"] is not None, m
         assert rows[m]["accuracy_at_kcm_rate"]["mean"] is not None, m
         assert rows[m]["accuracy_at_budget"]["mean"] is not None, m
+    for m in ("kcm", "mcm", "cascade"):
+        assert rows[m]["throughput_at_budget_sps"]["mean"] > 0, m
     assert result["budget"] == 0.3
     for m in ("large_only", "small_only", "kd"):
         assert rows[m]["judge_auroc"]["mean"] is None
@@ -70,3 +72,11 @@ def test_bench_writes_the_schema_and_the_oracle_bounds_the_routers(tmp_path: Pat
     md = (out / "BENCH.md").read_text()
     assert "| kcm |" in md and "| oracle |" in md
     assert (out / "tradeoff.png").is_file()
+
+
+def test_bench_refuses_a_budget_outside_0_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "--budget", "1.5", "--out", str(tmp_path / "b"), "--no-progress"]) == 2
+    assert "--budget 1.5: give a large-call rate in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "b" / "bench.json").exists()
