@@ -438,7 +438,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         "traffic: the test set in the stream's long-tailed proportions; balanced: the whole test "
         "set. `acc @ kcm rate`: each router calibrated to the large-call rate `kcm` reaches at "
         "its ε. `acc @ budget`: each router calibrated to send "
-        f"{100 * result.get('budget', 0.3):.0f}% of the traffic to the large model. AUROC: the routing score at telling when the small model is wrong. APGR: area "
+        f"{100 * result.get('budget', 0.3):.0f}% of the traffic to the large model. "
+        "AUROC: the routing score at telling when the small model is wrong. APGR: area "
         "under the accuracy-vs-rate curve, small-only = 0, large-only = 1.",
     ]
     return "\n".join(lines) + "\n"

@@ -3,13 +3,13 @@
 Each edge (i → o) carries ``φ_io(x) = mask_io · (scale_base_io · silu(x) + scale_sp_io · Σ_j
 coef_ioj B_j(x))`` with B_j the order-k B-splines on a per-input grid of G intervals extended by
 k knots on each side, exactly as ``kan.KANLayer``. pykan materialises a (batch, out, in) tensor
-for every layer; here the B-spline basis is computed once per input, (batch, in, G+k), and the
-sum over edges becomes one matrix product (training). At inference on a uniform grid each edge
-function is a cubic (order-k) polynomial per grid interval: the layer keeps a table of those
-polynomials, built once per weight version, and one ``embedding_bag`` gathers and sums, per
-sample, the k+1 coefficient rows of each input's interval weighted by 1, f, …, f^k (f the
+for every layer; here, in training, the B-spline basis is computed once per input, laid out
+(batch, G+k, in), and the sum over edges becomes one matrix product. At inference on a uniform
+grid each edge function is a degree-k polynomial per grid interval: the layer keeps a table of
+those polynomials, built once per weight version, and one ``embedding_bag`` gathers and sums,
+per sample, the k+1 coefficient rows of each input's interval weighted by 1, f, …, f^k (f the
 position inside the interval) plus the base-function rows weighted by silu(x): exact, and no
-(batch, in, G+k) tensor is built. ``KANNet.to_pykan()`` copies the weights into a ``kan.KAN``
+basis tensor is built. ``KANNet.to_pykan()`` copies the weights into a ``kan.KAN``
 so pykan's ``plot``, ``prune`` and ``auto_symbolic`` work on a trained judge.
 """
 
@@ -164,17 +164,6 @@ def _interval_map(k: int, n_basis: int) -> torch.Tensor:
     return m
 
 
-def _powers(f: torch.Tensor, k: int) -> torch.Tensor:
-    """(…, k+1): 1, f, …, f**k (``torch.linalg.vander`` and tensor ``pow`` are ~30× slower)."""
-    if k == 3:
-        f2 = f * f
-        return torch.stack([torch.ones_like(f), f, f2, f2 * f], dim=-1)
-    cols = [torch.ones_like(f)]
-    for _ in range(k):
-        cols.append(cols[-1] * f)
-    return torch.stack(cols, dim=-1)
-
-
 class KANLayer(nn.Module):
     """One KAN layer: ``in_dim`` inputs, ``out_dim`` outputs, a learnable function per edge."""
 
@@ -228,9 +217,13 @@ class KANLayer(nn.Module):
             return uniform_basis(x, self.grid, self.k, table, origin, inv_step, major=True)
         return b_spline_basis(x, self.grid, self.k).transpose(1, 2)
 
+    def _spline_weight(self) -> torch.Tensor:
+        """coef · scale_sp · mask: (in, out, G+k)."""
+        return self.coef * (self.scale_sp * self.mask).unsqueeze(-1)
+
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Spline weights basis-major ((G+k) · in, out) and base weights (in, out)."""
-        w_sp = (self.coef * (self.scale_sp * self.mask).unsqueeze(-1)).permute(2, 0, 1)
+        w_sp = self._spline_weight().permute(2, 0, 1)
         return w_sp.reshape(-1, self.out_dim), self.scale_base * self.mask
 
     def _param_key(self) -> tuple[Any, ...]:
@@ -270,8 +263,7 @@ class KANLayer(nn.Module):
         rows of base weights (scale_base · mask). Shape (in · (G+2k+2) · (k+1) + in, out)."""
         n_basis = self.coef.shape[2]
         m = _interval_map(self.k, n_basis).to(self.coef.dtype)
-        w_sp = self.coef * (self.scale_sp * self.mask).unsqueeze(-1)  # (in, out, n_basis)
-        poly = torch.einsum("sdj,ioj->isdo", m, w_sp)
+        poly = torch.einsum("sdj,ioj->isdo", m, self._spline_weight())
         poly[:, :, 0, :] += self.bias / self.in_dim
         return torch.cat([poly.reshape(-1, self.out_dim), self.scale_base * self.mask]).detach()
 
