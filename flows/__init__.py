@@ -1,2 +1,2 @@
-"""Prefect flows: thin wrappers, one task per kcm.pipeline function. Only this package imports
+"""Prefect flows: thin wrappers, one task per kcm.steps function. Only this package imports
 prefect; the library (kcm/) never does."""

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from kcm.config import KCMConfig, config_from_dict, config_to_dict, load_config
+from kcm.env import apply_offline_env
 from kcm.workspace import Workspace
 
-for _k, _v in {
-    "DO_NOT_TRACK": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DVC_NO_ANALYTICS": "1",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-}.items():
-    os.environ.setdefault(_k, _v)
+apply_offline_env()
 
 
 def resolve(cfg: dict[str, Any]) -> tuple[KCMConfig, Workspace]:

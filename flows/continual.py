@@ -20,16 +20,21 @@ from prefect.states import Failed
 
 from flows.common import config_params, resolve, task_runner
 from flows.cycle import bootstrap_task, cycle_flow, ingest_task
-from kcm import pipeline
+from kcm import loop, steps
+from kcm.report import continual_markdown, summary_report
 from kcm.workspace import atomic_write_text
+
+
+class _CycleFailed(Exception):
+    """A cycle subflow ended failed or crashed (its batch stays pending)."""
 
 
 @task(name="summarize", cache_policy=NONE)
 def summary_task(cfg: dict[str, Any]) -> dict[str, Any] | None:
     c, ws = resolve(cfg)
-    if not ws.load_ledger()["cycles"]:
+    if not ws.load_ledger().cycles:
         return None
-    report = pipeline.summary_report(ws, c)
+    report = summary_report(ws, c)
     atomic_write_text(ws.state / "report.json", json.dumps(report, indent=1, default=float))
     return report
 
@@ -51,6 +56,7 @@ def continual_flow(
     cfg = config_params(config_path, extra)
     c, ws = resolve(cfg)
     bootstrap_task(cfg)
+    steps.sync_champion(c, ws)
     pending = ingest_task(cfg)["pending"]
     runner = task_runner(c)
     done, quarantined = [], []
@@ -63,39 +69,40 @@ def continual_flow(
         if pending
         else None
     )
-    parent = pipeline.start_tracking(c, ws) if pending else None
-    for i, name in enumerate(pending):
-        if progress is not None and i:
-            update_progress_artifact(artifact_id=progress, progress=100.0 * i / len(pending))
-        t0 = time.perf_counter()
-        state = cycle_flow.with_options(task_runner=runner)(cfg, name, parent, return_state=True)
-        if state.name == "Quarantined":
-            quarantined.append(name)
-            continue
-        if state.is_failed() or state.is_crashed():
-            log.error(
-                "cycle for %s did not complete (%s); it stays pending and will be retried",
-                name,
-                state.message,
-            )
-            pipeline.end_tracking(parent, failed=True)
-            return Failed(message=f"cycle for {name} failed: {state.message}")
-        done.append(name)
-        log.info("cycle %s done in %.1fs", name, time.perf_counter() - t0)
-    pipeline.end_tracking(parent)
+    try:
+        with loop.tracking(c, ws, active=bool(pending)) as parent:  # FAILED on an exception
+            for i, name in enumerate(pending):
+                if progress is not None and i:
+                    update_progress_artifact(
+                        artifact_id=progress, progress=100.0 * i / len(pending)
+                    )
+                t0 = time.perf_counter()
+                state = cycle_flow.with_options(task_runner=runner)(
+                    cfg, name, parent, return_state=True
+                )
+                if state.name == "Quarantined":
+                    quarantined.append(name)
+                    continue
+                if state.is_failed() or state.is_crashed():
+                    log.error(
+                        "cycle for %s did not complete (%s); it stays pending and will be retried",
+                        name,
+                        state.message,
+                    )
+                    raise _CycleFailed(f"cycle for {name} failed: {state.message}")
+                done.append(name)
+                log.info("cycle %s done in %.1fs", name, time.perf_counter() - t0)
+    except _CycleFailed as err:
+        return Failed(message=str(err))
     if progress is not None:
         update_progress_artifact(artifact_id=progress, progress=100.0)
     report = summary_task(cfg)
     if report is None:
         log.info("nothing processed yet: the inbox %s is empty", ws.inbox)
         return {"processed": [], "quarantined": quarantined}
-    f = report["final"]
-    md = (
-        f"# kcm-continual: {len(done)} batch(es) processed, {len(quarantined)} quarantined\n\n"
-        f"traffic accuracy {f['accuracy']:.3f} at large-call rate {f['large_call_rate']:.3f} "
-        f"(large only {report['large_only']['traffic']:.3f}); balanced accuracy "
-        f"{report['final_balanced']['accuracy']:.3f}; Few-group forgetting "
-        f"{report['forgetting']['forgetting_few']}\n\nquarantined: {quarantined or 'none'}\n"
+    create_markdown_artifact(
+        key="kcm-continual",
+        markdown=continual_markdown(report, done, quarantined),
+        description="continual run summary",
     )
-    create_markdown_artifact(key="kcm-continual", markdown=md, description="continual run summary")
     return {"processed": done, "quarantined": quarantined, "report": str(ws.state / "report.json")}

@@ -24,34 +24,66 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from kcm.config import KCMConfig, _set_dotted, config_from_dict, config_to_dict, parse_override
+from kcm import loop, routing
+from kcm.config import KCMConfig, config_to_dict, with_overrides
 from kcm.data.batch import Batch
 from kcm.errors import ConfigError
-from kcm.evaluation.curves import area_under, tradeoff_curve
+from kcm.evaluation.curves import apgr, ceiling, tradeoff_curve
 from kcm.evaluation.metrics import auroc
 from kcm.evaluation.report import view_metrics
+from kcm.report import machine
+from kcm.steps import feed, load_baseline
+from kcm.steps.systems import challenger
+from kcm.system import CollaborationSystem
+from kcm.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-METHODS = (
-    "large_only",
-    "small_only",
-    "kd",
-    "cascade",
-    "random",
-    "oracle",
-    "mcm",
-    "kcm",
-    "kcm_no_hint",
-    "kcm_no_distill",
+Answers = Literal["system", "router", "large", "baseline", "small"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One bench method. ``overrides``: the config changes of its own continual run (None:
+    it is read off the ``kcm`` run's final state). ``answers``: how it answers (its scorer in
+    ``SCORERS``). ``route``: the routing mode of a router. ``scored``: it has a routing score
+    (AUROC, APGR, a trade-off curve)."""
+
+    name: str
+    overrides: tuple[str, ...] | None
+    answers: Answers
+    route: routing.Mode = "judge"
+    scored: bool = False
+
+
+METHODS_TABLE: tuple[Method, ...] = (
+    Method("large_only", None, "large"),
+    Method("small_only", None, "baseline"),
+    # everything goes to the large model and is distilled (C_x > 1 never holds); the small
+    # model then answers alone
+    Method("kd", ("routing.epsilon=1.0",), "small"),
+    Method("cascade", None, "router", route="cascade", scored=True),
+    Method("random", None, "router", route="random", scored=True),
+    Method("oracle", None, "router", route="oracle", scored=True),
+    Method("mcm", ("judge.kind=mlp",), "system", scored=True),
+    Method("kcm", (), "system", scored=True),
+    Method("kcm_no_hint", ("large.hint=false",), "system", scored=True),
+    Method("kcm_no_distill", ("distill.enabled=false",), "system", scored=True),
 )
-ROUTERS = ("cascade", "random", "oracle", "mcm", "kcm", "kcm_no_hint", "kcm_no_distill")
+METHODS = tuple(m.name for m in METHODS_TABLE)
+ROUTERS = tuple(m.name for m in METHODS_TABLE if m.scored)
+RUNS: dict[str, list[str]] = {
+    m.name: list(m.overrides)
+    for m in sorted(METHODS_TABLE, key=lambda m: m.name != "kcm")
+    if m.overrides is not None
+}
 METRICS = (
     "accuracy",
     "large_call_rate",
@@ -68,58 +100,35 @@ METRICS = (
     "judge_auroc",
     "apgr",
 )
-RUNS: dict[str, list[str]] = {
-    "kcm": [],
-    "mcm": ["judge.kind=mlp"],
-    "kcm_no_hint": ["large.hint=false"],
-    "kcm_no_distill": ["distill.enabled=false"],
-    "kd": ["routing.epsilon=1.0"],  # C_x > 1 never holds: everything goes large and is distilled
-}
 QUIET = ["registry.enabled=false", "dvc.enabled=false", "eval.plots=false"]
 
 
-def variant(cfg: KCMConfig, overrides: Sequence[str]) -> KCMConfig:
-    tree = config_to_dict(cfg)
-    for text in overrides:
-        key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    return config_from_dict(tree, "bench")
-
-
-def apgr(curve: dict[str, list[float]]) -> float | None:
-    """Average performance gap recovered (RouteLLM): the area under the accuracy-vs-rate curve
-    with accuracy normalised so that the small model alone is 0 and the large model alone 1."""
-    acc = np.asarray(curve["accuracy"], float)
-    if len(acc) < 2 or abs(acc[-1] - acc[0]) < 1e-12:
-        return None
-    pgr = (acc - acc[0]) / (acc[-1] - acc[0])
-    return area_under({"rate": curve["rate"], "accuracy": pgr.tolist()})
+def check_budget(budget: float) -> float:
+    if not 0.0 <= budget <= 1.0:
+        raise ConfigError(f"--budget {budget}: give a large-call rate in [0, 1], e.g. 0.3")
+    return budget
 
 
 def _run(cfg: KCMConfig, root: Path, share_cache_from: Path | None) -> dict[str, Any]:
     """One continual run in ``root`` (the large model's answer/embedding cache is copied from
     an earlier run of the same seed: the same inputs are never encoded twice)."""
-    from kcm import pipeline
-    from kcm.workspace import Workspace
-
     with tempfile.TemporaryDirectory(prefix="kcm-bench-inbox-") as inbox:
         ws = Workspace(root, inbox)
         if share_cache_from is not None and share_cache_from.is_file():
             ws.state.mkdir(parents=True, exist_ok=True)
             shutil.copy(share_cache_from, ws.state / share_cache_from.name)
-        pipeline.feed(cfg, inbox)
-        return pipeline.run_pipeline(cfg, ws)
+        feed(cfg, inbox)
+        return loop.run(cfg, ws)
 
 
-def _fresh_cache(system: Any) -> None:
+def _fresh_cache(system: CollaborationSystem) -> None:
     """Throughput is measured without the answer cache (a new, empty in-memory one)."""
     from kcm.models.cache import ResponseCache
 
-    if system.large is not None:
-        system.large.cache = ResponseCache()
+    system.large.cache = ResponseCache()
 
 
-def _throughput(system: Any, fn: Callable[[], Any], n: int) -> float:
+def _throughput(system: CollaborationSystem, fn: Callable[[], Any], n: int) -> float:
     """Samples per second of ``fn``: one untimed warm-up call (lazy model loads, thread
     pools), then the answer cache is emptied and the timed call pays for every large answer.
     The cache is emptied before the warm-up too: answered from the run's cache, the warm-up
@@ -132,39 +141,37 @@ def _throughput(system: Any, fn: Callable[[], Any], n: int) -> float:
     return n / max(time.perf_counter() - t0, 1e-9)
 
 
-def _few_groups(meta: dict[str, Any]) -> dict[int, str]:
-    return {int(k): v for k, v in meta["groups"].items()}
+class _Answer:
+    """A small model's answers in the shape ``view_metrics`` reads."""
+
+    def __init__(self, label: np.ndarray) -> None:
+        self.label = np.asarray(label)
+        self.to_large = np.zeros(len(self.label), dtype=bool)
 
 
-def _score_methods(
-    runs: dict[str, Path],
-    reports: dict[str, dict[str, Any]],
-    throughput_n: int,
-    seed: int,
-    budget: float = 0.3,
-) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
-    """Every method's metrics for one seed, from the runs' final states."""
-    from kcm import pipeline
-    from kcm.workspace import Workspace
+@dataclass
+class Context:
+    """What every scorer of one seed reads: the views, the runs' final systems and reports,
+    and the kcm run's reference answers."""
 
-    ws = {k: Workspace(p) for k, p in runs.items()}
-    task = pipeline.task_of(ws["kcm"])
-    groups = _few_groups(pipeline.eval_meta(ws["kcm"]))
-    traffic = pipeline._view(ws["kcm"], "traffic", task)
-    balanced = pipeline._view(ws["kcm"], "balanced", task)
-    rows = np.random.default_rng(seed).permutation(len(traffic))[:throughput_n]
-    sample: Batch = traffic.subset(np.sort(rows), "throughput")
-    latest = {k: pipeline.current_system(w) for k, w in ws.items()}
-    out: dict[str, dict[str, float | None]] = {}
-    curves: dict[str, Any] = {}
-    y_t, y_b = traffic.y_true, balanced.y_true
+    seed: int
+    budget: float
+    traffic: Batch
+    balanced: Batch
+    sample: Batch
+    groups: dict[int, str]
+    systems: dict[str, CollaborationSystem]
+    reports: dict[str, dict[str, Any]]
+    workspaces: dict[str, Workspace]
+    curves: dict[str, Any] = field(default_factory=dict)
+    kcm_rate: float = 0.0
+    small_label: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    large_t: Any = None  # the kcm run's large model on traffic, without the hint
+    hinted: Any = None  # the same with the hint
 
-    def acc(label: np.ndarray, y: np.ndarray) -> float:
-        return float((label == y).mean())
-
-    def row(pt: Any, pb: Any, **extra: Any) -> dict[str, float | None]:
-        mt = view_metrics(pt.label, y_t, pt.to_large, groups)
-        mb = view_metrics(pb.label, y_b, pb.to_large, groups)
+    def row(self, pt: Any, pb: Any, **extra: Any) -> dict[str, float | None]:
+        mt = view_metrics(pt.label, self.traffic.y_true, pt.to_large, self.groups)
+        mb = view_metrics(pb.label, self.balanced.y_true, pb.to_large, self.groups)
         r: dict[str, float | None] = {
             "accuracy": mt["accuracy"],
             "large_call_rate": mt["large_call_rate"],
@@ -176,143 +183,199 @@ def _score_methods(
         r.update(extra)
         return r
 
-    # the full systems: each run's latest learned version (what `kcm run` reports as "system")
-    kcm_rate = None
-    for name in ("kcm", "mcm", "kcm_no_hint", "kcm_no_distill"):
-        s = latest[name]
-        pt, pb = s.predict(traffic), s.predict(balanced)
-        small_label = pt.small_proba.argmax(axis=1)
-        large_t = s.predict(traffic, route="large", use_hint=False).label
-        curve = tradeoff_curve(pt.confidence, small_label, large_t, y_t)
-        curves[name] = curve
-        if name == "kcm":
-            kcm_rate = pt.large_call_rate
-        at = s.predict(traffic, target_rate=kcm_rate)
-        at_budget = s.predict(traffic, target_rate=budget)
-        fg = reports[name]["forgetting"]
-        out[name] = row(
-            pt,
-            pb,
-            accuracy_at_kcm_rate=acc(at.label, y_t),
-            accuracy_at_budget=acc(at_budget.label, y_t),
-            judge_auroc=auroc(pt.confidence, small_label == y_t),
-            apgr=apgr(curve),
-            bwt=fg.get("bwt"),
-            forgetting_few=fg.get("forgetting_few"),
-            throughput_sps=_throughput(s, lambda s=s: s.predict(sample), len(sample)),
-            throughput_at_budget_sps=_throughput(
-                s, lambda s=s: s.predict(sample, target_rate=budget), len(sample)
-            ),
-        )
-    assert kcm_rate is not None
-    s = latest["kcm"]
-    pt_k = s.predict(traffic)
-    small_label = pt_k.small_proba.argmax(axis=1)
-    large_t = s.predict(traffic, route="large", use_hint=False)
-    large_b = s.predict(balanced, route="large", use_hint=False)
-    out["large_only"] = row(
-        large_t,
-        large_b,
-        throughput_sps=_throughput(
-            s, lambda: s.predict(sample, route="large", use_hint=False), len(sample)
-        ),
-    )
-    hinted = s.predict(traffic, route="large")  # the large model's answers with the hint
-    eps = s.cfg.routing.epsilon
-    for name, route, score in (
-        ("cascade", "cascade", pt_k.small_proba.max(axis=1)),
-        ("oracle", "oracle", (small_label == y_t).astype(float)),
-    ):
-        pt = s.predict(traffic, route=route, epsilon=eps)
-        pb = s.predict(balanced, route=route, epsilon=eps)
-        if route == "oracle":  # the ceiling at a rate
-            at, at_budget = (
-                _ceiling(small_label, hinted.label, y_t, kcm_rate),
-                _ceiling(small_label, hinted.label, y_t, budget),
-            )
-        else:
-            at = s.predict(traffic, route=route, target_rate=kcm_rate)
-            at_budget = s.predict(traffic, route=route, target_rate=budget)
-        curve = tradeoff_curve(score, small_label, large_t.label, y_t)
-        curves[name] = curve
-        extra: dict[str, float | None] = {}
-        if route == "cascade":  # the oracle has no serving path at a budget
-            extra["throughput_at_budget_sps"] = _throughput(
-                s, lambda: s.predict(sample, route="cascade", target_rate=budget), len(sample)
-            )
-        out[name] = row(
-            pt,
-            pb,
-            accuracy_at_kcm_rate=acc(at.label, y_t),
-            accuracy_at_budget=acc(at_budget.label, y_t),
-            judge_auroc=auroc(score, small_label == y_t),
-            apgr=apgr(curve),
-            throughput_sps=_throughput(
-                s, lambda route=route: s.predict(sample, route=route, epsilon=eps), len(sample)
-            ),
-            **extra,
-        )
-    pt = s.predict(traffic, route="random", target_rate=kcm_rate)
-    pb = s.predict(balanced, route="random", target_rate=kcm_rate)
-    score = np.random.default_rng(seed + 1).random(len(traffic))
-    curves["random"] = tradeoff_curve(score, small_label, large_t.label, y_t)
-    at_budget = s.predict(traffic, route="random", target_rate=budget)
-    out["random"] = row(
+    def acc(self, label: np.ndarray) -> float:
+        return float((label == self.traffic.y_true).mean())
+
+
+def _score_system(ctx: Context, m: Method) -> dict[str, float | None]:
+    """A full system (its own run): at its ε, at kcm's rate and at the budget."""
+    s, y_t = ctx.systems[m.name], ctx.traffic.y_true
+    pt, pb = s.predict(ctx.traffic), s.predict(ctx.balanced)
+    small_label = pt.small_proba.argmax(axis=1)
+    large_t = s.predict(ctx.traffic, route="large", use_hint=False).label
+    curve = ctx.curves[m.name] = tradeoff_curve(pt.confidence, small_label, large_t, y_t)
+    fg = ctx.reports[m.name]["forgetting"]
+    return ctx.row(
         pt,
         pb,
-        accuracy_at_kcm_rate=acc(pt.label, y_t),
-        accuracy_at_budget=acc(at_budget.label, y_t),
-        judge_auroc=auroc(score, small_label == y_t),
-        apgr=apgr(curves["random"]),
-        throughput_sps=_throughput(
-            s, lambda: s.predict(sample, route="random", target_rate=kcm_rate), len(sample)
-        ),
-    )
-    # small models answering alone
-    version = int(ws["kcm"].load_ledger()["current"])
-    baseline = pipeline._load_baseline(ws["kcm"], s, version)
-
-    def small_only(b: Batch) -> Any:
-        return _Answer(baseline.predict(s.featurize(b).small))
-
-    out["small_only"] = row(
-        small_only(traffic),
-        small_only(balanced),
-        bwt=reports["kcm"]["forgetting_small_only"].get("bwt"),
-        forgetting_few=reports["kcm"]["forgetting_small_only"].get("forgetting_few"),
-        throughput_sps=_throughput(s, lambda: small_only(sample), len(sample)),
-    )
-    kd = latest["kd"]
-
-    def kd_answer(b: Batch) -> Any:
-        return _Answer(kd.small_proba(kd.featurize(b)).argmax(axis=1))
-
-    fg = reports["kd"].get("forgetting_small") or {}
-    out["kd"] = row(
-        kd_answer(traffic),
-        kd_answer(balanced),
+        accuracy_at_kcm_rate=ctx.acc(s.predict(ctx.traffic, target_rate=ctx.kcm_rate).label),
+        accuracy_at_budget=ctx.acc(s.predict(ctx.traffic, target_rate=ctx.budget).label),
+        judge_auroc=auroc(pt.confidence, small_label == y_t),
+        apgr=apgr(curve),
         bwt=fg.get("bwt"),
         forgetting_few=fg.get("forgetting_few"),
-        throughput_sps=_throughput(kd, lambda: kd_answer(sample), len(sample)),
+        throughput_sps=_throughput(s, lambda: s.predict(ctx.sample), len(ctx.sample)),
+        throughput_at_budget_sps=_throughput(
+            s, lambda: s.predict(ctx.sample, target_rate=ctx.budget), len(ctx.sample)
+        ),
     )
-    return out, {"curves": curves, "kcm_rate": kcm_rate}
 
 
-def _ceiling(small: np.ndarray, large: np.ndarray, y: np.ndarray, rate: float) -> _Answer:
-    """The best any router can do with at most round(rate·n) large-model calls: calls go only
-    to samples the small model gets wrong and the large model gets right."""
-    useful = np.flatnonzero((small != y) & (large == y))[: round(rate * len(y))]
-    label = small.copy()
-    label[useful] = large[useful]
-    return _Answer(label)
+def _router_score(ctx: Context, m: Method, s: CollaborationSystem) -> np.ndarray:
+    """The routing score on traffic for the trade-off curve (random: a fixed seeded draw)."""
+    if m.route == "random":
+        return np.random.default_rng(ctx.seed + 1).random(len(ctx.traffic))
+    if m.route == "oracle":
+        return (ctx.small_label == ctx.traffic.y_true).astype(float)
+    return s.predict(ctx.traffic, route=m.route, call_large=False).confidence
 
 
-class _Answer:
-    """A small model's answers in the shape ``view_metrics`` reads."""
+def _score_router(ctx: Context, m: Method) -> dict[str, float | None]:
+    """Another routing score over the kcm run's small and large models. ``random`` is scored
+    at kcm's rate; the oracle at a rate is the true ceiling (``ceiling``)."""
+    s, y_t, sample = ctx.systems["kcm"], ctx.traffic.y_true, ctx.sample
+    at_eps: dict[str, Any] = (
+        {"target_rate": ctx.kcm_rate} if m.route == "random" else {"epsilon": s.cfg.routing.epsilon}
+    )
+    pt = s.predict(ctx.traffic, route=m.route, **at_eps)
+    pb = s.predict(ctx.balanced, route=m.route, **at_eps)
+    if m.route == "oracle":
+        at = ceiling(ctx.small_label, ctx.hinted.label, y_t, ctx.kcm_rate)
+        at_budget = ceiling(ctx.small_label, ctx.hinted.label, y_t, ctx.budget)
+    else:
+        at = (
+            pt.label
+            if m.route == "random"
+            else s.predict(ctx.traffic, route=m.route, target_rate=ctx.kcm_rate).label
+        )
+        at_budget = s.predict(ctx.traffic, route=m.route, target_rate=ctx.budget).label
+    score = _router_score(ctx, m, s)
+    curve = ctx.curves[m.name] = tradeoff_curve(score, ctx.small_label, ctx.large_t.label, y_t)
+    extra: dict[str, float | None] = {}
+    if m.route == "cascade":  # the oracle has no serving path at a budget
+        extra["throughput_at_budget_sps"] = _throughput(
+            s, lambda: s.predict(sample, route="cascade", target_rate=ctx.budget), len(sample)
+        )
+    return ctx.row(
+        pt,
+        pb,
+        accuracy_at_kcm_rate=ctx.acc(at),
+        accuracy_at_budget=ctx.acc(at_budget),
+        judge_auroc=auroc(score, ctx.small_label == y_t),
+        apgr=apgr(curve),
+        throughput_sps=_throughput(
+            s, lambda: s.predict(sample, route=m.route, **at_eps), len(sample)
+        ),
+        **extra,
+    )
 
-    def __init__(self, label: np.ndarray) -> None:
-        self.label = np.asarray(label)
-        self.to_large = np.zeros(len(self.label), dtype=bool)
+
+def _score_large(ctx: Context, m: Method) -> dict[str, float | None]:
+    s = ctx.systems["kcm"]
+    lb = s.predict(ctx.balanced, route="large", use_hint=False)
+    return ctx.row(
+        ctx.large_t,
+        lb,
+        throughput_sps=_throughput(
+            s, lambda: s.predict(ctx.sample, route="large", use_hint=False), len(ctx.sample)
+        ),
+    )
+
+
+def _score_baseline(ctx: Context, m: Method) -> dict[str, float | None]:
+    """The labels-only small model trained alongside the kcm run."""
+    s, ws = ctx.systems["kcm"], ctx.workspaces["kcm"]
+    version = ws.load_ledger().challenger
+    assert version is not None
+    baseline = load_baseline(ws, s, version)
+
+    def answer(b: Batch) -> _Answer:
+        return _Answer(baseline.predict(s.featurize(b).small))
+
+    fg = ctx.reports["kcm"]["forgetting_small_only"]
+    return ctx.row(
+        answer(ctx.traffic),
+        answer(ctx.balanced),
+        bwt=fg.get("bwt"),
+        forgetting_few=fg.get("forgetting_few"),
+        throughput_sps=_throughput(s, lambda: answer(ctx.sample), len(ctx.sample)),
+    )
+
+
+def _score_small(ctx: Context, m: Method) -> dict[str, float | None]:
+    """A run's distilled small model answering alone."""
+    s = ctx.systems[m.name]
+
+    def answer(b: Batch) -> _Answer:
+        return _Answer(s.small_proba(s.featurize(b)).argmax(axis=1))
+
+    fg = ctx.reports[m.name].get("forgetting_small") or {}
+    return ctx.row(
+        answer(ctx.traffic),
+        answer(ctx.balanced),
+        bwt=fg.get("bwt"),
+        forgetting_few=fg.get("forgetting_few"),
+        throughput_sps=_throughput(s, lambda: answer(ctx.sample), len(ctx.sample)),
+    )
+
+
+SCORERS: dict[str, Callable[[Context, Method], dict[str, float | None]]] = {
+    "system": _score_system,
+    "router": _score_router,
+    "large": _score_large,
+    "baseline": _score_baseline,
+    "small": _score_small,
+}
+
+# the order in which one seed's methods are scored (random draws from the kcm system's
+# generator, so the order is part of the result)
+SCORE_ORDER = (
+    "kcm",
+    "mcm",
+    "kcm_no_hint",
+    "kcm_no_distill",
+    "large_only",
+    "cascade",
+    "oracle",
+    "random",
+    "small_only",
+    "kd",
+)
+
+
+def _context(
+    runs: dict[str, tuple[Path, KCMConfig]],
+    reports: dict[str, dict[str, Any]],
+    throughput_n: int,
+    seed: int,
+    budget: float,
+) -> Context:
+    wss = {k: Workspace(p) for k, (p, _c) in runs.items()}
+    task = wss["kcm"].task()
+    traffic, balanced = wss["kcm"].view("traffic", task), wss["kcm"].view("balanced", task)
+    rows = np.random.default_rng(seed).permutation(len(traffic))[:throughput_n]
+    ctx = Context(
+        seed=seed,
+        budget=budget,
+        traffic=traffic,
+        balanced=balanced,
+        sample=traffic.subset(np.sort(rows), "throughput"),
+        groups=wss["kcm"].groups(),
+        systems={k: challenger(wss[k], c) for k, (_p, c) in runs.items()},
+        reports=reports,
+        workspaces=wss,
+    )
+    s = ctx.systems["kcm"]
+    pt = s.predict(traffic)
+    ctx.kcm_rate = pt.large_call_rate
+    ctx.small_label = pt.small_proba.argmax(axis=1)
+    ctx.large_t = s.predict(traffic, route="large", use_hint=False)
+    ctx.hinted = s.predict(traffic, route="large")  # the large model's answers with the hint
+    return ctx
+
+
+def score_methods(
+    runs: dict[str, tuple[Path, KCMConfig]],
+    reports: dict[str, dict[str, Any]],
+    throughput_n: int,
+    seed: int,
+    budget: float = 0.3,
+) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
+    """Every method's metrics for one seed, from the runs' final states."""
+    ctx = _context(runs, reports, throughput_n, seed, budget)
+    table = {m.name: m for m in METHODS_TABLE}
+    out = {name: SCORERS[table[name].answers](ctx, table[name]) for name in SCORE_ORDER}
+    return out, {"curves": ctx.curves, "kcm_rate": ctx.kcm_rate}
 
 
 def _aggregate(per_seed: list[dict[str, dict[str, float | None]]]) -> list[dict[str, Any]]:
@@ -341,9 +404,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Run every method for every seed; write ``bench.json``, ``BENCH.md`` and plots.
     ``budget``: the large-call rate at which every router is also scored."""
-    if not 0.0 <= budget <= 1.0:
-        raise ConfigError(f"--budget {budget}: give a large-call rate in [0, 1], e.g. 0.3")
-    from kcm.runner import machine
+    check_budget(budget)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -356,15 +417,15 @@ def run_bench(
         for name, overrides in RUNS.items():
             if progress:
                 progress(f"seed {seed}: {name}")
-            c = variant(cfg, [*QUIET, f"seed={seed}", *overrides])
+            c = with_overrides(cfg, [*QUIET, f"seed={seed}", *overrides])
             root = work / f"seed{seed}" / name
             shutil.rmtree(root, ignore_errors=True)
             reports[name] = _run(c, root, cache)
-            runs[name] = root
+            runs[name] = (root, c)
             cache = cache or (root / "state" / "large_cache.sqlite")
         if progress:
             progress(f"seed {seed}: scoring")
-        scores, extra = _score_methods(runs, reports, throughput_n, seed, budget)
+        scores, extra = score_methods(runs, reports, throughput_n, seed, budget)
         per_seed.append(scores)
         extras.append(extra)
         log.info("seed %d done after %.0fs", seed, time.perf_counter() - t0)

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from kcm import registry
 from kcm.errors import ConfigError
 
 
@@ -58,7 +59,7 @@ class StreamConfig(_Section):
 
 
 class DataConfig(_Section):
-    dataset: Literal["digits", "banking77", "csv"] = "digits"
+    dataset: str = Field("digits", description="a name in kcm.registry.DATASETS")
     data_dir: str | None = Field(None, description="banking77: folder with train.csv, test.csv")
     train: str | None = Field(None, description="csv: the training file (CSV or Parquet)")
     test: str | None = Field(None, description="csv: the test file; default a stratified split")
@@ -77,6 +78,11 @@ class DataConfig(_Section):
     groups: GroupsConfig = GroupsConfig()
     stream: StreamConfig = StreamConfig()
 
+    @field_validator("dataset")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return registry.check("data.dataset", v)
+
 
 class TextFeaturesConfig(_Section):
     n_features: int = Field(2**17, ge=256, description="hashing space of the n-gram TF-IDF")
@@ -92,7 +98,7 @@ class FeaturesConfig(_Section):
 
 
 class JudgeConfig(_Section):
-    kind: Literal["kan", "mlp"] = "kan"
+    kind: str = Field("kan", description="a name in kcm.registry.JUDGES: kan = KCM, mlp = MCM")
     target: Literal["correctness", "labels"] = Field(
         "correctness",
         description="correctness: predict whether the small model is right (C_x = P(right)); "
@@ -132,6 +138,11 @@ class JudgeConfig(_Section):
         "0 = as streamed, 1 = class-balanced (the tail's confident mistakes count as much as "
         "the head's)",
     )
+
+    @field_validator("kind")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return registry.check("judge.kind", v)
 
 
 class SmallConfig(_Section):
@@ -184,9 +195,10 @@ class CallableConfig(_Section):
 
 
 class LargeConfig(_Section):
-    backend: Literal["auto", "embedding-head", "mlp-teacher", "openai", "callable"] = Field(
+    backend: str = Field(
         "auto",
-        description="auto: embedding-head for text, mlp-teacher for numeric features",
+        description="a name in kcm.registry.LARGE_BACKENDS, or auto: embedding-head for text, "
+        "mlp-teacher for numeric features",
     )
     hint: bool = Field(
         True,
@@ -211,6 +223,11 @@ class LargeConfig(_Section):
     mlp_teacher: MLPTeacherConfig = MLPTeacherConfig()
     openai: OpenAIConfig = OpenAIConfig()
     callable: CallableConfig = CallableConfig()
+
+    @field_validator("backend")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return registry.check("large.backend", v, extra=("auto",))
 
 
 class RoutingConfig(_Section):
@@ -343,7 +360,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = tree
     for key in keys[:-1]:
@@ -401,10 +418,95 @@ def load_config(
         overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
     )
     for key, value in items:
-        _set_dotted(tree, key, value)
+        set_dotted(tree, key, value)
     return config_from_dict(tree, source)
 
 
 def config_to_dict(cfg: KCMConfig) -> dict[str, Any]:
     """The resolved configuration as plain JSON-able data."""
     return cfg.model_dump(mode="json")
+
+
+def with_overrides(cfg: KCMConfig, overrides: list[str] | dict[str, Any]) -> KCMConfig:
+    """A copy of ``cfg`` with ``section.key=value`` overrides applied and validated."""
+    tree = config_to_dict(cfg)
+    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
+    for key, value in items:
+        set_dotted(tree, key, value)
+    return config_from_dict(tree, "overrides")
+
+
+# -- settings frozen with a learned version vs settings of the run ------------------------------
+#: What a learned version is built from: the task and its held-out views, the featurizer, the
+#: judge's and small model's architecture, the large backend and its model. Changing one on an
+#: existing workspace is refused. Every other setting (routing, hint switches, distillation and
+#: training weights, evaluation, validation, flow, registry, DVC) is a run setting: it takes
+#: effect on the next cycle and is recorded with the version it produced.
+FROZEN: tuple[str, ...] = (
+    "seed",
+    "data.dataset",
+    "data.train",
+    "data.test",
+    "data.text_col",
+    "data.feature_cols",
+    "data.label_col",
+    "data.test_fraction",
+    "data.pretrain_fraction",
+    "data.imbalance_factor",
+    "data.groups",
+    "eval.traffic_size",
+    "features",
+    "judge.kind",
+    "judge.target",
+    "judge.hidden",
+    "judge.grid",
+    "judge.k",
+    "judge.grid_eps",
+    "judge.memory_space",
+    "small.hidden",
+    "large.backend",
+    "large.embedding_head.model_path",
+    "large.embedding_head.max_length",
+    "large.embedding_head.epochs",
+    "large.embedding_head.lr",
+    "large.embedding_head.weight_decay",
+    "large.mlp_teacher",
+    "large.openai.base_url",
+    "large.openai.model",
+    "large.openai.temperature",
+    "large.openai.top_k",
+    "large.callable.target",
+)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def is_frozen(key: str) -> bool:
+    return any(key == f or key.startswith(f + ".") for f in FROZEN)
+
+
+def frozen_settings(cfg: KCMConfig) -> dict[str, Any]:
+    """The frozen part of ``cfg`` as dotted keys."""
+    return {k: v for k, v in flatten(config_to_dict(cfg)).items() if is_frozen(k)}
+
+
+def check_frozen(built: KCMConfig, requested: KCMConfig, where: str = "the workspace") -> None:
+    """Refuse ``requested`` when it changes a setting frozen with ``built``'s versions."""
+    old, new = frozen_settings(built), frozen_settings(requested)
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        what = ", ".join(f"{k}={new.get(k)!r} (built with {old.get(k)!r})" for k in changed)
+        raise ConfigError(
+            f"{what}: frozen with the learned versions of {where}; keep the built value or "
+            "start a new workspace (another --out / --workdir)"
+        )

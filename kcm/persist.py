@@ -20,23 +20,25 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from kcm.config import config_from_dict, config_to_dict
+from kcm.config import KCMConfig, check_frozen, config_from_dict, config_to_dict
 from kcm.data.batch import Task
 from kcm.distill.records import Records
 from kcm.errors import KCMError
 from kcm.features import Features, make_featurizer
 from kcm.judge import make_judge
 from kcm.models.large import LargeModel, make_large_model
+from kcm.models.small import SmallModel
 from kcm.system import CollaborationSystem
 
 FORMAT = 1
 SPARSE_KEY = "embed.weight"
 
 
-def _save_tensors(module: torch.nn.Module, path: Path) -> None:
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Write a state_dict with safetensors (sparse embedding rows: only the used ones)."""
     from safetensors.torch import save_file
 
-    sd = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
+    sd = {k: v.detach().contiguous() for k, v in tensors.items()}
     w = sd.pop(SPARSE_KEY, None)
     if w is not None:  # most hashed n-gram rows are never touched: store the used ones only
         rows = torch.nonzero(w.abs().sum(dim=1)).flatten()
@@ -46,7 +48,7 @@ def _save_tensors(module: torch.nn.Module, path: Path) -> None:
     save_file(sd, str(path))
 
 
-def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     sd = load_file(str(path))
@@ -98,6 +100,24 @@ def _records_from(a: Any) -> Records:
     )
 
 
+def save_small(model: SmallModel, path: Path) -> None:
+    """A small model as ``<path>`` (safetensors) + ``<path>.json`` (its meta)."""
+    state = model.get_state()
+    if not state["tensors"]:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_tensors(state["tensors"], path)
+    path.with_suffix(".json").write_text(json.dumps(state["meta"]))
+
+
+def load_small(model: SmallModel, path: Path) -> SmallModel:
+    """Restore ``model`` from ``save_small``'s files; unchanged when there are none."""
+    if not path.is_file():
+        return model
+    meta = json.loads(path.with_suffix(".json").read_text())
+    return model.set_state({"meta": meta, "tensors": load_tensors(path)})
+
+
 def save_system(system: CollaborationSystem, path: str | Path) -> Path:
     """Write ``system`` to the folder ``path`` (which must not exist yet), atomically."""
     path = Path(path)
@@ -108,7 +128,8 @@ def save_system(system: CollaborationSystem, path: str | Path) -> Path:
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.mkdir(parents=True)
     try:
-        judge = system.judge_
+        judge = None if system.judge_ is None else system.judge_.get_state()
+        small = system.small_.get_state()
         meta: dict[str, Any] = {
             "format": FORMAT,
             "config": config_to_dict(system.cfg),
@@ -116,26 +137,15 @@ def save_system(system: CollaborationSystem, path: str | Path) -> Path:
             "cycle": system.cycle_,
             "trained": system.trained_,
             "large": {"name": system.large.name, **system.large.describe()},
-            "small": {
-                "n_features": system.small_.n_features_,
-                "step": system.small_._step,
-                "sparse": bool(system.small_.net_ is not None and system.small_.net_.sparse),
-            },
-            "judge": None
-            if judge is None
-            else {
-                "kind": system.cfg.judge.kind,
-                "target": judge.target,
-                "in_dim": len(judge.mean_),
-                "n_classes": judge.n_classes_,  # type: ignore[arg-type]
-            },
+            "small": small["meta"],
+            "judge": None if judge is None else {"kind": system.cfg.judge.kind, **judge["meta"]},
         }
         np.savez_compressed(tmp / "featurizer.npz", **system.featurizer_.state())
-        if system.small_.net_ is not None:
-            _save_tensors(system.small_.net_, tmp / "small.safetensors")
-        if judge is not None and judge.net_ is not None:
-            _save_tensors(judge.net_, tmp / "judge.safetensors")
-            np.savez_compressed(tmp / "judge.npz", mean=judge.mean_, std=judge.std_)
+        if small["tensors"]:
+            save_tensors(small["tensors"], tmp / "small.safetensors")
+        if judge is not None:
+            save_tensors(judge["tensors"], tmp / "judge.safetensors")
+            np.savez_compressed(tmp / "judge.npz", **judge["arrays"])
         if system.replay_.records_ is not None:
             np.savez_compressed(tmp / "replay.npz", **_records_arrays(system.replay_.records_))
         large_state = system.large.state()
@@ -149,55 +159,71 @@ def save_system(system: CollaborationSystem, path: str | Path) -> Path:
     return path
 
 
-def load_system(
-    path: str | Path, large: LargeModel | None = None, cache_dir: str | Path | None = None
-) -> CollaborationSystem:
-    """Rebuild a saved system. ``large`` replaces the saved large-model backend (e.g. a
-    callable in tests); otherwise it is rebuilt from the saved config and state."""
-    path = Path(path)
-    meta_path = path / "meta.json"
+def saved_config(path: str | Path) -> KCMConfig:
+    """The configuration a saved system was built with."""
+    meta_path = Path(path) / "meta.json"
     if not meta_path.is_file():
         raise KCMError(f"{path} holds no saved kcm system (no meta.json): check the path")
+    return config_from_dict(json.loads(meta_path.read_text())["config"], str(meta_path))
+
+
+def load_system(
+    path: str | Path,
+    large: LargeModel | None = None,
+    cache_dir: str | Path | None = None,
+    cfg: KCMConfig | None = None,
+) -> CollaborationSystem:
+    """Rebuild a saved system. ``cfg``: the run's settings, which take effect (a setting
+    frozen with the version must equal the saved one, else a ConfigError names it); default
+    the saved settings. ``large`` replaces the saved large-model backend (e.g. one already
+    loaded); otherwise it is rebuilt from the settings and the saved state."""
+    path = Path(path)
+    meta_path = path / "meta.json"
+    built = saved_config(path)
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:
         raise KCMError(f"{path}: saved with format {meta.get('format')}, this kcm reads {FORMAT}")
-    cfg = config_from_dict(meta["config"], str(meta_path))
+    if cfg is None:
+        cfg = built
+    else:
+        check_frozen(built, cfg, str(path.parent.parent.parent))
     task = Task.from_dict(meta["task"])
     if large is None:
-        large = make_large_model(cfg, task, cache_dir=cache_dir)
-        if (path / "large.npz").is_file():
-            with np.load(path / "large.npz", allow_pickle=False) as a:
-                large.load_state({k: a[k] for k in a.files})
+        large = load_large(path, cfg, task, cache_dir)
     system = CollaborationSystem(task, cfg, large)
     feat = make_featurizer(task, cfg.features, cfg.seed)
     with np.load(path / "featurizer.npz", allow_pickle=False) as a:
         feat.load_state({k: a[k] for k in a.files})
     system.featurizer_ = feat
-    system.small_ = system.new_small()
-    system.small_._step = int(meta["small"].get("step", 0))
-    if (path / "small.safetensors").is_file():
-        n_features = meta["small"]["n_features"]
-        dummy = (
-            sp.csr_matrix((1, n_features)) if meta["small"]["sparse"] else np.zeros((1, n_features))
-        )
-        system.small_._init(dummy)
-        assert system.small_.net_ is not None
-        system.small_.net_.load_state_dict(_load_tensors(path / "small.safetensors"))
-        system.small_.net_.eval()
+    tensors = (
+        load_tensors(path / "small.safetensors") if (path / "small.safetensors").is_file() else {}
+    )
+    system.small_ = system.new_small().set_state({"meta": meta["small"], "tensors": tensors})
     if meta["judge"] is not None:
         j = meta["judge"]
-        judge = make_judge(cfg.judge, seed=cfg.seed)
-        out_dim = 2 if j["target"] == "correctness" else j["n_classes"]
-        judge.net_ = judge._build(j["in_dim"], out_dim)
-        judge.net_.load_state_dict(_load_tensors(path / "judge.safetensors"))
-        judge.net_.eval()
         with np.load(path / "judge.npz", allow_pickle=False) as a:
-            judge.mean_, judge.std_ = a["mean"], a["std"]
-        judge.n_classes_ = j["n_classes"]
-        system.judge_ = judge
+            arrays = {k: a[k] for k in a.files}
+        if "out_dim" not in j:  # written before get_state existed
+            j["out_dim"] = 2 if j["target"] == "correctness" else j["n_classes"]
+        judge = make_judge(cfg.judge, seed=cfg.seed)
+        system.judge_ = judge.set_state(
+            {"meta": j, "arrays": arrays, "tensors": load_tensors(path / "judge.safetensors")}
+        )
     if (path / "replay.npz").is_file():
         with np.load(path / "replay.npz", allow_pickle=False) as a:
             system.replay_.records_ = _records_from({k: a[k] for k in a.files})
     system.cycle_ = int(meta["cycle"])
     system.trained_ = bool(meta["trained"])
     return system
+
+
+def load_large(
+    path: str | Path, cfg: KCMConfig, task: Task, cache_dir: str | Path | None = None
+) -> LargeModel:
+    """The large model of a saved system, built from ``cfg`` with its fitted state."""
+    large = make_large_model(cfg, task, cache_dir=cache_dir)
+    state = Path(path) / "large.npz"
+    if state.is_file():
+        with np.load(state, allow_pickle=False) as a:
+            large.load_state({k: a[k] for k in a.files})
+    return large

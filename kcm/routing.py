@@ -1,14 +1,84 @@
-"""Routing: the score (C_x) is computed elsewhere; here only the threshold is applied.
+"""Where routing happens, in one hop: the score C_x of every routing mode, and the threshold.
 
-The small model answers a sample when C_x > ε; the large model answers the rest.
-``calibrate`` picks ε so that a target fraction of a held-out set goes to the large model.
+``score(mode, ...)`` computes C_x per sample; ``decide(C_x, ε | budget)`` applies the
+threshold apart (RouteLLM's split): the small model answers where C_x > ε, the large model
+answers the rest. ``calibrate`` picks ε so that a target fraction goes to the large model.
+
+Modes: ``judge`` (the system: the judge's C_x), ``cascade`` (the small model's own max-softmax),
+``oracle`` (1 where the small model is right: needs gold labels), ``random`` (uniform scores),
+``small`` / ``large`` (one model answers everything).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import numpy as np
 
 from kcm.errors import ConfigError
+
+Mode = Literal["judge", "cascade", "oracle", "random", "small", "large"]
+MODES: tuple[Mode, ...] = ("judge", "cascade", "oracle", "random", "small", "large")
+
+
+def score(
+    mode: Mode,
+    small_proba: np.ndarray,
+    *,
+    judge_conf: np.ndarray | None = None,
+    gold: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+    trained: bool = True,
+) -> np.ndarray:
+    """C_x for every sample. Before the first learned cycle nothing is trusted (C_x = 0),
+    except in ``small`` mode."""
+    n = len(small_proba)
+    if mode not in MODES:
+        raise ConfigError(f"routing mode {mode!r}: choose one of {', '.join(MODES)}")
+    if mode == "small":
+        return np.ones(n)
+    if not trained or mode == "large":
+        return np.zeros(n)
+    if mode == "judge":
+        return np.zeros(n) if judge_conf is None else np.asarray(judge_conf, dtype=np.float64)
+    if mode == "cascade":
+        return small_proba.max(axis=1)
+    if mode == "oracle":
+        if gold is None:
+            raise ConfigError("routing mode 'oracle' needs the gold labels of the batch")
+        return (small_proba.argmax(axis=1) == gold).astype(float)
+    return (rng or np.random.default_rng()).random(n)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Which samples go to the large model, and the ε that decided it."""
+
+    to_large: np.ndarray
+    epsilon: float
+
+    @property
+    def large_call_rate(self) -> float:
+        return float(self.to_large.mean()) if len(self.to_large) else 0.0
+
+
+def decide(
+    confidence: np.ndarray,
+    epsilon: float,
+    target_rate: float | None = None,
+    mode: Mode = "judge",
+) -> Decision:
+    """Large where C_x <= ε. In ``small`` / ``large`` mode the scores are 1 / 0 and ε is 0.5;
+    otherwise ``target_rate`` (a per-batch budget), when given, calibrates ε on these scores."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    if mode in ("small", "large"):
+        eps = 0.5
+    elif target_rate is not None:
+        eps = calibrate(conf, target_rate)
+    else:
+        eps = epsilon
+    return Decision(to_large=conf <= eps, epsilon=float(eps))
 
 
 def calibrate(confidence: np.ndarray, target_large_rate: float) -> float:
@@ -24,23 +94,3 @@ def calibrate(confidence: np.ndarray, target_large_rate: float) -> float:
     if n_large >= len(c):
         return float(c[-1])
     return float(c[n_large - 1])
-
-
-class Router:
-    """``route(confidence) -> mask`` of the samples the large model answers."""
-
-    def __init__(self, epsilon: float = 0.98, target_large_rate: float | None = None) -> None:
-        if not 0.0 <= epsilon <= 1.0:
-            raise ConfigError(f"routing.epsilon={epsilon}: give a value in [0, 1]")
-        self.epsilon = epsilon
-        self.target_large_rate = target_large_rate
-
-    def threshold(self, confidence: np.ndarray) -> float:
-        """ε for these scores: the fixed one, or calibrated to ``target_large_rate``."""
-        if self.target_large_rate is None:
-            return self.epsilon
-        return calibrate(confidence, self.target_large_rate)
-
-    def route(self, confidence: np.ndarray, epsilon: float | None = None) -> np.ndarray:
-        eps = self.threshold(confidence) if epsilon is None else epsilon
-        return np.asarray(confidence) <= eps

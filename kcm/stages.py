@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -41,29 +42,31 @@ def prepare(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
 
 
 def pretrain_large(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
-    from kcm import pipeline
     from kcm.data.stream import load_bundle
+    from kcm.steps import bootstrap
 
     out = folder / "bootstrap"
     shutil.rmtree(out, ignore_errors=True)
-    return pipeline.bootstrap(cfg, Workspace(out), load_bundle(folder / "prepared"))
+    return bootstrap(cfg, Workspace(out), load_bundle(folder / "prepared"))
 
 
 def cycle(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
-    from kcm import pipeline
+    from kcm import loop
 
     out = folder / "workspace"
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(folder / "bootstrap", out)
     ws = Workspace(out)
     ws.make_dirs()  # DVC restores files, not empty folders
+    ledger = ws.load_ledger()  # a copy of the bootstrap is a workspace of its own
+    ws.save_ledger(ledger.model_copy(update={"workspace_id": uuid.uuid4().hex}))
     for f in sorted((folder / "prepared" / "stream").glob("batch-*.csv")):
         shutil.copy(f, Path(ws.inbox) / f.name)
     updates: dict[str, Any] = {"dvc": cfg.dvc.model_copy(update={"enabled": False})}
     if cfg.registry.tracking_uri is None:
         uri = f"sqlite:///{(Path.cwd() / 'mlflow' / 'mlflow.db').resolve()}"
         updates["registry"] = cfg.registry.model_copy(update={"tracking_uri": uri})
-    report = pipeline.run_pipeline(cfg.model_copy(update=updates), ws)
+    report = loop.run(cfg.model_copy(update=updates), ws)
     return {"cycles": len(report["cycles"]), "final": report["final"]["accuracy"]}
 
 
@@ -96,10 +99,10 @@ def metrics_of(report: dict[str, Any]) -> dict[str, Any]:
 def evaluate(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
     """Write ``metrics.json`` and ``plots/``: the trade-off curve and per-cycle figures as CSV
     (``dvc plots show`` draws them) and the last cycle's PNG plots."""
-    from kcm import pipeline
+    from kcm.report import summary_report
 
     ws = Workspace(folder / "workspace")
-    report = pipeline.summary_report(ws, cfg)
+    report = summary_report(ws, cfg)
     metrics = metrics_of(report)
     atomic_write_text(folder / "metrics.json", json.dumps(metrics, indent=1))
     plots = folder / "plots"
@@ -116,7 +119,7 @@ def evaluate(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
         w.writerow(["cycle", "batch_accuracy", "large_call_rate"])
         for c in report["cycles"]:
             w.writerow([c["cycle"], c["accuracy"], c["large_call_rate"]])
-    last = ws.load_ledger()["order"][-1]
+    last = ws.load_ledger().order[-1]
     for png in sorted((ws.run_dir(last) / "plots").glob("*.png")):
         shutil.copy(png, plots / png.name)
     return metrics

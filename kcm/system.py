@@ -13,22 +13,34 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any
 
 import numpy as np
 
+from kcm import routing
 from kcm.config import KCMConfig
 from kcm.data.batch import Batch, Task
 from kcm.distill import Records, ReplayBuffer, distill
 from kcm.features import Features, NumericFeaturizer, TextFeaturizer, make_featurizer
 from kcm.judge import NeuralJudge, make_judge, memory_features
-from kcm.models.large import LargeModel
+from kcm.models.large import LargeModel, LargeOutput
 from kcm.models.small import SmallModel
-from kcm.routing import Router
 
 log = logging.getLogger(__name__)
 
-Route = Literal["judge", "cascade", "small", "large", "oracle", "random"]
+
+@dataclass
+class Routed:
+    """A batch scored and routed, before any large-model call. ``hints``: the hint sent to
+    the large model for each routed row (NaN rows elsewhere; None when no hint is sent)."""
+
+    features: Features
+    small_proba: np.ndarray
+    confidence: np.ndarray
+    judge_proba: np.ndarray | None
+    to_large: np.ndarray
+    epsilon: float
+    hints: np.ndarray | None
 
 
 @dataclass
@@ -46,10 +58,72 @@ class Predictions:
     features: Features
     judge_proba: np.ndarray | None = None
     large_failures: int = 0
+    hints: np.ndarray | None = None
+    large_keys: np.ndarray | None = None  # the answer-cache key of each routed row ("" else)
 
     @property
     def large_call_rate(self) -> float:
         return float(self.to_large.mean()) if len(self.to_large) else 0.0
+
+
+def inputs_at(batch: Batch, idx: np.ndarray) -> Any:
+    return (
+        batch.inputs[idx]
+        if isinstance(batch.inputs, np.ndarray)
+        else [batch.inputs[i] for i in idx]
+    )
+
+
+def ask_large(
+    large: LargeModel,
+    batch: Batch,
+    idx: np.ndarray,
+    hints: np.ndarray | None,
+    progress: Callable[[int], None] | None = None,
+) -> LargeOutput:
+    """Ask ``large`` about samples ``idx`` of ``batch`` with ``hints`` (one row per sample)."""
+    return large.predict_proba(inputs_at(batch, idx), hints, progress=progress)
+
+
+def merge(routed: Routed, out: LargeOutput | None, idx: np.ndarray | None = None) -> Predictions:
+    """The answers: the small model's where routed small, the large model's (hinted) where it
+    answered samples ``idx``, the small model's as fallback where the call failed."""
+    sp = routed.small_proba
+    label = sp.argmax(axis=1)
+    final = sp.copy()
+    raw = np.full_like(sp, np.nan)
+    answered_by = np.where(routed.to_large, "large", "small").astype(object)
+    keys = np.full(len(sp), "", dtype=object)
+    failures = 0
+    if out is not None and idx is not None and len(idx):
+        raw[idx] = out.raw
+        ok_idx = idx[out.ok]
+        final[ok_idx] = out.answer[out.ok]
+        label[ok_idx] = out.answer[out.ok].argmax(axis=1)
+        answered_by[idx[~out.ok]] = "small-fallback"
+        keys[idx] = out.keys
+        failures = int((~out.ok).sum())
+        if failures:
+            log.warning(
+                "%d large-model call(s) failed; the small model answered them "
+                "(see the ledger for the errors)",
+                failures,
+            )
+    return Predictions(
+        label=label,
+        confidence=routed.confidence,
+        to_large=routed.to_large,
+        answered_by=answered_by,
+        small_proba=sp,
+        large_raw=raw,
+        final_proba=final,
+        epsilon=routed.epsilon,
+        features=routed.features,
+        judge_proba=routed.judge_proba,
+        large_failures=failures,
+        hints=routed.hints,
+        large_keys=keys,
+    )
 
 
 @dataclass
@@ -79,7 +153,6 @@ class CollaborationSystem:
         self.task = task
         self.cfg = cfg
         self.large = large
-        self.router = Router(cfg.routing.epsilon, cfg.routing.target_large_rate)
         self.featurizer_: TextFeaturizer | NumericFeaturizer | None = None
         self.small_: SmallModel | None = None
         self.judge_: NeuralJudge | None = None
@@ -180,90 +253,85 @@ class CollaborationSystem:
         h = small_proba / bias
         return h / h.sum(axis=1, keepdims=True)
 
+    def route(
+        self,
+        batch: Batch,
+        *,
+        mode: routing.Mode = "judge",
+        epsilon: float | None = None,
+        target_rate: float | None = None,
+        use_hint: bool | None = None,
+    ) -> Routed:
+        """Score the batch and decide who answers each sample; compute the hint the large
+        model will be sent for every routed sample. No large-model call is made here.
+
+        ``epsilon`` / ``target_rate`` override ``routing.epsilon`` / ``routing.target_large_rate``
+        (a per-batch budget that calibrates ε on the batch's own scores)."""
+        feats = self.featurize(batch)
+        sp = self.small_proba(feats)
+        jconf, jproba = self.judge_scores(feats, sp) if mode == "judge" else (None, None)
+        conf = routing.score(
+            mode,
+            sp,
+            judge_conf=jconf,
+            gold=batch.y_true if mode == "oracle" else None,
+            rng=self._rng,
+            trained=self.trained_,
+        )
+        r = self.cfg.routing
+        if epsilon is None and target_rate is None:
+            epsilon, target_rate = r.epsilon, r.target_large_rate
+        decision = routing.decide(
+            conf, r.epsilon if epsilon is None else epsilon, target_rate, mode
+        )
+        hint = self.cfg.large.hint if use_hint is None else use_hint
+        hints = None
+        if hint and self.trained_ and decision.to_large.any():
+            hints = np.full_like(sp, np.nan)
+            idx = np.flatnonzero(decision.to_large)
+            hints[idx] = self.hint_of(sp[idx])
+        return Routed(
+            features=feats,
+            small_proba=sp,
+            confidence=conf,
+            judge_proba=jproba,
+            to_large=decision.to_large,
+            epsilon=decision.epsilon,
+            hints=hints,
+        )
+
+    def ask_large(
+        self,
+        batch: Batch,
+        idx: np.ndarray,
+        hints: np.ndarray | None,
+        progress: Callable[[int], None] | None = None,
+    ) -> LargeOutput:
+        """The one place the large model is asked: samples ``idx`` of ``batch`` with the
+        hints ``route`` computed for them (rows of ``Routed.hints``, or None)."""
+        return ask_large(self.large, batch, idx, hints, progress)
+
     def predict(
         self,
         batch: Batch,
         *,
-        route: Route = "judge",
+        route: routing.Mode = "judge",
         epsilon: float | None = None,
         target_rate: float | None = None,
         use_hint: bool | None = None,
         call_large: bool = True,
         progress: Callable[[int], None] | None = None,
     ) -> Predictions:
-        """Answer a batch.
-
-        ``route``: ``judge`` (the system), ``cascade`` (the small model's own max-softmax as
-        the score), ``small``/``large`` (one model answers all), ``oracle`` (large exactly where
-        the small model is wrong; needs labels), ``random`` (at ``target_rate``).
-        ``target_rate`` calibrates ε on this batch's own scores (a per-batch budget).
-        """
-        feats = self.featurize(batch)
-        n = len(batch)
-        sp = self.small_proba(feats)
-        conf, jproba = self.judge_scores(feats, sp)
-        if route == "cascade":
-            conf = sp.max(axis=1)
-        elif route == "small":
-            conf = np.ones(n)
-        elif route == "large":
-            conf = np.zeros(n)
-        elif route == "oracle":
-            conf = (sp.argmax(axis=1) == batch.y_true).astype(float)
-        elif route == "random":
-            conf = self._rng.random(n)
-        if not self.trained_ and route not in ("small",):
-            conf = np.zeros(n)  # nothing is trusted before the first trained cycle
-        if target_rate is not None:
-            from kcm.routing import calibrate
-
-            eps = calibrate(conf, target_rate)
-        elif route in ("small", "large"):
-            eps = 0.5
-        else:
-            eps = self.router.threshold(conf) if epsilon is None else epsilon
-        to_large = conf <= eps
-        label = sp.argmax(axis=1)
-        final = sp.copy()
-        raw = np.full_like(sp, np.nan)
-        answered_by = np.where(to_large, "large", "small").astype(object)
-        failures = 0
-        hint = self.cfg.large.hint if use_hint is None else use_hint
-        if call_large and to_large.any():
-            idx = np.flatnonzero(to_large)
-            inputs = (
-                batch.inputs[idx]
-                if isinstance(batch.inputs, np.ndarray)
-                else [batch.inputs[i] for i in idx]
-            )
-            hints = self.hint_of(sp[idx]) if (hint and self.trained_) else None
-            out = self.large.predict_proba(inputs, hints, progress=progress)
-            raw[idx] = out.raw
-            ok_idx = idx[out.ok]
-            final[ok_idx] = out.answer[out.ok]
-            label[ok_idx] = out.answer[out.ok].argmax(axis=1)
-            bad = idx[~out.ok]
-            answered_by[bad] = "small-fallback"
-            failures = len(bad)
-            if failures:
-                log.warning(
-                    "%d large-model call(s) failed; the small model answered them "
-                    "(see the ledger for the errors)",
-                    failures,
-                )
-        return Predictions(
-            label=label,
-            confidence=conf,
-            to_large=to_large,
-            answered_by=answered_by,
-            small_proba=sp,
-            large_raw=raw,
-            final_proba=final,
-            epsilon=float(eps),
-            features=feats,
-            judge_proba=jproba,
-            large_failures=failures,
+        """Answer a batch: ``route``, then ``ask_large`` on the routed samples, then ``merge``.
+        The workspace steps run the same three functions one by one."""
+        r = self.route(
+            batch, mode=route, epsilon=epsilon, target_rate=target_rate, use_hint=use_hint
         )
+        idx = np.flatnonzero(r.to_large)
+        if not call_large or len(idx) == 0:
+            return merge(r, None)
+        out = self.ask_large(batch, idx, None if r.hints is None else r.hints[idx], progress)
+        return merge(r, out, idx)
 
     # -- learning -------------------------------------------------------------------
     def records_for(self, batch: Batch, preds: Predictions) -> Records:

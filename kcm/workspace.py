@@ -1,19 +1,23 @@
-"""The project folder a deployed system lives in, and its ledger.
+"""The project folder a deployed system lives in, its ledger, and the readers of both.
 
 ```
 <workdir>/
   data/inbox/        new batch files arrive here (or flow.inbox: a file:// or fsspec URL)
   data/batches/      every ingested batch, under a stable name; never deleted
   data/quarantine/   batches that failed validation, each with <name>.report.json and .summary.md
-  state/ledger.json  processed batches, the accuracy matrix, the cycle history, the latest and
-                     the serving (champion) version
-  state/systems/vNNNN/  saved systems (kcm.persist); the ledger names the current one
-  state/eval/        the held-out evaluation views and the class groups
+  state/ledger.json  the batches, the accuracy matrices, the cycle history, and the two
+                     versions that matter: the challenger (latest learned) and the champion
+  state/systems/vNNNN/  saved systems (kcm.persist)
+  state/eval/        the held-out evaluation views, the task and the class groups (meta.json)
   state/runs/<batch>/   a cycle's intermediate results (routing, large-model chunks)
-  state/large_cache.sqlite  every large-model answer, by input hash
+  state/large_cache.sqlite  every large-model answer, by input, hint and model
 ```
 
 The ledger is rewritten atomically (temp file + rename): it is the commit point of a cycle.
+Vocabulary (as in MLflow's registry): the **challenger** is the latest learned version, which
+learning continues from; the **champion** is the version that answers traffic (the promotion
+gate, or a person, moves it). With the registry on, MLflow's ``champion`` alias is the
+authority and the ledger's copy is reconciled from it at the start of every run.
 """
 
 from __future__ import annotations
@@ -22,7 +26,14 @@ import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from kcm.data.batch import Batch, Task, batch_from_frame
+from kcm.data.sources import read_table
+
+BatchStatus = Literal["ingested", "processed", "quarantined"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -30,6 +41,71 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+class BatchRecord(BaseModel):
+    """One ingested batch file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: BatchStatus = "ingested"
+    sha256: str
+    source: str | None = None
+    ingested_at: str | None = None
+    at: str | None = None  # when it was processed or quarantined
+    version: int | None = None  # the system version learned from it
+    reason: str | None = None  # why it was quarantined
+    dvc_file: str | None = None
+    dvc_md5: str | None = None
+    dvc_remote: str | None = None
+    dvc_remote_url: str | None = None
+
+
+class Ledger(BaseModel):
+    """What the workspace has done. ``cycles`` holds each cycle's report (kcm.steps.evaluate
+    and register write it) without the per-class arrays."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    batches: dict[str, BatchRecord] = Field(default_factory=dict)
+    order: list[str] = Field(default_factory=list)
+    cycles: list[dict[str, Any]] = Field(default_factory=list)
+    challenger: int | None = None
+    champion: int | None = None
+    matrix: dict[str, Any] = Field(default_factory=dict)
+    matrix_small_only: dict[str, Any] = Field(default_factory=dict)
+    matrix_small: dict[str, Any] = Field(default_factory=dict)
+    created_at: str | None = None
+    dataset: str | None = None
+    workspace_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_names(cls, data: Any) -> Any:
+        """Ledgers written before the vocabulary was unified said current / serving."""
+        if isinstance(data, dict):
+            data = dict(data)
+            if "current" in data:
+                data.setdefault("challenger", data.pop("current"))
+            if "serving" in data:
+                data.setdefault("champion", data.pop("serving"))
+        return data
+
+    def with_status(self, status: BatchStatus) -> list[str]:
+        return [n for n in self.order if self.batches[n].status == status]
+
+    @property
+    def pending(self) -> list[str]:
+        return self.with_status("ingested")
+
+    @property
+    def serving(self) -> int | None:
+        """The version that answers traffic (the challenger until a champion exists)."""
+        return self.champion if self.champion is not None else self.challenger
+
+    def champion_report(self) -> dict[str, Any] | None:
+        """The cycle report of the champion version (what the gate compares against)."""
+        return next((c for c in reversed(self.cycles) if c.get("version") == self.champion), None)
 
 
 class Workspace:
@@ -80,36 +156,43 @@ class Workspace:
     def exists(self) -> bool:
         return self.ledger_path.is_file()
 
-    def load_ledger(self) -> dict[str, Any]:
+    def load_ledger(self) -> Ledger:
         if not self.ledger_path.is_file():
-            return {
-                "batches": {},
-                "order": [],
-                "cycles": [],
-                "current": None,
-                "matrix": {},
-                "matrix_small_only": {},
-            }
-        return json.loads(self.ledger_path.read_text())
+            return Ledger()
+        return Ledger.model_validate_json(self.ledger_path.read_text())
 
-    def save_ledger(self, ledger: dict[str, Any]) -> None:
-        atomic_write_text(self.ledger_path, json.dumps(ledger, indent=1, default=float))
-
-    def current_system(self) -> Path:
-        version = self.load_ledger().get("current")
-        if version is None:
-            raise FileNotFoundError(f"{self.root} has no system yet: run bootstrap first")
-        return self.system_dir(int(version))
-
-    def serving_system(self) -> Path:
-        """The version that answers traffic: the champion (the latest learned version may
-        have been refused by the promotion gate)."""
-        ledger = self.load_ledger()
-        version = ledger.get("serving", ledger.get("current"))
-        if version is None:
-            raise FileNotFoundError(f"{self.root} has no system yet: run bootstrap first")
-        return self.system_dir(int(version))
+    def save_ledger(self, ledger: Ledger) -> None:
+        atomic_write_text(self.ledger_path, ledger.model_dump_json(indent=1))
 
     def next_version(self) -> int:
         existing = [int(p.name[1:]) for p in (self.state / "systems").glob("v[0-9]*") if p.is_dir()]
         return max(existing, default=-1) + 1
+
+    # readers of what bootstrap wrote
+    def meta(self) -> dict[str, Any]:
+        """The task, class groups, data summary and large-model description (meta.json)."""
+        path = self.eval_dir / "meta.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{self.root} has no system yet: run bootstrap first")
+        return dict(json.loads(path.read_text()))
+
+    def task(self) -> Task:
+        return Task.from_dict(self.meta()["task"])
+
+    def groups(self) -> dict[int, str]:
+        """Class index -> many / medium / few."""
+        return {int(k): v for k, v in self.meta()["groups"].items()}
+
+    def view(self, name: str, task: Task | None = None) -> Batch:
+        """A held-out evaluation view: ``traffic`` or ``balanced``."""
+        task = task or self.task()
+        df = read_table(self.eval_dir / f"{name}.parquet", str_cols=(task.label_col,))
+        return batch_from_frame(df, task, name)
+
+    def load_batch(self, name: str, task: Task | None = None) -> Batch:
+        """A validated batch's accepted rows (written by the validate step)."""
+        task = task or self.task()
+        df = read_table(
+            self.run_dir(name) / "clean.parquet", str_cols=(task.label_col, task.eval_col)
+        )
+        return batch_from_frame(df, task, name)

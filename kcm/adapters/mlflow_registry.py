@@ -18,6 +18,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from kcm.config import flatten
 from kcm.data.batch import batch_from_frame
 from kcm.errors import RegistryError
 from kcm.evaluation.gate import Decision
@@ -202,17 +203,6 @@ def rollback(name: str, who: str = "a person") -> int:
     return int(prev)
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def code_commit() -> str | None:
     """The git commit of the kcm code, when it runs from a git checkout."""
     import subprocess
@@ -285,36 +275,35 @@ def track_cycle(
     registered. A failure after registration removes the version, so no alias ever points at
     a half-registered model."""
     from kcm.config import config_to_dict
-    from kcm.pipeline import _view, eval_meta, task_of
 
     reg = cfg.registry
     setup(ws.root, reg.experiment, reg.tracking_uri)
-    batch_info = ws.load_ledger()["batches"].get(name, {})
+    record = ws.load_ledger().batches.get(name)
     tags = {
         "kcm.batch": name,
-        "kcm.batch_sha256": batch_info.get("sha256", ""),
+        "kcm.batch_sha256": record.sha256 if record else "",
         "kcm.system_version": str(version),
         "kcm.workspace": str(ws.root),
         "kcm.git_commit": code_commit() or "unknown",
         "kcm.gate": "promote" if decision.promote else "refuse",
     }
-    if batch_info.get("dvc_md5"):
-        tags["kcm.batch_dvc_md5"] = batch_info["dvc_md5"]
+    if record is not None and record.dvc_md5:
+        tags["kcm.batch_dvc_md5"] = record.dvc_md5
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
-    task = task_of(ws)
-    example = _view(ws, "traffic", task).to_frame(task, with_labels=False).head(3)
+    task = ws.task()
+    example = ws.view("traffic", task).to_frame(task, with_labels=False).head(3)
     step = int(report.get("cycle", 0))
     with mlflow.start_run(run_name=f"cycle-{step}-{name}", tags=tags) as run:
         params = {
-            k: ("" if v is None else str(v))[:500] for k, v in _flatten(config_to_dict(cfg)).items()
+            k: ("" if v is None else str(v))[:500] for k, v in flatten(config_to_dict(cfg)).items()
         }
         mlflow.log_params(params)
         mlflow.log_metrics(_metrics(report), step=step)
         mlflow.log_dict({k: v for k, v in report.items() if k != "matrix_state"}, "report.json")
         mlflow.log_dict(lineage, "lineage.json")
         mlflow.log_dict({"gate": decision.promote, "reasons": decision.reasons}, "gate.json")
-        meta = eval_meta(ws)
+        meta = ws.meta()
         per_class = pd.DataFrame(
             {
                 "class": meta["task"]["label_names"],
@@ -334,6 +323,9 @@ def track_cycle(
             c = MlflowClient()
             c.set_model_version_tag(reg.model_name, str(mv), "kcm.system_version", str(version))
             c.set_model_version_tag(reg.model_name, str(mv), "kcm.batch", name)
+            c.set_model_version_tag(
+                reg.model_name, str(mv), "kcm.workspace_id", ws.load_ledger().workspace_id
+            )
             set_aliases(reg.model_name, mv, decision)
         except BaseException:
             drop_version(reg.model_name, mv)

@@ -4,6 +4,8 @@
   (the samples with the lowest score go to the large model first), as RouteLLM draws it.
 - ``group_tradeoff_curve``: the same sweep, scored on a subset (the Few classes) while the
   rate counts every sample, so two systems' tails can be compared at one large-call rate.
+- ``apgr``: the area under a trade-off curve normalised between the small and the large model.
+- ``ceiling``: the oracle router's answers at a large-call budget.
 - ``reliability``: binned confidence against the observed frequency of the event it predicts.
 """
 
@@ -69,6 +71,25 @@ def area_under(curve: dict[str, list[float]]) -> float | None:
     r = np.asarray(curve["rate"], float)
     a = np.asarray(curve["accuracy"], float)
     return float(np.sum((r[1:] - r[:-1]) * (a[1:] + a[:-1]) / 2))
+
+
+def apgr(curve: dict[str, list[float]]) -> float | None:
+    """Average performance gap recovered (RouteLLM): the area under the accuracy-vs-rate curve
+    with accuracy normalised so that the small model alone is 0 and the large model alone 1."""
+    acc = np.asarray(curve["accuracy"], float)
+    if len(acc) < 2 or abs(acc[-1] - acc[0]) < 1e-12:
+        return None
+    pgr = (acc - acc[0]) / (acc[-1] - acc[0])
+    return area_under({"rate": curve["rate"], "accuracy": pgr.tolist()})
+
+
+def ceiling(small: np.ndarray, large: np.ndarray, y: np.ndarray, rate: float) -> np.ndarray:
+    """The labels of the best any router can do with at most round(rate·n) large-model calls:
+    calls go only to samples the small model gets wrong and the large model gets right."""
+    useful = np.flatnonzero((small != y) & (large == y))[: round(rate * len(y))]
+    label = np.array(small, copy=True)
+    label[useful] = large[useful]
+    return label
 
 
 def reliability(confidence: np.ndarray, event: np.ndarray, bins: int = 10) -> dict[str, Any]:

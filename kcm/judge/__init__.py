@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
+from kcm import registry
 from kcm.config import JudgeConfig
 from kcm.judge.base import TARGETS, Judge, NeuralJudge, memory_features, small_output_stats
 from kcm.judge.kan import KANJudge
 from kcm.judge.mlp import MLPJudge
 
-JUDGES: dict[str, type[NeuralJudge]] = {"kan": KANJudge, "mlp": MLPJudge}
+JUDGES = tuple(registry.JUDGES)
 
 
 def make_judge(cfg: JudgeConfig, seed: int = 0) -> NeuralJudge:
     """Build the judge named by ``cfg.kind`` (``kan`` = KCM, ``mlp`` = MCM)."""
-    if cfg.kind not in JUDGES:
-        raise ValueError(f"judge.kind={cfg.kind!r}; choose one of {sorted(JUDGES)}")
-    common = dict(
-        target=cfg.target,
-        hidden=cfg.hidden,
-        epochs=cfg.epochs,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        batch_size=cfg.batch_size,
-        seed=seed,
-        val_fraction=cfg.val_fraction,
-        patience=cfg.patience,
-    )
-    if cfg.kind == "kan":
-        return KANJudge(**common, grid=cfg.grid, k=cfg.k, grid_eps=cfg.grid_eps)
-    return MLPJudge(**common)
+    judge: NeuralJudge = registry.load("judge.kind", cfg.kind).from_config(cfg, seed)
+    return judge
 
 
 __all__ = [

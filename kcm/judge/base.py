@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from kcm.config import JudgeConfig
 from kcm.errors import DataError, check_is_fitted
 from kcm.features import l2_rows
 
@@ -160,6 +161,53 @@ class NeuralJudge(Judge):
         self.mean_: np.ndarray | None = None
         self.std_: np.ndarray | None = None
         self.n_classes_: int | None = None
+
+    @classmethod
+    def common_args(cls, cfg: JudgeConfig, seed: int) -> dict[str, Any]:
+        return dict(
+            target=cfg.target,
+            hidden=cfg.hidden,
+            epochs=cfg.epochs,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            batch_size=cfg.batch_size,
+            seed=seed,
+            val_fraction=cfg.val_fraction,
+            patience=cfg.patience,
+        )
+
+    @classmethod
+    def from_config(cls, cfg: JudgeConfig, seed: int = 0) -> NeuralJudge:
+        """Build the judge from ``judge.*`` (its registry row points at the class)."""
+        return cls(**cls.common_args(cfg, seed))
+
+    # -- state export / import (kcm.persist writes it; no pickle) ------------------
+    def get_state(self) -> dict[str, Any]:
+        """``meta`` (JSON), ``arrays`` (numpy) and ``tensors`` (the network's state_dict)."""
+        check_is_fitted(self, "net_")
+        assert self.net_ is not None and self.mean_ is not None and self.std_ is not None
+        out_dim = 2 if self.target == "correctness" else int(self.n_classes_ or 0)
+        return {
+            "meta": {
+                "target": self.target,
+                "in_dim": len(self.mean_),
+                "out_dim": out_dim,
+                "n_classes": self.n_classes_,
+            },
+            "arrays": {"mean": self.mean_, "std": self.std_},
+            "tensors": dict(self.net_.state_dict()),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> NeuralJudge:
+        """Restore what ``get_state`` exported."""
+        meta = state["meta"]
+        self.target = meta["target"]
+        self.net_ = self._build(int(meta["in_dim"]), int(meta["out_dim"]))
+        self.net_.load_state_dict(state["tensors"])
+        self.net_.eval()
+        self.mean_, self.std_ = state["arrays"]["mean"], state["arrays"]["std"]
+        self.n_classes_ = meta["n_classes"]
+        return self
 
     @abstractmethod
     def _build(self, in_dim: int, out_dim: int) -> nn.Module: ...

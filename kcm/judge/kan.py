@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kcm.config import JudgeConfig
 from kcm.judge.base import NeuralJudge, Target
 from kcm.judge.kan_layer import KANNet
 
@@ -31,6 +32,10 @@ class KANJudge(NeuralJudge):
         self.grid = grid
         self.k = k
         self.grid_eps = grid_eps
+
+    @classmethod
+    def from_config(cls, cfg: JudgeConfig, seed: int = 0) -> KANJudge:
+        return cls(**cls.common_args(cfg, seed), grid=cfg.grid, k=cfg.k, grid_eps=cfg.grid_eps)
 
     def _build(self, in_dim: int, out_dim: int) -> nn.Module:
         return KANNet(

@@ -10,6 +10,7 @@ functions in ``kcm.distill.losses``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -179,3 +180,25 @@ class SmallModel:
     @property
     def is_fitted(self) -> bool:
         return self.net_ is not None
+
+    # -- state export / import (kcm.persist writes it; no pickle) ----------------------
+    def get_state(self) -> dict[str, Any]:
+        """``meta`` (JSON: feature count, sparse or dense, training step) and ``tensors``
+        (the network's state_dict; empty before the first fit)."""
+        sparse = bool(self.net_ is not None and self.net_.sparse)
+        return {
+            "meta": {"n_features": self.n_features_, "sparse": sparse, "step": self._step},
+            "tensors": {} if self.net_ is None else dict(self.net_.state_dict()),
+        }
+
+    def set_state(self, state: dict[str, Any]) -> SmallModel:
+        """Restore what ``get_state`` exported (hyperparameters come from ``__init__``)."""
+        meta = state["meta"]
+        self._step = int(meta.get("step", 0))
+        if state.get("tensors"):
+            n = int(meta["n_features"])
+            self._init(sp.csr_matrix((1, n)) if meta["sparse"] else np.zeros((1, n), np.float32))
+            assert self.net_ is not None
+            self.net_.load_state_dict(state["tensors"])
+            self.net_.eval()
+        return self

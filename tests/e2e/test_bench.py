@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kcm.bench import METHODS, METRICS, ROUTERS
-from kcm.cli import main
+from kcm_app.cli import main
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kcm.cli import main
+from kcm_app.cli import main
 
 FIELDS = (
     "cycle",

@@ -72,11 +72,15 @@ def test_dvc_repro_and_exp_run_reproduce_the_pipeline(tmp_path: Path) -> None:
     again = _run([str(BIN / "dvc"), "repro"], repo).stdout
     assert "didn't change, skipping" in again and "Running stage" not in again
 
-    # an experiment with another epsilon re-runs the cycles only
+    # an experiment with another epsilon re-runs the cycles only, and the setting takes effect
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-qm", "pipeline run"], repo)
-    exp = _run([str(BIN / "dvc"), "exp", "run", "-S", "routing.epsilon=0.95"], repo).stdout
+    exp = _run([str(BIN / "dvc"), "exp", "run", "-S", "routing.epsilon=0.9"], repo).stdout
     assert "Running stage 'cycle'" in exp
     assert "Running stage 'prepare'" not in exp and "Running stage 'pretrain_large'" not in exp
-    assert yaml.safe_load((repo / "params.yaml").read_text())["routing"]["epsilon"] == 0.95
-    assert json.loads((pipe / "metrics.json").read_text())["cycles"] == 2
+    assert yaml.safe_load((repo / "params.yaml").read_text())["routing"]["epsilon"] == 0.9
+    changed = json.loads((pipe / "metrics.json").read_text())
+    assert changed["cycles"] == 2
+    assert changed["traffic"]["large_call_rate"] < metrics["traffic"]["large_call_rate"]
+    ledger = json.loads((pipe / "workspace" / "state" / "ledger.json").read_text())
+    assert [c["epsilon"] for c in ledger["cycles"]] == [0.9, 0.9]

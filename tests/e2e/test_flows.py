@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from kcm import pipeline
+from kcm import steps
 from kcm.config import config_to_dict, load_config
 from kcm.workspace import Workspace
 from tests import helpers
@@ -40,7 +40,7 @@ def _setup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> tupl
 def _feed(config_path: str, ws: Workspace, batches: list[int]) -> None:
     cfg = load_config(config_path)
     tmp = ws.root.parent / "feed"
-    pipeline.feed(cfg, tmp)
+    steps.feed(cfg, tmp)
     Path(ws.inbox).mkdir(parents=True, exist_ok=True)
     for b in batches:
         (tmp / f"batch-{b:03d}.csv").replace(Path(ws.inbox) / f"batch-{b:03d}.csv")
@@ -110,7 +110,7 @@ def test_malformed_batches_are_quarantined_and_models_untouched(
     (inbox / "batch-000d-not-csv.csv").write_bytes(bytes(range(256)) * 4)
     _feed(config_path, ws, [1])
     before = _tree_hashes(ws.state / "systems")
-    version_before = ws.load_ledger()["current"]
+    version_before = ws.load_ledger().challenger
     state = continual_flow(config_path=config_path, return_state=True)
     assert state.is_completed(), state.message
     result = state.result()
@@ -120,13 +120,13 @@ def test_malformed_batches_are_quarantined_and_models_untouched(
         rep = json.loads((ws.quarantine / f"{name}.report.json").read_text())
         assert rep["decision"] == "quarantine" and rep["reason"]
         assert (ws.quarantine / f"{name}.summary.md").read_text().startswith("# Validation")
-    reasons = json.dumps(ws.load_ledger()["batches"])
+    reasons = json.dumps(ws.load_ledger().model_dump()["batches"])
     assert "missing column(s) ['label']" in reasons and "unreadable" in reasons
     after = _tree_hashes(ws.state / "systems")
     assert {k: v for k, v in after.items() if k in before} == before  # nothing rewritten
     new_versions = {k.split("/")[0] for k in after} - {k.split("/")[0] for k in before}
     assert len(new_versions) == 1  # only the good batch produced a model
-    assert ws.load_ledger()["current"] == version_before + 1
+    assert ws.load_ledger().challenger == version_before + 1
 
 
 def test_a_crash_after_the_large_model_step_does_not_pay_twice(
@@ -136,23 +136,23 @@ def test_a_crash_after_the_large_model_step_does_not_pay_twice(
 
     config_path, ws = _setup(tmp_path, monkeypatch)
     _feed(config_path, ws, [0])
-    real_learn = pipeline.learn
+    real_learn = steps.learn
 
     def crash(*args: object, **kwargs: object) -> None:
         raise RuntimeError("simulated crash after the large-model step")
 
-    monkeypatch.setattr(pipeline, "learn", crash)
+    monkeypatch.setattr(steps, "learn", crash)
     state = continual_flow(config_path=config_path, return_state=True)
     assert state.is_failed()
-    name = ws.load_ledger()["order"][0]
-    assert ws.load_ledger()["batches"][name]["status"] == "ingested"  # still pending
+    name = ws.load_ledger().order[0]
+    assert ws.load_ledger().batches[name].status == "ingested"  # still pending
     paid = sum(helpers.calls_made())
     assert paid > 0
-    monkeypatch.setattr(pipeline, "learn", real_learn)
+    monkeypatch.setattr(steps, "learn", real_learn)
     state = continual_flow(config_path=config_path, return_state=True)
     assert state.is_completed(), state.message
-    assert ws.load_ledger()["batches"][name]["status"] == "processed"
-    batch = pipeline.load_batch(ws, name)
+    assert ws.load_ledger().batches[name].status == "processed"
+    batch = ws.load_batch(name)
     route = np.load(ws.run_dir(name) / "route.npz")
     hard = {
         hashlib.sha256(np.asarray(batch.inputs[i], np.float32).tobytes()).hexdigest()
@@ -178,6 +178,6 @@ def test_dask_task_runner_switch(
     _feed(config_path, ws, [0])
     state = continual_flow(config_path=config_path, return_state=True)
     assert state.is_completed(), state.message
-    name = ws.load_ledger()["order"][0]
+    name = ws.load_ledger().order[0]
     assert len(list(ws.run_dir(name).glob("large-*.npz"))) > 1  # several chunks, on workers
-    assert ws.load_ledger()["batches"][name]["status"] == "processed"
+    assert ws.load_ledger().batches[name].status == "processed"

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kcm import pipeline
+from kcm import loop, steps
 from kcm.config import KCMConfig, load_config
+from kcm.steps.systems import champion
 from kcm.workspace import Workspace
 from tests.conftest import REPO
 
@@ -45,7 +46,7 @@ def _workspace(root: Path, *extra: str) -> tuple[KCMConfig, Workspace]:
 
 def _feed(cfg: KCMConfig, ws: Workspace, batches: list[int]) -> None:
     tmp = ws.root.parent / "feed"
-    pipeline.feed(cfg, tmp)
+    steps.feed(cfg, tmp)
     Path(ws.inbox).mkdir(parents=True, exist_ok=True)
     for b in batches:
         shutil.copy(tmp / f"batch-{b:03d}.csv", Path(ws.inbox) / f"batch-{b:03d}.csv")
@@ -66,7 +67,7 @@ def two_cycles(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[KCMCo
         mp.chdir(root)
         cfg, ws = _workspace(root)
         _feed(cfg, ws, [0, 1])
-        pipeline.run_pipeline(cfg, ws)
+        loop.run(cfg, ws)
         yield cfg, ws
 
 
@@ -81,12 +82,12 @@ def test_two_cycles_are_tracked_registered_and_their_data_versioned(
     assert sorted(versions) == [1, 2]
     aliases = c.get_registered_model(name).aliases
     assert str(aliases["challenger"]) == "2"
-    gates = [cy["gate"]["promote"] for cy in ledger["cycles"]]
+    gates = [cy["gate"]["promote"] for cy in ledger.cycles]
     assert gates[0] is True  # the first version becomes champion
     assert str(aliases["champion"]) == ("2" if gates[1] else "1")
     assert versions[2].tags["kcm.gate"] == ("promote" if gates[1] else "refuse")
     assert "Few-group accuracy" in versions[2].tags["kcm.gate_reasons"]
-    assert ledger["serving"] == ledger["cycles"][1 if gates[1] else 0]["version"]
+    assert ledger.champion == ledger.cycles[1 if gates[1] else 0]["version"]
 
     # one MLflow run per cycle, nested under the continual run, metrics stepped by cycle
     runs = {int(v.tags["kcm.system_version"]): c.get_run(v.run_id) for v in versions.values()}
@@ -104,7 +105,7 @@ def test_two_cycles_are_tracked_registered_and_their_data_versioned(
         "forgetting_few",
         "large_calls",
     ):
-        assert key in runs[ledger["cycles"][1]["version"]].data.metrics, key
+        assert key in runs[ledger.cycles[1]["version"]].data.metrics, key
     run = c.get_run(versions[2].run_id)
     assert run.data.params["routing.epsilon"] == "0.98"
     arts = {a.path for a in c.list_artifacts(run.info.run_id)}
@@ -118,10 +119,11 @@ def test_two_cycles_are_tracked_registered_and_their_data_versioned(
     } <= plots
 
     # every batch: a .dvc file, the object in the local remote, the md5 in the run's tags
-    for i, batch in enumerate(ledger["order"]):
-        info = ledger["batches"][batch]
-        assert (ws.root / info["dvc_file"]).is_file()
-        md5 = info["dvc_md5"]
+    for i, batch in enumerate(ledger.order):
+        info = ledger.batches[batch]
+        assert info.dvc_file is not None and (ws.root / info.dvc_file).is_file()
+        md5 = info.dvc_md5
+        assert md5 is not None
         assert (ws.root / "dvc-remote" / "files" / "md5" / md5[:2] / md5[2:]).is_file()
         v = next(v for v in versions.values() if v.tags["kcm.batch"] == batch)
         assert c.get_run(v.run_id).data.tags["kcm.batch_dvc_md5"] == md5
@@ -130,21 +132,21 @@ def test_two_cycles_are_tracked_registered_and_their_data_versioned(
     # the data a version saw can be restored from the remote (no local copy, no cache)
     from kcm.adapters.dvc_store import restore
 
-    first = ledger["order"][0]
+    first = ledger.order[0]
     (ws.batches / first).unlink()
     shutil.rmtree(ws.root / ".dvc" / "cache")
-    restored = restore(ws.root, ledger["batches"][first]["dvc_file"])
-    assert hashlib.sha256(restored.read_bytes()).hexdigest() == ledger["batches"][first]["sha256"]
+    restored = restore(ws.root, str(ledger.batches[first].dvc_file))
+    assert hashlib.sha256(restored.read_bytes()).hexdigest() == ledger.batches[first].sha256
 
     # kcm lineage names the batches, their DVC hashes and the code commit
-    from kcm.cli import main
+    from kcm_app.cli import main
 
     capsys.readouterr()
     assert main(["lineage", "--workdir", str(ws.root), "--version", "2"]) == 0
     out = capsys.readouterr().out
-    for batch in ledger["order"]:
+    for batch in ledger.order:
         assert batch in out
-        assert ledger["batches"][batch]["dvc_md5"] in out
+        assert str(ledger.batches[batch].dvc_md5) in out
     assert "code commit:" in out
     assert main(["lineage", "--workdir", str(ws.root), "--version", "7"]) == 2
     assert "has no version 7; registered versions: [1, 2]" in capsys.readouterr().err
@@ -185,7 +187,7 @@ def test_champion_loads_in_a_fresh_process_and_answers_like_the_workspace(
     assert set(got["answered_by"]) <= {"small", "large", "small-fallback"}
     from kcm.data.batch import batch_from_frame
 
-    system = pipeline.serving_system(ws)
+    system = champion(ws, _cfg)
     task = system.task
     want = system.predict(batch_from_frame(rows.assign(label=None), task, "rows"))
     assert got["label"].tolist() == [task.label_names[i] for i in want.label]
@@ -251,7 +253,7 @@ def test_mlflow_models_serve_answers_with_the_routing_applied(
         assert r.status_code == 200, r.text
         preds = r.json()["predictions"]
         assert len(preds) == 10
-        names = set(pipeline.task_of(ws).label_names)
+        names = set(ws.task().label_names)
         for p in preds:
             assert str(p["label"]) in names
             assert 0.0 <= p["confidence"] <= 1.0
@@ -269,7 +271,7 @@ def test_mlflow_models_serve_answers_with_the_routing_applied(
 def test_promote_and_rollback_by_hand_are_recorded(
     two_cycles: tuple[KCMConfig, Workspace], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from kcm.cli import main
+    from kcm_app.cli import main
 
     cfg, ws = two_cycles
     c = _client(ws)
@@ -280,7 +282,7 @@ def test_promote_and_rollback_by_hand_are_recorded(
     assert int(c.get_model_version_by_alias(name, "champion").version) == other
     mv = c.get_model_version(name, str(other))
     assert mv.tags["kcm.manual_promotion"].startswith("by ci")
-    assert ws.load_ledger()["serving"] == int(mv.tags["kcm.system_version"])
+    assert ws.load_ledger().champion == int(mv.tags["kcm.system_version"])
     assert main(["rollback", "--workdir", str(ws.root), "--who", "ci"]) == 0
     assert int(c.get_model_version_by_alias(name, "champion").version) == before
     assert "rollback" in " ".join(c.get_model_version(name, str(before)).tags)
@@ -295,8 +297,8 @@ def test_the_gate_refuses_a_challenger_that_is_worse_on_the_few_group(tmp_path: 
 
     cfg, ws = _workspace(tmp_path)
     _feed(cfg, ws, [0])
-    pipeline.run_pipeline(cfg, ws)
-    meta = pipeline.eval_meta(ws)
+    loop.run(cfg, ws)
+    meta = ws.meta()
     few = [int(k) for k, g in meta["groups"].items() if g == "few"]
     many = [int(k) for k, g in meta["groups"].items() if g == "many"]
     assert few and many
@@ -308,10 +310,10 @@ def test_the_gate_refuses_a_challenger_that_is_worse_on_the_few_group(tmp_path: 
     poison["label"] = str(many[0])  # every Few-class image labelled as one Many class
     Path(ws.inbox).mkdir(parents=True, exist_ok=True)
     poison.to_csv(Path(ws.inbox) / "poisoned.csv", index=False)
-    pipeline.run_pipeline(cfg, ws)
+    loop.run(cfg, ws)
 
     ledger = ws.load_ledger()
-    gate = ledger["cycles"][1]["gate"]
+    gate = ledger.cycles[1]["gate"]
     assert gate["promote"] is False
     c = _client(ws)
     name = cfg.registry.model_name
@@ -321,8 +323,6 @@ def test_the_gate_refuses_a_challenger_that_is_worse_on_the_few_group(tmp_path: 
     assert "REFUSED" in mv.tags["kcm.gate_reasons"].split("Few-group accuracy")[1].split(";")[0]
     assert str(c.get_model_version_by_alias(name, "champion").version) == "1"
     assert str(c.get_model_version_by_alias(name, "challenger").version) == "2"
-    assert ledger["serving"] == ledger["cycles"][0]["version"]
-    report = json.loads(
-        (ws.state / "reports" / f"{Path(ledger['order'][1]).stem}.json").read_text()
-    )
+    assert ledger.champion == ledger.cycles[0]["version"]
+    report = json.loads((ws.state / "reports" / f"{Path(ledger.order[1]).stem}.json").read_text())
     assert report["gate"]["promote"] is False

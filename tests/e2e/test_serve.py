@@ -45,7 +45,7 @@ def test_serve_starts_a_server_runs_on_schedule_and_stops_cleanly(tmp_path: Path
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(config_to_dict(cfg)))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "client-home")
-    kcm = [sys.executable, "-m", "kcm.cli"]
+    kcm = [sys.executable, "-m", "kcm_app.cli"]
     subprocess.run(
         [*kcm, "feed", "--config", str(tmp_path / "params.yaml"), "--batches", "1"],
         env=env,

@@ -4,14 +4,50 @@ from pathlib import Path
 
 import pytest
 
-from kcm.config import KCMConfig, load_config, parse_override
+from kcm.config import (
+    KCMConfig,
+    check_frozen,
+    config_to_dict,
+    is_frozen,
+    load_config,
+    parse_override,
+)
 from kcm.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_defaults_and_repo_params_agree() -> None:
-    assert load_config(REPO / "params.yaml") == KCMConfig()
+def _keys(tree: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for k, v in tree.items():
+        out |= _keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"}
+    return out
+
+
+def test_repo_params_load_and_list_every_setting() -> None:
+    """params.yaml is valid and documents every key (its values are the user's to edit)."""
+    import yaml
+
+    load_config(REPO / "params.yaml")
+    listed = _keys(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert listed == _keys(config_to_dict(KCMConfig()))
+
+
+def test_frozen_settings_are_refused_and_run_settings_pass() -> None:
+    built = KCMConfig()
+    check_frozen(built, load_config(None, ["routing.epsilon=0.9", "distill.w_js=0.1"]))
+    with pytest.raises(ConfigError, match=r"judge\.kind='mlp' \(built with 'kan'\).*new workspace"):
+        check_frozen(built, load_config(None, ["judge.kind=mlp"]))
+    assert is_frozen("features.text.n_features") and not is_frozen("routing.epsilon")
+
+
+def test_registry_names_are_validated() -> None:
+    with pytest.raises(
+        ConfigError, match=r"judge\.kind=.kann. is not known: choose one of kan, mlp"
+    ):
+        load_config(None, ["judge.kind=kann"])
+    with pytest.raises(ConfigError, match="auto, callable, embedding-head"):
+        load_config(None, ["large.backend=gpt"])
 
 
 def test_unknown_key_names_dotted_path(tmp_path: Path) -> None:

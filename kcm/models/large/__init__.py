@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kcm import registry
 from kcm.config import KCMConfig
 from kcm.data.batch import Task
-from kcm.errors import ConfigError
 from kcm.models.cache import ResponseCache
 from kcm.models.large.base import Failure, LargeModel, LargeOutput, fuse
 
-BACKENDS = ("embedding-head", "mlp-teacher", "openai", "callable")
+BACKENDS = tuple(registry.LARGE_BACKENDS)
 
 
 def resolve_backend(cfg: KCMConfig, task: Task) -> str:
@@ -25,26 +25,7 @@ def make_large_model(cfg: KCMConfig, task: Task, cache_dir: str | Path | None = 
     backend = resolve_backend(cfg, task)
     where = cache_dir or cfg.large.cache_dir
     cache = ResponseCache(Path(where) / "large_cache.sqlite" if where else None)
-    model: LargeModel
-    if backend == "embedding-head":
-        from kcm.models.large.heads import EmbeddingHeadModel
-
-        model = EmbeddingHeadModel(task, cfg.large.embedding_head, cache, seed=cfg.seed)
-    elif backend == "mlp-teacher":
-        from kcm.models.large.heads import MLPTeacherModel
-
-        model = MLPTeacherModel(task, cfg.large.mlp_teacher, cache, seed=cfg.seed)
-    elif backend == "openai":
-        from kcm.models.large.openai import OpenAIChatModel
-
-        model = OpenAIChatModel(task, cfg.large.openai, cache, use_hint=cfg.large.hint)
-    elif backend == "callable":
-        from kcm.models.large.callable import CallableModel, import_callable
-
-        target = cfg.large.callable.target or ""
-        model = CallableModel(task, import_callable(target), cache, ident=target)
-    else:
-        raise ConfigError(f"large.backend={backend!r}; choose one of {('auto', *BACKENDS)}")
+    model: LargeModel = registry.load("large.backend", backend).from_config(cfg, task, cache)
     model.hint_weight = cfg.large.hint_weight if cfg.large.hint else 0.0
     return model
 

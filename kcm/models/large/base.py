@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from kcm.config import KCMConfig
 from kcm.data.batch import Batch, Task
 from kcm.models.cache import CallLedger, ResponseCache, input_key
 
@@ -28,6 +29,7 @@ class LargeOutput:
     raw: np.ndarray
     answer: np.ndarray
     ok: np.ndarray
+    keys: np.ndarray | None = None  # the answer-cache key of each input
 
     def __len__(self) -> int:
         return len(self.ok)
@@ -64,6 +66,11 @@ class LargeModel(ABC):
         self.ledger = CallLedger()
         self.hint_weight = 0.5
         self.hint_top_k = 3
+
+    @classmethod
+    def from_config(cls, cfg: KCMConfig, task: Task, cache: ResponseCache) -> LargeModel:
+        """Build the backend from the configuration (its registry row points here)."""
+        raise NotImplementedError(f"{cls.__name__} does not define from_config")
 
     # -- backend hooks -------------------------------------------------------------
     def fit(self, pretrain: Batch) -> LargeModel:
@@ -142,4 +149,4 @@ class LargeModel(ABC):
         answer = raw.copy()
         if hints is not None and not self.hint_in_request and self.hint_weight > 0 and ok.any():
             answer[ok] = fuse(raw[ok], hints[ok], self.hint_weight)
-        return LargeOutput(raw=raw, answer=answer, ok=ok)
+        return LargeOutput(raw=raw, answer=answer, ok=ok, keys=np.array(keys, dtype=str))

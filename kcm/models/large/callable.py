@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from kcm.config import KCMConfig
 from kcm.data.batch import Task
 from kcm.errors import ConfigError
 from kcm.models.cache import ResponseCache
@@ -47,6 +48,11 @@ class CallableModel(LargeModel):
         self.fn = fn
         self.ident = ident or getattr(fn, "__qualname__", repr(fn))
         self._hint_in_request = hint_in_request
+
+    @classmethod
+    def from_config(cls, cfg: KCMConfig, task: Task, cache: ResponseCache) -> LargeModel:
+        target = cfg.large.callable.target or ""
+        return cls(task, import_callable(target), cache, ident=target)
 
     @property  # type: ignore[override]
     def hint_in_request(self) -> bool:  # instance-level: the function may read hints itself

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from kcm.config import EmbeddingHeadConfig, MLPTeacherConfig
+from kcm.config import EmbeddingHeadConfig, KCMConfig, MLPTeacherConfig
 from kcm.data.batch import Batch, Task
 from kcm.errors import DataError, NotFittedError
 from kcm.models.cache import ResponseCache, input_key
@@ -121,6 +121,10 @@ class EmbeddingHeadModel(_HeadModel):
         self.seed = seed
         self._tok: Any = None
         self._enc: Any = None
+
+    @classmethod
+    def from_config(cls, cfg: KCMConfig, task: Task, cache: ResponseCache) -> LargeModel:
+        return cls(task, cfg.large.embedding_head, cache, seed=cfg.seed)
 
     def model_path(self) -> Path:
         if self.cfg.model_path:
@@ -232,6 +236,10 @@ class MLPTeacherModel(_HeadModel):
         self.chunk_size = 1024
         self.mean_: np.ndarray | None = None
         self.std_: np.ndarray | None = None
+
+    @classmethod
+    def from_config(cls, cfg: KCMConfig, task: Task, cache: ResponseCache) -> LargeModel:
+        return cls(task, cfg.large.mlp_teacher, cache, seed=cfg.seed)
 
     def _z(self, X: np.ndarray) -> np.ndarray:
         assert self.mean_ is not None and self.std_ is not None

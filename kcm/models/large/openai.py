@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from kcm.config import OpenAIConfig
+from kcm.config import KCMConfig, OpenAIConfig
 from kcm.data.batch import Task
 from kcm.models.cache import ResponseCache
 from kcm.models.large.base import Failure, LargeModel, hint_text
@@ -71,6 +71,10 @@ class OpenAIChatModel(LargeModel):
         self.hint_top_k = self.cfg.top_k
         self.chunk_size = max(self.cfg.concurrency * 4, 8)
         self._client: Any = None
+
+    @classmethod
+    def from_config(cls, cfg: KCMConfig, task: Task, cache: ResponseCache) -> LargeModel:
+        return cls(task, cfg.large.openai, cache, use_hint=cfg.large.hint)
 
     def fingerprint(self) -> str:
         c = self.cfg

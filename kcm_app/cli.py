@@ -1,4 +1,7 @@
-"""The ``kcm`` command line. Heavy libraries load only inside the command that needs them."""
+"""The ``kcm`` command line. Heavy libraries load only inside the command that needs them.
+
+An application of the library: it may import ``flows/`` (and so Prefect); ``kcm/`` never does.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "DO_NOT_TRACK": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DVC_NO_ANALYTICS": "1",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    "TOKENIZERS_PARALLELISM": "false",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-}
+from kcm import registry
+from kcm.env import apply_offline_env
 
 
 def _prefect_home(workdir: Path) -> None:
@@ -74,36 +68,35 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--seed", type=int, help="random seed (config key: seed)")
     d = p.add_argument_group("data")
-    d.add_argument("--dataset", choices=["digits", "banking77", "csv"], help="which dataset")
+    d.add_argument("--dataset", choices=list(registry.DATASETS), help="which dataset")
     d.add_argument("--data-dir", help="banking77: the folder with train.csv and test.csv")
     d.add_argument("--train", help="csv: the training file (CSV or Parquet)")
     d.add_argument("--test", help="csv: the test file (default: a seeded stratified split)")
     d.add_argument("--text-col", help="csv: the text column")
     d.add_argument("--feature-cols", help="csv: comma-separated numeric feature columns")
     d.add_argument("--label-col", help="csv: the label column")
-    p.add_argument("--judge", choices=["kan", "mlp"], help="kan = KCM, mlp = MCM (judge.kind)")
+    p.add_argument(
+        "--judge", choices=list(registry.JUDGES), help="kan = KCM, mlp = MCM (judge.kind)"
+    )
 
 
 def _workdir_config(args: argparse.Namespace, cfg: Any, workdir: Path) -> Path:
-    """Write the resolved config into the workspace (the flow reads it from there); refuse a
-    workspace that holds a run with another configuration."""
+    """Write the run's resolved config into the workspace (the flow reads it from there).
+    On an existing workspace, run settings take effect on the next cycle; a setting frozen
+    with its learned versions that differs is refused (one line naming the key)."""
     import yaml
 
-    from kcm.config import config_to_dict
+    from kcm.config import check_frozen, config_to_dict
+    from kcm.persist import saved_config
+    from kcm.workspace import Workspace
 
     workdir.mkdir(parents=True, exist_ok=True)
+    ws = Workspace(workdir)
+    if ws.exists():
+        check_frozen(saved_config(ws.system_dir(0)), cfg, str(ws.root))
     path = workdir / "params.resolved.yaml"
     resolved = config_to_dict(cfg)
     resolved["flow"]["workdir"] = str(workdir.resolve())
-    if path.is_file() and (workdir / "state" / "ledger.json").is_file():
-        old = yaml.safe_load(path.read_text())
-        if old != resolved:
-            from kcm.errors import ConfigError
-
-            raise ConfigError(
-                f"{workdir} holds a run made with another configuration: pass a new --out DIR "
-                f"(or delete {workdir} to start over)"
-            )
     path.write_text(yaml.safe_dump(resolved, sort_keys=False))
     return path
 
@@ -113,9 +106,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from kcm import pipeline
     from kcm.config import load_config
     from kcm.evaluation.report import render_tables
+    from kcm.steps import feed
 
     cfg = load_cli_config(args)
     out = Path(args.out).resolve()
@@ -123,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(cfg_path)
     console = Console(stderr=True)
     with tempfile.TemporaryDirectory(prefix="kcm-inbox-") as inbox:
-        pipeline.feed(cfg, inbox)
+        feed(cfg, inbox)
         if args.in_process:
             report = _run_in_process(cfg, out, inbox, show=not args.no_progress)
         else:
@@ -143,34 +136,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _run_in_process(cfg: Any, out: Path, inbox: str, show: bool) -> dict[str, Any]:
-    from kcm import pipeline
+    from kcm import loop
     from kcm.progress import CycleProgress
     from kcm.workspace import Workspace
 
-    ws = Workspace(out, inbox)
-    pipeline.bootstrap(cfg, ws)
-    pending = pipeline.ingest(ws, cfg)["pending"]
-    parent = pipeline.start_tracking(cfg, ws) if pending else None
-    failed = True
-    try:
-        with CycleProgress(show) as bars:
-            for i, name in enumerate(pending):
-                bar = bars.start(f"cycle {i}: {name}", len(pipeline.STEPS))
-                pipeline.process_batch(
-                    cfg, ws, name, on_step=lambda _s, bar=bar: bar(1), parent_run_id=parent
-                )
-        failed = False
-    finally:
-        pipeline.end_tracking(parent, failed)
-    return pipeline.summary_report(ws, cfg)
+    with CycleProgress(show) as bars:
+        return loop.run(cfg, Workspace(out, inbox), progress=bars)
 
 
 def cmd_feed(args: argparse.Namespace) -> int:
-    from kcm import pipeline
+    from kcm.steps import feed
 
     cfg = load_cli_config(args)
     inbox = args.inbox or str(Path(cfg.flow.workdir) / cfg.flow.inbox)
-    written = pipeline.feed(cfg, inbox, args.batches)
+    written = feed(cfg, inbox, args.batches)
     for w in written:
         sys.stdout.write(f"{w}\n")
     return 0
@@ -226,10 +205,10 @@ def _who() -> str:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from kcm import pipeline
+    from kcm import steps
 
     cfg, ws = _registry_context(args)
-    out = pipeline.promote(cfg, ws, args.version, who=args.who or _who())
+    out = steps.promote(cfg, ws, args.version, who=args.who or _who())
     sys.stdout.write(
         f"{out['model']}: champion -> version {out['champion']} (was {out['previous']})\n"
     )
@@ -237,10 +216,10 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from kcm import pipeline
+    from kcm import steps
 
     cfg, ws = _registry_context(args)
-    out = pipeline.rollback(cfg, ws, who=args.who or _who())
+    out = steps.rollback(cfg, ws, who=args.who or _who())
     sys.stdout.write(
         f"{out['model']}: champion -> version {out['champion']} (rolled back from "
         f"{out['previous']})\n"
@@ -249,10 +228,10 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from kcm import pipeline
+    from kcm import steps
 
     cfg, ws = _registry_context(args)
-    info = pipeline.lineage(cfg, ws, args.version)
+    info = steps.lineage(cfg, ws, args.version)
     if args.json:
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
         return 0
@@ -286,8 +265,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from kcm.bench import RUNS, run_bench
+    from kcm.bench import RUNS, check_budget, run_bench
 
+    check_budget(args.budget)
     cfg = load_cli_config(args)
     total = len(args.seeds) * (len(RUNS) + 1)
     with Progress(
@@ -431,8 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    for k, v in OFFLINE_ENV.items():
-        os.environ.setdefault(k, v)
+    apply_offline_env()
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

@@ -1,0 +1,110 @@
+"""The run loop, written once: bootstrap, reconcile the champion, ingest the inbox, and run
+one cycle per pending batch. ``kcm run --in-process``, ``kcm bench`` and the DVC stage call
+``run``; the Prefect flows run the same ``process_batch`` steps as tasks of their own graph.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from kcm.config import KCMConfig
+from kcm.progress import CycleProgress
+from kcm.report import ledger_totals, summary_report
+from kcm.steps import (
+    STEPS,
+    bootstrap,
+    call_large,
+    evaluate,
+    ingest,
+    learn,
+    register,
+    route,
+    sync_champion,
+    validate,
+)
+from kcm.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def process_batch(
+    cfg: KCMConfig,
+    ws: Workspace,
+    name: str,
+    on_step: Callable[[str], None] | None = None,
+    parent_run_id: str | None = None,
+) -> dict[str, Any]:
+    """One cycle: validate -> route -> call_large -> learn -> evaluate -> register."""
+    t0 = time.perf_counter()
+    step = on_step or (lambda _s: None)
+    v = validate(cfg, ws, name)
+    step("validate")
+    if not v["ok"]:
+        return {"batch": name, "status": "quarantined", "reason": v["reason"]}
+    r = route(cfg, ws, name)
+    step("route")
+    calls = [call_large(cfg, ws, name, start, end) for start, end in r["chunks"]]
+    step("call_large")
+    learned = learn(cfg, ws, name)
+    step("learn")
+    report = evaluate(cfg, ws, name, learned["version"])
+    report["large_ledger"] = ledger_totals(calls)
+    step("evaluate")
+    report["seconds"] = time.perf_counter() - t0
+    register(cfg, ws, name, learned["version"], report, parent_run_id=parent_run_id)
+    step("register")
+    return {"batch": name, "status": "processed", "report": report}
+
+
+@contextlib.contextmanager
+def tracking(cfg: KCMConfig, ws: Workspace, active: bool = True) -> Iterator[str | None]:
+    """The MLflow parent run of one continual invocation (None with the registry off or
+    nothing to do), closed on every exit path: FINISHED, or FAILED on any exception."""
+    if not (active and cfg.registry.enabled):
+        yield None
+        return
+    from kcm.adapters import mlflow_registry
+
+    run_id = mlflow_registry.start_parent(
+        ws.root, cfg.registry.experiment, cfg.registry.tracking_uri
+    )
+    failed = True
+    try:
+        yield run_id
+        failed = False
+    finally:
+        mlflow_registry.end_parent(run_id, failed)
+
+
+def prepare(cfg: KCMConfig, ws: Workspace) -> list[str]:
+    """Bootstrap if needed, adopt the registry's champion, ingest: the pending batches."""
+    bootstrap(cfg, ws)
+    sync_champion(cfg, ws)
+    return list(ingest(ws, cfg)["pending"])
+
+
+def run(
+    cfg: KCMConfig,
+    ws: Workspace,
+    progress: CycleProgress | None = None,
+    on_cycle: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Process every pending batch in order; return the summary report."""
+    pending = prepare(cfg, ws)
+    with tracking(cfg, ws, active=bool(pending)) as parent:
+        for i, name in enumerate(pending):
+            bar = progress.start(f"cycle {i}: {name}", len(STEPS)) if progress else None
+            out = process_batch(
+                cfg,
+                ws,
+                name,
+                on_step=None if bar is None else (lambda _s, bar=bar: bar(1)),
+                parent_run_id=parent,
+            )
+            if on_cycle is not None:
+                on_cycle(out)
+    return summary_report(ws, cfg)

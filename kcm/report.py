@@ -1,0 +1,155 @@
+"""What people read: the run's summary report, cost totals, and the Markdown the Prefect
+artifacts show (rendered here, published by the flows)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kcm.config import KCMConfig, config_to_dict
+from kcm.errors import KCMError
+from kcm.evaluation.metrics import AccuracyMatrix
+from kcm.workspace import Workspace
+
+LEDGER_COUNTS = ("calls", "cache_hits", "failures", "retries", "prompt_tokens", "completion_tokens")
+_VIEW_ONLY = ("traffic", "balanced", "forgetting", "forgetting_small_only", "forgetting_small")
+
+
+def machine() -> str:
+    import platform
+
+    import torch
+
+    return (
+        f"{platform.machine()} {platform.system()}, {torch.get_num_threads()} torch threads, "
+        f"python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
+def ledger_totals(calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum the large-model ledger deltas of a cycle's call_large chunks."""
+    out: dict[str, Any] = {k: sum(int(c.get(k, 0)) for c in calls) for k in LEDGER_COUNTS}
+    out["latency_s"] = float(sum(float(c.get("latency_s", 0.0)) for c in calls))
+    out["errors"] = [e for c in calls for e in c.get("errors", [])][:20]
+    return out
+
+
+def summary_report(ws: Workspace, cfg: KCMConfig) -> dict[str, Any]:
+    """The report of everything processed so far (``report.json``)."""
+    ledger = ws.load_ledger()
+    meta = ws.meta()
+    names = meta["task"]["label_names"]
+    cycles = ledger.cycles
+    if not cycles:
+        raise KCMError(f"{ws.root}: no batch processed yet; drop batches into {ws.inbox}")
+    last = cycles[-1]
+    few = [int(c) for c, g in meta["groups"].items() if g == "few"]
+    matrix = AccuracyMatrix.from_dict(ledger.matrix or {})
+
+    def base(key: str) -> dict[str, Any]:
+        t, b = last["traffic"]["baselines"], last["balanced"]["baselines"]
+        return {
+            "traffic": t[key],
+            "balanced": b[key],
+            "few_traffic": t[f"{key}_few"],
+            "few_balanced": b[f"{key}_few"],
+        }
+
+    costs = [c.get("large_ledger", {}) for c in cycles]
+    return {
+        "dataset": meta["dataset"],
+        "judge": cfg.judge.kind,
+        "large_backend": meta["large_model"]["backend"],
+        "large_model": meta["large_model"],
+        "machine": machine(),
+        "config": config_to_dict(cfg),
+        "data": meta["data"],
+        "groups": {names[int(c)]: g for c, g in meta["groups"].items()},
+        "class_counts": {names[i]: n for i, n in enumerate(meta["class_counts"])},
+        "cycles": [{k: v for k, v in c.items() if k not in _VIEW_ONLY} for c in cycles],
+        "final": {k: v for k, v in last["traffic"].items() if k != "baselines"},
+        "final_balanced": {k: v for k, v in last["balanced"].items() if k != "baselines"},
+        "large_only": base("large_only"),
+        "small_only": base("small_only"),
+        "cascade": base("cascade"),
+        "forgetting": matrix.summary(few),
+        "forgetting_small_only": last["forgetting_small_only"],
+        "forgetting_small": last.get("forgetting_small"),
+        "accuracy_matrix": matrix.result(),
+        "accuracy_matrix_few": matrix.result(few),
+        "accuracy_matrix_state": matrix.to_dict(),
+        "large_ledger": ledger_totals(costs),
+        "large_failures": [e for c in costs for e in c.get("errors", [])][:50],
+        "quarantined": {
+            k: v.reason for k, v in ledger.batches.items() if v.status == "quarantined"
+        },
+        "challenger_version": ledger.challenger,
+        "champion_version": ledger.champion,
+    }
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+
+def cycle_markdown(report: dict[str, Any], registered: dict[str, Any]) -> str:
+    """The cycle's table and the gate's decision (the ``kcm-cycle`` artifact)."""
+    t, b, f = report["traffic"], report["balanced"], report["forgetting"]
+    rows = [("batch (before learning)", report), ("traffic view", t), ("balanced view", b)]
+    md = [
+        f"# kcm cycle {report['cycle']}: `{report['batch']}`",
+        "",
+        f"system version v{report['version']:04d}, ε = {report['epsilon']:.3f}",
+        "",
+        "| view | n | accuracy | Many | Medium | Few | large-call rate |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label, m in rows:
+        md.append(
+            f"| {label} | {m['n']} | {_fmt(m['accuracy'])} | {_fmt(m['accuracy_many'])} | "
+            f"{_fmt(m['accuracy_medium'])} | {_fmt(m['accuracy_few'])} | "
+            f"{_fmt(m['large_call_rate'])} |"
+        )
+    bl = t["baselines"]
+    md += [
+        "",
+        f"baselines on traffic: large_only {_fmt(bl['large_only'])}, small_only "
+        f"{_fmt(bl['small_only'])}, cascade {_fmt(bl['cascade'])}",
+        "",
+        f"forgetting over {report['cycle'] + 1} cycle(s): BWT {_fmt(f['bwt'])}, forgetting "
+        f"{_fmt(f['forgetting'])}, Few-group forgetting {_fmt(f['forgetting_few'])}",
+        "",
+        ("**promoted** to champion" if registered["promoted"] else "**not promoted**")
+        + f" (champion v{registered['champion']:04d}): "
+        + "; ".join(registered["reasons"]),
+    ]
+    ml = registered.get("mlflow") or {}
+    if ml:
+        md.append(
+            f"MLflow: model `{ml['model_name']}` version {ml['model_version']}, run `{ml['run_id']}`"
+        )
+    return "\n".join(md)
+
+
+def per_class_table(report: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per-class accuracy on the balanced view (the ``kcm-per-class-accuracy`` table)."""
+    names, groups = meta["task"]["label_names"], meta["groups"]
+    return [
+        {
+            "class": names[i],
+            "group": groups.get(str(i), "-"),
+            "accuracy": None if a is None else round(a, 4),
+        }
+        for i, a in enumerate(report["per_class"])
+    ]
+
+
+def continual_markdown(report: dict[str, Any], done: list[str], quarantined: list[str]) -> str:
+    """The summary of one continual run (the ``kcm-continual`` artifact)."""
+    f = report["final"]
+    return (
+        f"# kcm-continual: {len(done)} batch(es) processed, {len(quarantined)} quarantined\n\n"
+        f"traffic accuracy {f['accuracy']:.3f} at large-call rate {f['large_call_rate']:.3f} "
+        f"(large only {report['large_only']['traffic']:.3f}); balanced accuracy "
+        f"{report['final_balanced']['accuracy']:.3f}; Few-group forgetting "
+        f"{report['forgetting']['forgetting_few']}\n\nquarantined: {quarantined or 'none'}\n"
+    )

@@ -1,0 +1,115 @@
+"""Answering a batch through the workspace: route, call the large model in chunks, assemble.
+
+The three steps are ``CollaborationSystem.route``, ``kcm.system.ask_large`` and
+``kcm.system.merge`` (what ``CollaborationSystem.predict`` runs in one go), with their results
+written to the batch's run folder in between, so chunks can run as separate tasks, in threads
+or processes, and a crashed cycle resumes. ``route.npz`` records the hint actually sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from kcm.config import KCMConfig
+from kcm.data.batch import Batch
+from kcm.errors import KCMError
+from kcm.models.large import LargeOutput
+from kcm.steps.systems import champion, large_model
+from kcm.system import CollaborationSystem, Predictions, Routed, ask_large, merge
+from kcm.workspace import Workspace
+
+
+def route(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
+    """Score the batch with the champion (judge and small model), decide which samples go to
+    the large model and with which hint. Writes route.npz; returns the chunks for call_large."""
+    system = champion(ws, cfg)
+    batch = ws.load_batch(name)
+    r = system.route(batch)
+    arrays: dict[str, Any] = {
+        "to_large": r.to_large,
+        "confidence": r.confidence,
+        "small_proba": r.small_proba,
+        "epsilon": np.array(r.epsilon),
+        "trained": np.array(system.trained_),
+    }
+    if r.judge_proba is not None:
+        arrays["judge_proba"] = r.judge_proba
+    if r.hints is not None:
+        arrays["hints"] = r.hints
+    np.savez_compressed(ws.run_dir(name) / "route.npz", **arrays)
+    n_large = int(r.to_large.sum())
+    size = cfg.flow.large_chunk_size
+    chunks = [[s, min(s + size, n_large)] for s in range(0, n_large, size)]
+    return {
+        "batch": name,
+        "n": len(batch),
+        "n_large": n_large,
+        "epsilon": r.epsilon,
+        "chunks": chunks,
+    }
+
+
+def call_large(cfg: KCMConfig, ws: Workspace, name: str, start: int, end: int) -> dict[str, Any]:
+    """Ask the large model about hard samples [start, end) of the batch with the hints route
+    recorded. Answers are cached as they arrive; the chunk's outputs go to large-<start>.npz."""
+    with np.load(ws.run_dir(name) / "route.npz", allow_pickle=False) as r:
+        idx = np.flatnonzero(r["to_large"])[start:end]
+        hints = r["hints"][idx] if "hints" in r.files else None
+    batch = ws.load_batch(name)
+    large = large_model(ws, cfg)
+    before = large.ledger.snapshot()
+    out = ask_large(large, batch, idx, hints)
+    np.savez_compressed(
+        ws.run_dir(name) / f"large-{start:06d}.npz",
+        idx=idx,
+        raw=out.raw,
+        answer=out.answer,
+        ok=out.ok,
+        keys=out.keys if out.keys is not None else np.array([], dtype=str),
+    )
+    delta = large.ledger.since(before)
+    failed = list(large.ledger.failed[-int(delta["failures"]) :]) if delta["failures"] else []
+    return {"batch": name, "start": start, "end": end, **delta, "errors": failed[:20]}
+
+
+def routed_of(ws: Workspace, name: str, system: CollaborationSystem, batch: Batch) -> Routed:
+    """The routing decision recorded by ``route``."""
+    with np.load(ws.run_dir(name) / "route.npz", allow_pickle=False) as r:
+        return Routed(
+            features=system.featurize(batch),
+            small_proba=r["small_proba"],
+            confidence=r["confidence"],
+            judge_proba=r["judge_proba"] if "judge_proba" in r.files else None,
+            to_large=r["to_large"],
+            epsilon=float(r["epsilon"]),
+            hints=r["hints"] if "hints" in r.files else None,
+        )
+
+
+def assemble(ws: Workspace, name: str, system: CollaborationSystem, batch: Batch) -> Predictions:
+    """The batch's answers before learning: ``merge`` of the recorded routing and every
+    chunk's large-model output (``system`` featurizes the batch; the featurizer is frozen)."""
+    routed = routed_of(ws, name, system, batch)
+    parts = [np.load(f, allow_pickle=False) for f in sorted(ws.run_dir(name).glob("large-*.npz"))]
+    try:
+        idx = np.concatenate([p["idx"] for p in parts]) if parts else np.zeros(0, np.int64)
+        missing = np.setdiff1d(np.flatnonzero(routed.to_large), idx)
+        if len(missing):
+            raise KCMError(
+                f"batch {name}: {len(missing)} hard samples have no large-model "
+                f"answer yet: run call_large for every chunk before learning"
+            )
+        if not parts:
+            return merge(routed, None)
+        out = LargeOutput(
+            raw=np.concatenate([p["raw"] for p in parts]),
+            answer=np.concatenate([p["answer"] for p in parts]),
+            ok=np.concatenate([p["ok"] for p in parts]),
+            keys=np.concatenate([p["keys"] for p in parts]),
+        )
+    finally:
+        for p in parts:
+            p.close()
+    return merge(routed, out, idx)

@@ -1,0 +1,149 @@
+"""Creating the workspace, feeding a stream into an inbox, and ingesting the inbox."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kcm.config import KCMConfig, check_frozen
+from kcm.data.stream import DataBundle, build_bundle
+from kcm.models.large import make_large_model
+from kcm.persist import save_system, saved_config
+from kcm.steps.systems import now
+from kcm.system import CollaborationSystem
+from kcm.workspace import BatchRecord, Ledger, Workspace, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap(cfg: KCMConfig, ws: Workspace, bundle: DataBundle | None = None) -> dict[str, Any]:
+    """Create the workspace once: fit the large model's head and the featurizer on the
+    pretraining split, save system v0000 (untrained) and the held-out evaluation views. On an
+    existing workspace, check that ``cfg`` changes no setting frozen with its versions."""
+    if ws.exists():
+        check_frozen(saved_config(ws.system_dir(0)), cfg, str(ws.root))
+        return {"created": False, "root": str(ws.root)}
+    ws.make_dirs()
+    t0 = time.perf_counter()
+    bundle = bundle or build_bundle(cfg)
+    task = bundle.task
+    large = make_large_model(cfg, task, cache_dir=ws.cache_dir)
+    large.fit(bundle.pretrain)
+    system = CollaborationSystem(task, cfg, large).setup(bundle.pretrain)
+    if ws.system_dir(0).exists():  # a bootstrap that crashed before writing the ledger
+        shutil.rmtree(ws.system_dir(0))
+    save_system(system, ws.system_dir(0))
+    for name, view in (("traffic", bundle.traffic), ("balanced", bundle.test)):
+        view.to_frame(task).to_parquet(ws.eval_dir / f"{name}.parquet", index=False)
+    ranges = None
+    if task.kind == "numeric":
+        x = np.asarray(bundle.pretrain.inputs, dtype=float)
+        ranges = {
+            c: (float(x[:, j].min()), float(x[:, j].max()))
+            for j, c in enumerate(task.feature_cols or ())
+        }
+    meta = {
+        "task": task.to_dict(),
+        "groups": {str(c): g for c, g in bundle.groups.items()},
+        "data": bundle.summary(),
+        "dataset": cfg.data.dataset,
+        "class_counts": [int(n) for n in bundle.class_counts],
+        "feature_ranges": ranges,
+        "large_model": large.describe(),
+    }
+    atomic_write_text(ws.eval_dir / "meta.json", json.dumps(meta, indent=1))
+    ws.save_ledger(Ledger(challenger=0, created_at=now(), dataset=cfg.data.dataset))
+    log.info(
+        "workspace %s created in %.1fs (large model %s fitted on %d samples)",
+        ws.root,
+        time.perf_counter() - t0,
+        large.name,
+        len(bundle.pretrain),
+    )
+    return {"created": True, "root": str(ws.root), "seconds": time.perf_counter() - t0}
+
+
+def feed(
+    cfg: KCMConfig, inbox: str | Path, batches: int | None = None, bundle: DataBundle | None = None
+) -> list[str]:
+    """Write the configured dataset's stream batches into ``inbox`` as CSV files
+    (``batch-000.csv`` ...); labels the learner may not see are left empty."""
+    import fsspec
+
+    bundle = bundle or build_bundle(cfg)
+    fs, root = fsspec.core.url_to_fs(str(inbox))
+    fs.makedirs(root, exist_ok=True)
+    written = []
+    for i, b in enumerate(bundle.stream[: batches or len(bundle.stream)]):
+        path = f"{root.rstrip('/')}/batch-{i:03d}.csv"
+        with fs.open(path, "w") as fh:
+            b.to_frame(bundle.task).to_csv(fh, index=False)
+        written.append(path)
+    return written
+
+
+def ingest(ws: Workspace, cfg: KCMConfig | None = None) -> dict[str, list[str]]:
+    """Move new files from the inbox to data/batches/ under stable names
+    (``<seq>-<stem>-<sha8><suffix>``) and, with ``dvc.enabled``, version each with DVC
+    (``dvc add`` + push to the remote; the md5 goes into the ledger). A file whose content was
+    seen before is skipped with a log line and kept under data/batches/duplicates/. Returns
+    new, skipped and pending names."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(ws.inbox)
+    ledger = ws.load_ledger()
+    known = {v.sha256: k for k, v in ledger.batches.items()}
+    new, skipped = [], []
+    if not fs.exists(root):
+        fs.makedirs(root, exist_ok=True)
+    entries = sorted(fs.ls(root, detail=True), key=lambda e: e["name"])
+    for e in entries:
+        src = e["name"]
+        base = src.rstrip("/").rsplit("/", 1)[-1]
+        if e.get("type") != "file" or base.startswith(".") or base.endswith(".tmp"):
+            continue
+        data = fs.cat_file(src)
+        sha = hashlib.sha256(data).hexdigest()
+        if sha in known:
+            dup = ws.batches / "duplicates" / f"{now().replace(':', '')}-{base}"
+            dup.parent.mkdir(parents=True, exist_ok=True)
+            dup.write_bytes(data)
+            fs.rm(src)
+            log.info(
+                "skipping %s: same content as batch %s, already ingested (kept as %s)",
+                base,
+                known[sha],
+                dup.name,
+            )
+            skipped.append(base)
+            continue
+        stem, dot, suffix = base.rpartition(".")
+        stem, suffix = (stem, "." + suffix) if dot else (base, "")
+        stable = f"{len(ledger.order):04d}-{stem}-{sha[:8]}{suffix}"
+        ws.batches.mkdir(parents=True, exist_ok=True)  # (empty folders are not versioned)
+        dest = ws.batches / stable
+        tmp = dest.with_name(f".{stable}.tmp")
+        tmp.write_bytes(data)
+        tmp.replace(dest)
+        fs.rm(src)
+        record = BatchRecord(sha256=sha, source=src, ingested_at=now())
+        if cfg is not None and cfg.dvc.enabled:
+            from kcm.adapters.dvc_store import version_file
+
+            record = record.model_copy(
+                update=version_file(ws.root, dest, cfg.dvc.remote, cfg.dvc.remote_name)
+            )
+        ledger.batches[stable] = record
+        ledger.order.append(stable)
+        known[sha] = stable
+        new.append(stable)
+        ws.save_ledger(ledger)  # commit each move at once: nothing is lost if we stop here
+        log.info("ingested %s as %s", base, stable)
+    return {"new": new, "skipped": skipped, "pending": ledger.pending}

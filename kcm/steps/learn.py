@@ -1,0 +1,57 @@
+"""Learning from a routed batch: distil into the small model, retrain the judge, save the
+result as the new challenger; train the labels-only baseline alongside."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kcm.config import KCMConfig
+from kcm.models.small import SmallModel
+from kcm.persist import load_small, save_small
+from kcm.steps.answer import assemble
+from kcm.steps.systems import challenger
+from kcm.system import CollaborationSystem
+from kcm.workspace import Workspace
+
+
+def baseline_path(ws: Workspace, version: int) -> Path:
+    return ws.state / "baseline" / f"v{version:04d}.safetensors"
+
+
+def load_baseline(ws: Workspace, system: CollaborationSystem, version: int) -> SmallModel:
+    """The labels-only small model (``small_only``) trained alongside version ``version``."""
+    return load_small(system.new_small(seed_offset=7), baseline_path(ws, version))
+
+
+def learn(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
+    """Distil the routed batch into the small model and retrain the judge; save the result
+    as a new version (not yet the challenger: ``register`` commits it). Also trains the
+    labels-only baseline."""
+    import torch
+
+    from kcm.distill.losses import cross_entropy
+    from kcm.persist import save_system
+
+    base_version = ws.load_ledger().challenger
+    assert base_version is not None
+    system = challenger(ws, cfg)
+    batch = ws.load_batch(name)
+    preds = assemble(ws, name, system, batch)
+    report = system.learn(batch, preds)
+    version = ws.next_version()
+    save_system(system, ws.system_dir(version))
+    baseline = load_baseline(ws, system, base_version)
+    keep = np.flatnonzero(batch.y >= 0)
+    if len(keep):
+        yt = torch.from_numpy(batch.y[keep])
+        baseline.partial_fit(preds.features.small[keep], lambda z, rows: cross_entropy(z, yt[rows]))
+    save_small(baseline, baseline_path(ws, version))
+    return {
+        "batch": name,
+        "version": version,
+        "base_version": base_version,
+        "train": report.__dict__,
+    }

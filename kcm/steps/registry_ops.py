@@ -1,0 +1,98 @@
+"""Registry operations by hand (promote, roll back, lineage) and the one rule that keeps the
+ledger and MLflow agreeing: with the registry on, MLflow's ``champion`` alias is the authority
+(a person may move it in the MLflow UI); ``sync_champion`` copies it into the ledger at the
+start of every run and after every command."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kcm.config import KCMConfig
+from kcm.errors import KCMError
+from kcm.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+
+def _registry(cfg: KCMConfig, ws: Workspace) -> Any:
+    if not ws.exists():
+        raise KCMError(
+            f"{ws.root} holds no kcm project (no state/ledger.json): pass the --workdir of a "
+            "project that `kcm run` or `kcm continual` created"
+        )
+    if not cfg.registry.enabled:
+        raise KCMError("the registry is off (registry.enabled: false): nothing to promote")
+    from kcm.adapters import mlflow_registry
+
+    mlflow_registry.setup(ws.root, cfg.registry.experiment, cfg.registry.tracking_uri)
+    return mlflow_registry
+
+
+def sync_champion(cfg: KCMConfig, ws: Workspace) -> int | None:
+    """Make the ledger's champion the system version MLflow's ``champion`` alias names.
+    Returns the champion's system version (the ledger's alone with the registry off)."""
+    ledger = ws.load_ledger()
+    if not cfg.registry.enabled or not ws.exists():
+        return ledger.champion
+    reg = _registry(cfg, ws)
+    version = reg.champion_version(cfg.registry.model_name)
+    if version is None:
+        return ledger.champion
+    info = reg.version_info(cfg.registry.model_name, version)
+    if info["tags"].get("kcm.workspace_id") != ledger.workspace_id:
+        log.info("MLflow's champion (version %s) belongs to another workspace: kept", version)
+        return ledger.champion
+    system_version = info["system_version"]
+    if system_version is not None and system_version != ledger.champion:
+        if not ws.system_dir(system_version).is_dir():
+            raise KCMError(
+                f"MLflow's champion (model version {version}) is system v{system_version:04d}, "
+                f"which {ws.root} does not hold: point the alias at a version of this project"
+            )
+        log.info(
+            "champion from MLflow: system v%04d (the ledger said %s)",
+            system_version,
+            ledger.champion,
+        )
+        ledger.champion = system_version
+        ws.save_ledger(ledger)
+    return system_version
+
+
+def promote(cfg: KCMConfig, ws: Workspace, version: int, who: str) -> dict[str, Any]:
+    """Make registered model ``version`` the champion by hand (recorded as version tags);
+    the workspace serves the system it holds from the next cycle on."""
+    reg = _registry(cfg, ws)
+    name = cfg.registry.model_name
+    info = reg.version_info(name, version)
+    if info["system_version"] is None or info["tags"].get("kcm.workspace_id") != (
+        ws.load_ledger().workspace_id
+    ):
+        raise KCMError(
+            f"model {name} version {version} was not registered by a committed cycle of "
+            f"{ws.root}: promote one of this project's versions (see `kcm lineage`)"
+        )
+    previous = reg.promote(name, version, who)
+    sync_champion(cfg, ws)
+    log.info("model %s: champion is now version %s (was %s)", name, version, previous)
+    return {"model": name, "champion": version, "previous": previous, **info}
+
+
+def rollback(cfg: KCMConfig, ws: Workspace, who: str) -> dict[str, Any]:
+    """Point the champion back at the version the current champion replaced."""
+    reg = _registry(cfg, ws)
+    name = cfg.registry.model_name
+    current = reg.champion_version(name)
+    version = reg.rollback(name, who)
+    info = reg.version_info(name, version)
+    sync_champion(cfg, ws)
+    log.info("model %s: rolled back from version %s to %s", name, current, version)
+    return {"model": name, "champion": version, "previous": current, **info}
+
+
+def lineage(cfg: KCMConfig, ws: Workspace, version: int) -> dict[str, Any]:
+    """Where registered model ``version`` came from: batches (with DVC hashes), code commit,
+    config and the gate's decision."""
+    reg = _registry(cfg, ws)
+    return dict(reg.lineage(cfg.registry.model_name, version))

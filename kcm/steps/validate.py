@@ -1,0 +1,104 @@
+"""Validating an ingested batch with Great Expectations, and quarantining a bad one."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from typing import Any
+
+from kcm.config import KCMConfig
+from kcm.data.sources import read_table
+from kcm.errors import DataError
+from kcm.steps.systems import now
+from kcm.workspace import Workspace, atomic_write_text
+
+log = logging.getLogger(__name__)
+BATCH_SUFFIXES = {".csv", ".parquet", ".pq"}
+
+
+def quarantine(ws: Workspace, name: str, report: Any) -> None:
+    """Move the batch (and its DVC record) to data/quarantine/ with its report."""
+    ws.quarantine.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", ".dvc"):  # the batch and its DVC record stay together
+        src = ws.batches / f"{name}{suffix}"
+        if src.exists():
+            shutil.move(str(src), ws.quarantine / f"{name}{suffix}")
+    atomic_write_text(ws.quarantine / f"{name}.report.json", json.dumps(report.to_dict(), indent=1))
+    atomic_write_text(ws.quarantine / f"{name}.summary.md", report.summary())
+    ledger = ws.load_ledger()
+    ledger.batches[name] = ledger.batches[name].model_copy(
+        update={"status": "quarantined", "reason": report.reason, "at": now()}
+    )
+    ws.save_ledger(ledger)
+
+
+def _keep_dropped_rows(ws: Workspace, name: str, df: Any, report: Any) -> None:
+    ws.quarantine.mkdir(parents=True, exist_ok=True)
+    df.iloc[report.bad_rows].to_csv(ws.quarantine / f"{name}.dropped.csv", index=False)
+    atomic_write_text(
+        ws.quarantine / f"{name}.dropped.report.json", json.dumps(report.to_dict(), indent=1)
+    )
+    atomic_write_text(ws.quarantine / f"{name}.dropped.summary.md", report.summary())
+    log.warning("batch %s: %s", name, report.reason)
+
+
+def validate(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
+    """Validate one ingested batch with Great Expectations. A failing batch is moved to
+    data/quarantine/ with its report (JSON and Markdown); bad rows within the tolerance are
+    dropped and reported. Writes the accepted rows for the next steps."""
+    from kcm.adapters.expectations import unreadable, validate_frame
+
+    task = ws.task()
+    path = ws.batches / name
+    df = None
+    if path.suffix.lower() not in BATCH_SUFFIXES:
+        report = unreadable(
+            name,
+            f"'{path.suffix or 'no suffix'}' is not a batch format: send .csv or .parquet files",
+        )
+    else:
+        try:
+            df = read_table(path, str_cols=(task.label_col, task.eval_col))
+        except DataError as err:
+            report = unreadable(name, str(err))
+        else:
+            ranges = ws.meta().get("feature_ranges")
+            report = validate_frame(
+                df,
+                task,
+                cfg.validation,
+                name,
+                {k: tuple(v) for k, v in ranges.items()} if ranges else None,
+            )
+    if report.decision == "quarantine" or df is None:
+        quarantine(ws, name, report)
+        log.warning("batch %s quarantined: %s", name, report.reason)
+        return {
+            "ok": False,
+            "batch": name,
+            "reason": report.reason,
+            "report": str(ws.quarantine / f"{name}.report.json"),
+        }
+    run = ws.run_dir(name)
+    run.mkdir(parents=True, exist_ok=True)
+    clean = df.drop(index=df.index[report.bad_rows]) if report.bad_rows else df
+    if report.bad_rows:
+        _keep_dropped_rows(ws, name, df, report)
+    if report.new_classes:  # allowed by config: keep the rows, without their unknown label
+        lab = clean[task.label_col]
+        clean = clean.assign(**{task.label_col: lab.where(lab.isin(task.label_names), None)})
+        log.warning(
+            "batch %s: labels outside the label set kept as unlabeled rows: %s",
+            name,
+            report.new_classes[:10],
+        )
+    clean.reset_index(drop=True).to_parquet(run / "clean.parquet", index=False)
+    atomic_write_text(run / "validation.json", json.dumps(report.to_dict(), indent=1))
+    return {
+        "ok": True,
+        "batch": name,
+        "n_rows": len(clean),
+        "n_dropped": len(report.bad_rows),
+        "decision": report.decision,
+    }
