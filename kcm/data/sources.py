@@ -40,7 +40,7 @@ def read_table(path: str | Path, str_cols: tuple[str, ...] = ()) -> pd.DataFrame
         raise DataError(f"{p} could not be read as CSV/Parquet ({err}): check the file") from None
 
 
-def _stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (rest, part) with ``fraction`` of every class in ``part``."""
     rng = np.random.default_rng(seed)
     part: list[np.ndarray] = []
@@ -70,7 +70,7 @@ def load_digits_task(cfg: DataConfig, seed: int) -> tuple[Task, Batch, Batch]:
     y = d.target.astype(np.int64)
     ids = np.array([f"digit-{i:04d}" for i in range(len(y))], dtype=object)
     full = Batch(ids=ids, inputs=x, y=y, y_true=y.copy(), name="digits")
-    train_idx, test_idx = _stratified_split(y, cfg.test_fraction, seed)
+    train_idx, test_idx = stratified_split(y, cfg.test_fraction, seed)
     return task, full.subset(train_idx, "train"), full.subset(test_idx, "test")
 
 
@@ -87,7 +87,7 @@ def resolve_banking77_dir(data_dir: str | None) -> Path:
     )
 
 
-def load_banking77_task(cfg: DataConfig) -> tuple[Task, Batch, Batch]:
+def load_banking77_task(cfg: DataConfig, seed: int = 0) -> tuple[Task, Batch, Batch]:
     root = resolve_banking77_dir(cfg.data_dir)
     train_df, test_df = read_table(root / "train.csv"), read_table(root / "test.csv")
     for name, df in (("train.csv", train_df), ("test.csv", test_df)):
@@ -151,7 +151,7 @@ def load_csv_task(cfg: DataConfig, seed: int) -> tuple[Task, Batch, Batch]:
         train_df = train_df.assign(id=[f"train-{i:06d}" for i in range(len(train_df))])
     train = batch_from_frame(train_df, task, "train", allow_unlabeled=False)
     if test_df is None:
-        rest, held = _stratified_split(train.y, cfg.test_fraction, seed)
+        rest, held = stratified_split(train.y, cfg.test_fraction, seed)
         return task, train.subset(rest, "train"), train.subset(held, "test")
     if "id" not in test_df.columns:
         test_df = test_df.assign(id=[f"test-{i:06d}" for i in range(len(test_df))])
@@ -159,8 +159,10 @@ def load_csv_task(cfg: DataConfig, seed: int) -> tuple[Task, Batch, Batch]:
 
 
 def load_source(cfg: DataConfig, seed: int) -> tuple[Task, Batch, Batch]:
-    if cfg.dataset == "digits":
-        return load_digits_task(cfg, seed)
-    if cfg.dataset == "banking77":
-        return load_banking77_task(cfg)
-    return load_csv_task(cfg, seed)
+    """The task, train and test split of the dataset ``data.dataset`` names (its loader is
+    the ``kcm.registry.DATASETS`` row)."""
+    from kcm import registry
+
+    loader = registry.load("data.dataset", cfg.dataset)
+    task, train, test = loader(cfg, seed)
+    return task, train, test

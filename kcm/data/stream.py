@@ -11,7 +11,7 @@ import numpy as np
 
 from kcm.config import DataConfig, GroupsConfig, KCMConfig, StreamConfig
 from kcm.data.batch import NO_LABEL, Batch, Task, batch_from_frame
-from kcm.data.sources import _stratified_split, load_source, read_table
+from kcm.data.sources import stratified_split, load_source, read_table
 from kcm.errors import DataError
 
 Group = Literal["many", "medium", "few"]
@@ -182,7 +182,7 @@ def build_bundle(cfg: KCMConfig) -> DataBundle:
     the two test views."""
     data: DataConfig = cfg.data
     task, train, test = load_source(data, cfg.seed)
-    rest, pre = _stratified_split(train.y_true, data.pretrain_fraction, cfg.seed)
+    rest, pre = stratified_split(train.y_true, data.pretrain_fraction, cfg.seed)
     pretrain = train.subset(pre, "pretrain")
     remaining = train.subset(rest, "remaining")
     keep, order = make_long_tailed(

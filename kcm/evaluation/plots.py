@@ -132,7 +132,7 @@ def plot_kan(
     import torch
 
     plt = _plt()
-    z = judge._scale(judge._inputs(inputs, small_proba))
+    z = judge.scaled_inputs(inputs, small_proba)
     model = judge.to_pykan()
     names = list(input_names or [f"x{i}" for i in range(z.shape[1])])
     with torch.no_grad():

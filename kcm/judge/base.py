@@ -225,6 +225,10 @@ class NeuralJudge(Judge):
             )
         return np.hstack([X, small_output_stats(small_proba)])
 
+    def scaled_inputs(self, X: np.ndarray, small_proba: np.ndarray) -> torch.Tensor:
+        """What the network reads: the inputs with the small model's summary, scaled."""
+        return self._scale(self._inputs(X, small_proba))
+
     def _scale(self, Z: np.ndarray) -> torch.Tensor:
         assert self.mean_ is not None and self.std_ is not None
         # standardise, then squash into the KAN grid's [-1, 1] (same for both judges)

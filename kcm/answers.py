@@ -1,0 +1,118 @@
+"""What a system answers: the routing decision of a batch (``Routed``), the one call to the
+large model (``ask_large``) and the merge of both into the answers (``Predictions``).
+
+``CollaborationSystem.predict`` runs route -> ask_large -> merge in one go; the workspace steps
+(``kcm.steps.answer``) run the same three with their results on disk in between.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from kcm.data.batch import Batch
+from kcm.features import Features
+from kcm.models.large import LargeModel, LargeOutput
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Routed:
+    """A batch scored and routed, before any large-model call. ``hints``: the hint sent to
+    the large model for each routed row (NaN rows elsewhere; None when no hint is sent)."""
+
+    features: Features
+    small_proba: np.ndarray
+    confidence: np.ndarray
+    judge_proba: np.ndarray | None
+    to_large: np.ndarray
+    epsilon: float
+    hints: np.ndarray | None
+
+
+@dataclass
+class Predictions:
+    """What the system answered for a batch, and why."""
+
+    label: np.ndarray
+    confidence: np.ndarray
+    to_large: np.ndarray
+    answered_by: np.ndarray
+    small_proba: np.ndarray
+    large_raw: np.ndarray
+    final_proba: np.ndarray
+    epsilon: float
+    features: Features
+    judge_proba: np.ndarray | None = None
+    large_failures: int = 0
+    hints: np.ndarray | None = None
+    large_keys: np.ndarray | None = None  # the answer-cache key of each routed row ("" else)
+
+    @property
+    def large_call_rate(self) -> float:
+        return float(self.to_large.mean()) if len(self.to_large) else 0.0
+
+
+def inputs_at(batch: Batch, idx: np.ndarray) -> Any:
+    return (
+        batch.inputs[idx]
+        if isinstance(batch.inputs, np.ndarray)
+        else [batch.inputs[i] for i in idx]
+    )
+
+
+def ask_large(
+    large: LargeModel,
+    batch: Batch,
+    idx: np.ndarray,
+    hints: np.ndarray | None,
+    progress: Callable[[int], None] | None = None,
+) -> LargeOutput:
+    """Ask ``large`` about samples ``idx`` of ``batch`` with ``hints`` (one row per sample)."""
+    return large.predict_proba(inputs_at(batch, idx), hints, progress=progress)
+
+
+def merge(routed: Routed, out: LargeOutput | None, idx: np.ndarray | None = None) -> Predictions:
+    """The answers: the small model's where routed small, the large model's (hinted) where it
+    answered samples ``idx``, the small model's as fallback where the call failed."""
+    sp = routed.small_proba
+    label = sp.argmax(axis=1)
+    final = sp.copy()
+    raw = np.full_like(sp, np.nan)
+    answered_by = np.where(routed.to_large, "large", "small").astype(object)
+    keys = np.full(len(sp), "", dtype=object)
+    failures = 0
+    if out is not None and idx is not None and len(idx):
+        raw[idx] = out.raw
+        ok_idx = idx[out.ok]
+        final[ok_idx] = out.answer[out.ok]
+        label[ok_idx] = out.answer[out.ok].argmax(axis=1)
+        answered_by[idx[~out.ok]] = "small-fallback"
+        keys[idx] = out.keys
+        failures = int((~out.ok).sum())
+        if failures:
+            log.warning(
+                "%d large-model call(s) failed; the small model answered them "
+                "(see the ledger for the errors)",
+                failures,
+            )
+    return Predictions(
+        label=label,
+        confidence=routed.confidence,
+        to_large=routed.to_large,
+        answered_by=answered_by,
+        small_proba=sp,
+        large_raw=raw,
+        final_proba=final,
+        epsilon=routed.epsilon,
+        features=routed.features,
+        judge_proba=routed.judge_proba,
+        large_failures=failures,
+        hints=routed.hints,
+        large_keys=keys,
+    )

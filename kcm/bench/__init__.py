@@ -1,0 +1,125 @@
+"""``kcm bench``: every method on the same long-tailed stream and test set, for each seed.
+
+Five full continual runs per seed (in-process, the same pipeline steps as the flows, MLflow,
+DVC and plots off): ``kcm`` (KAN judge), ``mcm`` (MLP judge), ``kcm_no_hint`` (no prompt
+modification / no fusion), ``kcm_no_distill`` (labels only) and ``kd`` (every stream sample goes
+to the large model and is distilled; the small model then answers alone). The other methods
+are read off the ``kcm`` run's final state: ``large_only``, ``small_only`` (the labels-only
+baseline trained alongside), ``cascade`` (the small model's own max-softmax as the score),
+``random`` and ``oracle``.
+
+Views: *traffic* (test samples in the stream's long-tailed proportions) for ``accuracy``,
+``large_call_rate``, ``throughput_sps``, ``judge_auroc`` and ``apgr``; *balanced* (the whole
+test set) for ``accuracy_balanced`` and Many / Medium / Few. Routers are scored at their own
+threshold, at the large-call rate ``kcm`` reaches (``accuracy_at_kcm_rate``) and at a fixed
+large-call budget (``accuracy_at_budget``, default 0.30 of the traffic), each through its own
+serving path (the hint included).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kcm import loop
+from kcm.bench.methods import METHODS, METRICS, ROUTERS, RUNS, score_methods
+from kcm.bench.render import aggregate, render_markdown
+from kcm.config import KCMConfig, config_to_dict, with_overrides
+from kcm.errors import ConfigError
+from kcm.report import machine
+from kcm.steps import feed
+from kcm.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+QUIET = ["registry.enabled=false", "dvc.enabled=false", "eval.plots=false"]
+
+
+def check_budget(budget: float) -> float:
+    if not 0.0 <= budget <= 1.0:
+        raise ConfigError(f"--budget {budget}: give a large-call rate in [0, 1], e.g. 0.3")
+    return budget
+
+
+def _run(cfg: KCMConfig, root: Path, share_cache_from: Path | None) -> dict[str, Any]:
+    """One continual run in ``root`` (the large model's answer/embedding cache is copied from
+    an earlier run of the same seed: the same inputs are never encoded twice)."""
+    with tempfile.TemporaryDirectory(prefix="kcm-bench-inbox-") as inbox:
+        ws = Workspace(root, inbox)
+        if share_cache_from is not None and share_cache_from.is_file():
+            ws.state.mkdir(parents=True, exist_ok=True)
+            shutil.copy(share_cache_from, ws.state / share_cache_from.name)
+        feed(cfg, inbox)
+        return loop.run(cfg, ws)
+
+
+def run_bench(
+    cfg: KCMConfig,
+    seeds: Sequence[int],
+    out: str | Path,
+    throughput_n: int = 1000,
+    progress: Callable[[str], None] | None = None,
+    keep_runs: bool = False,
+    budget: float = 0.3,
+) -> dict[str, Any]:
+    """Run every method for every seed; write ``bench.json``, ``BENCH.md`` and plots.
+    ``budget``: the large-call rate at which every router is also scored."""
+    check_budget(budget)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "runs"
+    per_seed, extras = [], []
+    t0 = time.perf_counter()
+    for seed in seeds:
+        runs, reports = {}, {}
+        cache: Path | None = None
+        for name, overrides in RUNS.items():
+            if progress:
+                progress(f"seed {seed}: {name}")
+            c = with_overrides(cfg, [*QUIET, f"seed={seed}", *overrides])
+            root = work / f"seed{seed}" / name
+            shutil.rmtree(root, ignore_errors=True)
+            reports[name] = _run(c, root, cache)
+            runs[name] = (root, c)
+            cache = cache or (root / "state" / "large_cache.sqlite")
+        if progress:
+            progress(f"seed {seed}: scoring")
+        scores, extra = score_methods(runs, reports, throughput_n, seed, budget)
+        per_seed.append(scores)
+        extras.append(extra)
+        log.info("seed %d done after %.0fs", seed, time.perf_counter() - t0)
+    result = {
+        "dataset": cfg.data.dataset,
+        "machine": machine(),
+        "date": datetime.now(UTC).date().isoformat(),
+        "seeds": list(seeds),
+        "config": config_to_dict(cfg),
+        "seconds": time.perf_counter() - t0,
+        "budget": budget,
+        "rows": aggregate(per_seed),
+        "per_seed": [{"seed": s, "methods": p} for s, p in zip(seeds, per_seed, strict=True)],
+        "kcm_rate": [e["kcm_rate"] for e in extras],
+    }
+    (out / "bench.json").write_text(json.dumps(result, indent=1))
+    (out / "BENCH.md").write_text(render_markdown(result))
+    from kcm.evaluation.plots import plot_tradeoff
+
+    plot_tradeoff(
+        extras[0]["curves"],
+        out / "tradeoff.png",
+        title=f"{cfg.data.dataset}, seed {seeds[0]}: accuracy vs large-call rate (traffic)",
+    )
+    if not keep_runs:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+__all__ = ["METHODS", "METRICS", "ROUTERS", "RUNS", "check_budget", "render_markdown", "run_bench"]

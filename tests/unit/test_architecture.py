@@ -1,0 +1,105 @@
+"""The import rules of the layout (README, "Architecture"), checked on the source.
+
+- nothing under kcm/ imports prefect (the library is a library; flows/ and kcm_app/ may);
+- only kcm/adapters/ imports mlflow, great_expectations and dvc;
+- an adapter never imports the steps, the loop or the bench (it takes plain data);
+- no private name (``_x``) is imported from, or reached into, another module;
+- modules stay small: at most 400 lines.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LIBRARY = sorted((REPO / "kcm").rglob("*.py"))
+ALL = sorted([*LIBRARY, *(REPO / "kcm_app").rglob("*.py"), *(REPO / "flows").rglob("*.py")])
+HEAVY = ("mlflow", "great_expectations", "dvc")
+# private attributes of third-party objects that kcm reads on purpose (not kcm's own)
+THIRD_PARTY_PRIVATE = {"_version"}  # torch.Tensor's version counter (kan_layer's caches)
+ABOVE_ADAPTERS = ("kcm.steps", "kcm.loop", "kcm.bench", "kcm.stages", "kcm_app", "flows")
+
+
+def _name(path: Path) -> str:
+    return ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+
+
+def _imports(path: Path) -> list[tuple[str, list[str]]]:
+    """(module, imported names) for every import statement, nested ones included."""
+    out: list[tuple[str, list[str]]] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(a.name, []) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.module, [a.name for a in node.names]))
+    return out
+
+
+def _top(module: str) -> str:
+    return module.split(".")[0]
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=_name)
+def test_the_library_never_imports_prefect(path: Path) -> None:
+    bad = [m for m, _ in _imports(path) if _top(m) == "prefect" or _top(m) in ("flows", "kcm_app")]
+    assert not bad, f"{_name(path)} imports {bad}: only flows/ and kcm_app/ may"
+
+
+@pytest.mark.parametrize("path", LIBRARY, ids=_name)
+def test_only_adapters_import_mlflow_gx_and_dvc(path: Path) -> None:
+    if _name(path).startswith("kcm.adapters"):
+        return
+    bad = [m for m, _ in _imports(path) if _top(m) in HEAVY]
+    assert not bad, f"{_name(path)} imports {bad}: put that code in kcm/adapters/"
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "kcm" / "adapters").glob("*.py")), ids=_name)
+def test_adapters_never_import_what_sits_above_them(path: Path) -> None:
+    bad = [m for m, _ in _imports(path) if m.startswith(ABOVE_ADAPTERS)]
+    assert not bad, f"{_name(path)} imports {bad}: an adapter takes plain data"
+
+
+def _defined_private(tree: ast.AST) -> set[str]:
+    """Private names a module defines itself (functions, classes, attributes it assigns)."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+@pytest.mark.parametrize("path", ALL, ids=_name)
+def test_no_private_name_crosses_a_module(path: Path) -> None:
+    tree = ast.parse(path.read_text())
+    own = _defined_private(tree)
+    bad = [
+        f"from {m} import {n}"
+        for m, names in _imports(path)
+        if _top(m) in ("kcm", "kcm_app", "flows")
+        for n in names
+        if n.startswith("_") and not n.startswith("__")
+    ]
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+            and node.attr not in own
+            and node.attr not in THIRD_PARTY_PRIVATE
+            and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+        ):
+            bad.append(f"line {node.lineno}: .{node.attr}")
+    assert not bad, f"{_name(path)} uses another module's private names: {bad}"
+
+
+@pytest.mark.parametrize("path", ALL, ids=_name)
+def test_modules_stay_small(path: Path) -> None:
+    n = len(path.read_text().splitlines())
+    assert n <= 400, f"{_name(path)} has {n} lines: split it by concern"
