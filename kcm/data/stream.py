@@ -11,7 +11,7 @@ import numpy as np
 
 from kcm.config import DataConfig, GroupsConfig, KCMConfig, StreamConfig
 from kcm.data.batch import NO_LABEL, Batch, Task, batch_from_frame
-from kcm.data.sources import stratified_split, load_source, read_table
+from kcm.data.sources import load_source, read_table, stratified_split
 from kcm.errors import DataError
 
 Group = Literal["many", "medium", "few"]

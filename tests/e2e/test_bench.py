@@ -72,11 +72,3 @@ def test_bench_writes_the_schema_and_the_oracle_bounds_the_routers(tmp_path: Pat
     md = (out / "BENCH.md").read_text()
     assert "| kcm |" in md and "| oracle |" in md
     assert (out / "tradeoff.png").is_file()
-
-
-def test_bench_refuses_a_budget_outside_0_1(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert main(["bench", "--budget", "1.5", "--out", str(tmp_path / "b"), "--no-progress"]) == 2
-    assert "--budget 1.5: give a large-call rate in [0, 1]" in capsys.readouterr().err
-    assert not (tmp_path / "b" / "bench.json").exists()
