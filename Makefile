@@ -26,10 +26,10 @@ test-fast: $(STAMP)  ## unit and contract tests only
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check kcm flows tests benchmarks
+	$(BIN)/ruff check kcm kcm_app flows tests benchmarks
 
 format: $(STAMP)
-	$(BIN)/ruff format kcm flows tests
+	$(BIN)/ruff format kcm kcm_app flows tests
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
