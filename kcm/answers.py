@@ -39,7 +39,7 @@ class Routed:
 class Predictions:
     """What the system answered for a batch, and why."""
 
-    label: np.ndarray
+    answer: np.ndarray  # the class answered for each sample
     confidence: np.ndarray
     to_large: np.ndarray
     answered_by: np.ndarray
@@ -102,7 +102,7 @@ def merge(routed: Routed, out: LargeOutput | None, idx: np.ndarray | None = None
                 failures,
             )
     return Predictions(
-        label=label,
+        answer=label,
         confidence=routed.confidence,
         to_large=routed.to_large,
         answered_by=answered_by,

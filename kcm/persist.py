@@ -63,8 +63,8 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
 def _records_arrays(r: Records) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {
         "dense": r.features.dense,
-        "y": r.y,
-        "truth": r.truth,
+        "label": r.label,
+        "target": r.target,
         "large": r.large,
         "judge": r.judge,
         "cycle": r.cycle,
@@ -92,8 +92,8 @@ def _records_from(a: Any) -> Records:
         small = a["small"]
     return Records(
         features=Features(small=small, dense=a["dense"]),
-        y=a["y"],
-        truth=a["truth"],
+        label=a["label"] if "label" in a else a["y"],  # saved before the names were unified
+        target=a["target"] if "target" in a else a["truth"],
         large=a["large"],
         judge=a["judge"],
         cycle=a["cycle"],

@@ -111,7 +111,7 @@ class CollaborationSystem:
                 dense,
                 small_proba.argmax(axis=1),
                 memory.features.dense,
-                memory.truth,
+                memory.target,
                 self.task.n_classes,
                 space=feats.small if small_space else None,
                 ref_space=memory.features.small if small_space else None,
@@ -177,7 +177,7 @@ class CollaborationSystem:
             mode,
             sp,
             judge_conf=jconf,
-            gold=batch.y_true if mode == "oracle" else None,
+            gold=batch.gold if mode == "oracle" else None,
             rng=self._rng,
             trained=self.trained_,
         )
@@ -241,9 +241,9 @@ class CollaborationSystem:
         """What can be learned from a routed batch: labels, large outputs, judge outputs."""
         n, c = len(batch), self.task.n_classes
         large_ok = ~np.isnan(preds.large_raw).any(axis=1)
-        truth = batch.y.copy()
-        fill = (truth < 0) & large_ok
-        truth[fill] = preds.large_raw[fill].argmax(axis=1)
+        target = batch.label.copy()
+        fill = (target < 0) & large_ok
+        target[fill] = preds.large_raw[fill].argmax(axis=1)
         judge_t = np.full((n, c), np.nan)
         if self.trained_:
             easy = ~preds.to_large
@@ -253,8 +253,8 @@ class CollaborationSystem:
                 judge_t[easy] = np.eye(c)[preds.small_proba[easy].argmax(axis=1)]
         return Records(
             features=preds.features,
-            y=batch.y.copy(),
-            truth=truth,
+            label=batch.label.copy(),
+            target=target,
             large=preds.large_raw.copy(),
             judge=judge_t,
             cycle=np.full(n, self.cycle_, dtype=np.int64),
@@ -309,7 +309,7 @@ class CollaborationSystem:
         return oof, X
 
     def _fit_judge(self, data: Records) -> tuple[int, float | None]:
-        known = np.flatnonzero(data.truth >= 0)
+        known = np.flatnonzero(data.target >= 0)
         if len(known) < max(4, self.cfg.judge.folds):
             log.warning(
                 "only %d samples with a known answer: the judge is not retrained", len(known)
@@ -319,8 +319,8 @@ class CollaborationSystem:
         oof, X = self.cross_fit(sub)
         judge = make_judge(self.cfg.judge, seed=self.cfg.seed)
         judge.fit(
-            X, sub.truth, oof, sample_weight=class_weights(sub.truth, self.cfg.judge.class_weight)
+            X, sub.target, oof, sample_weight=class_weights(sub.target, self.cfg.judge.class_weight)
         )
         self.judge_ = judge
-        pos = float((oof.argmax(axis=1) == sub.truth).mean())
+        pos = float((oof.argmax(axis=1) == sub.target).mean())
         return len(sub), pos

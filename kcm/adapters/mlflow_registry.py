@@ -79,7 +79,7 @@ class KCMSystemModel(mlflow.pyfunc.PythonModel):
         names = np.asarray(system.task.label_names, dtype=object)
         return pd.DataFrame(
             {
-                "label": names[p.label],
+                "label": names[p.answer],
                 "confidence": p.confidence.astype(float),
                 "answered_by": p.answered_by.astype(str),
             }

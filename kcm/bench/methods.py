@@ -107,8 +107,8 @@ class _Answer:
     """A small model's answers in the shape ``view_metrics`` reads."""
 
     def __init__(self, label: np.ndarray) -> None:
-        self.label = np.asarray(label)
-        self.to_large = np.zeros(len(self.label), dtype=bool)
+        self.answer = np.asarray(label)
+        self.to_large = np.zeros(len(self.answer), dtype=bool)
 
 
 @dataclass
@@ -132,8 +132,8 @@ class Context:
     hinted: Any = None  # the same with the hint
 
     def row(self, pt: Any, pb: Any, **extra: Any) -> dict[str, float | None]:
-        mt = view_metrics(pt.label, self.traffic.y_true, pt.to_large, self.groups)
-        mb = view_metrics(pb.label, self.balanced.y_true, pb.to_large, self.groups)
+        mt = view_metrics(pt.answer, self.traffic.gold, pt.to_large, self.groups)
+        mb = view_metrics(pb.answer, self.balanced.gold, pb.to_large, self.groups)
         r: dict[str, float | None] = {
             "accuracy": mt["accuracy"],
             "large_call_rate": mt["large_call_rate"],
@@ -146,22 +146,22 @@ class Context:
         return r
 
     def acc(self, label: np.ndarray) -> float:
-        return float((label == self.traffic.y_true).mean())
+        return float((label == self.traffic.gold).mean())
 
 
 def _score_system(ctx: Context, m: Method) -> dict[str, float | None]:
     """A full system (its own run): at its ε, at kcm's rate and at the budget."""
-    s, y_t = ctx.systems[m.name], ctx.traffic.y_true
+    s, y_t = ctx.systems[m.name], ctx.traffic.gold
     pt, pb = s.predict(ctx.traffic), s.predict(ctx.balanced)
     small_label = pt.small_proba.argmax(axis=1)
-    large_t = s.predict(ctx.traffic, route="large", use_hint=False).label
+    large_t = s.predict(ctx.traffic, route="large", use_hint=False).answer
     curve = ctx.curves[m.name] = tradeoff_curve(pt.confidence, small_label, large_t, y_t)
     fg = ctx.reports[m.name]["forgetting"]
     return ctx.row(
         pt,
         pb,
-        accuracy_at_kcm_rate=ctx.acc(s.predict(ctx.traffic, target_rate=ctx.kcm_rate).label),
-        accuracy_at_budget=ctx.acc(s.predict(ctx.traffic, target_rate=ctx.budget).label),
+        accuracy_at_kcm_rate=ctx.acc(s.predict(ctx.traffic, target_rate=ctx.kcm_rate).answer),
+        accuracy_at_budget=ctx.acc(s.predict(ctx.traffic, target_rate=ctx.budget).answer),
         judge_auroc=auroc(pt.confidence, small_label == y_t),
         apgr=apgr(curve),
         bwt=fg.get("bwt"),
@@ -178,31 +178,31 @@ def _router_score(ctx: Context, m: Method, s: CollaborationSystem) -> np.ndarray
     if m.route == "random":
         return np.random.default_rng(ctx.seed + 1).random(len(ctx.traffic))
     if m.route == "oracle":
-        return (ctx.small_label == ctx.traffic.y_true).astype(float)
+        return (ctx.small_label == ctx.traffic.gold).astype(float)
     return s.predict(ctx.traffic, route=m.route, call_large=False).confidence
 
 
 def _score_router(ctx: Context, m: Method) -> dict[str, float | None]:
     """Another routing score over the kcm run's small and large models. ``random`` is scored
     at kcm's rate; the oracle at a rate is the true ceiling (``ceiling``)."""
-    s, y_t, sample = ctx.systems["kcm"], ctx.traffic.y_true, ctx.sample
+    s, y_t, sample = ctx.systems["kcm"], ctx.traffic.gold, ctx.sample
     at_eps: dict[str, Any] = (
         {"target_rate": ctx.kcm_rate} if m.route == "random" else {"epsilon": s.cfg.routing.epsilon}
     )
     pt = s.predict(ctx.traffic, route=m.route, **at_eps)
     pb = s.predict(ctx.balanced, route=m.route, **at_eps)
     if m.route == "oracle":
-        at = ceiling(ctx.small_label, ctx.hinted.label, y_t, ctx.kcm_rate)
-        at_budget = ceiling(ctx.small_label, ctx.hinted.label, y_t, ctx.budget)
+        at = ceiling(ctx.small_label, ctx.hinted.answer, y_t, ctx.kcm_rate)
+        at_budget = ceiling(ctx.small_label, ctx.hinted.answer, y_t, ctx.budget)
     else:
         at = (
-            pt.label
+            pt.answer
             if m.route == "random"
-            else s.predict(ctx.traffic, route=m.route, target_rate=ctx.kcm_rate).label
+            else s.predict(ctx.traffic, route=m.route, target_rate=ctx.kcm_rate).answer
         )
-        at_budget = s.predict(ctx.traffic, route=m.route, target_rate=ctx.budget).label
+        at_budget = s.predict(ctx.traffic, route=m.route, target_rate=ctx.budget).answer
     score = _router_score(ctx, m, s)
-    curve = ctx.curves[m.name] = tradeoff_curve(score, ctx.small_label, ctx.large_t.label, y_t)
+    curve = ctx.curves[m.name] = tradeoff_curve(score, ctx.small_label, ctx.large_t.answer, y_t)
     extra: dict[str, float | None] = {}
     if m.route == "cascade":  # the oracle has no serving path at a budget
         extra["throughput_at_budget_sps"] = _throughput(

@@ -72,23 +72,23 @@ class Batch:
     """Inputs (texts or a feature matrix), learner-visible labels and, in simulations, the
     true labels used only for scoring.
 
-    ``y`` holds class indices with ``NO_LABEL`` (-1) where the learner sees no label;
-    ``y_true`` holds the ground truth where it is known (-1 elsewhere).
+    ``label`` holds the class the learner is given, ``NO_LABEL`` (-1) where it sees none;
+    ``gold`` holds the true class where it is known (-1 elsewhere), for scoring only.
     """
 
     ids: np.ndarray
     inputs: list[str] | np.ndarray
-    y: np.ndarray
-    y_true: np.ndarray
+    label: np.ndarray
+    gold: np.ndarray
     name: str = ""
     meta: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.ids)
-        if len(self.inputs) != n or len(self.y) != n or len(self.y_true) != n:
+        if len(self.inputs) != n or len(self.label) != n or len(self.gold) != n:
             raise DataError(
                 f"batch '{self.name}': ids, inputs and labels differ in length "
-                f"({n}, {len(self.inputs)}, {len(self.y)}, {len(self.y_true)})"
+                f"({n}, {len(self.inputs)}, {len(self.label)}, {len(self.gold)})"
             )
 
     def __len__(self) -> int:
@@ -96,7 +96,7 @@ class Batch:
 
     @property
     def labeled(self) -> np.ndarray:
-        return self.y != NO_LABEL
+        return self.label != NO_LABEL
 
     def subset(self, idx: np.ndarray | Sequence[int], name: str | None = None) -> Batch:
         idx = np.asarray(idx, dtype=np.int64)
@@ -108,8 +108,8 @@ class Batch:
         return Batch(
             ids=self.ids[idx],
             inputs=inputs,
-            y=self.y[idx],
-            y_true=self.y_true[idx],
+            label=self.label[idx],
+            gold=self.gold[idx],
             name=self.name if name is None else name,
             meta=dict(self.meta),
         )
@@ -126,11 +126,13 @@ class Batch:
                 cols[name] = mat[:, j]
         if with_labels:
             names = np.asarray(task.label_names, dtype=object)
-            cols[task.label_col] = np.where(self.y >= 0, names[np.clip(self.y, 0, None)], None)
-            hidden = (self.y < 0) & (self.y_true >= 0)
+            cols[task.label_col] = np.where(
+                self.label >= 0, names[np.clip(self.label, 0, None)], None
+            )
+            hidden = (self.label < 0) & (self.gold >= 0)
             if hidden.any():  # keep the truth for scoring a simulation, apart from the label
                 cols[task.eval_col] = np.where(
-                    self.y_true >= 0, names[np.clip(self.y_true, 0, None)], None
+                    self.gold >= 0, names[np.clip(self.gold, 0, None)], None
                 )
         return pd.DataFrame(cols)
 
@@ -147,8 +149,8 @@ def concat_batches(batches: Sequence[Batch], name: str = "") -> Batch:
     return Batch(
         ids=np.concatenate([b.ids for b in batches]),
         inputs=inputs,
-        y=np.concatenate([b.y for b in batches]),
-        y_true=np.concatenate([b.y_true for b in batches]),
+        label=np.concatenate([b.label for b in batches]),
+        gold=np.concatenate([b.gold for b in batches]),
         name=name,
     )
 
@@ -216,15 +218,15 @@ def batch_from_frame(
         raise DataError(
             f"{where} has no label column '{task.label_col}': add it or pass --label-col NAME"
         )
-    y_true = y.copy()
+    gold = y.copy()
     if task.eval_col in df.columns:  # simulations: the truth of rows whose label is hidden
         index = task.label_index()
         truth = df[task.eval_col].map(
             lambda v: index.get(str(v), NO_LABEL) if pd.notna(v) else NO_LABEL
         )
-        y_true = np.where(y >= 0, y, truth.to_numpy(dtype=np.int64))
+        gold = np.where(y >= 0, y, truth.to_numpy(dtype=np.int64))
     if task.id_col in df.columns:
         ids = df[task.id_col].astype(str).to_numpy(dtype=object)
     else:
         ids = np.array([f"{name or 'row'}-{i}" for i in range(len(df))], dtype=object)
-    return Batch(ids=ids, inputs=inputs, y=y, y_true=y_true, name=name)
+    return Batch(ids=ids, inputs=inputs, label=y, gold=gold, name=name)

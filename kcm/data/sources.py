@@ -69,7 +69,7 @@ def load_digits_task(cfg: DataConfig, seed: int) -> tuple[Task, Batch, Batch]:
     x = (d.data / 16.0).astype(np.float32)
     y = d.target.astype(np.int64)
     ids = np.array([f"digit-{i:04d}" for i in range(len(y))], dtype=object)
-    full = Batch(ids=ids, inputs=x, y=y, y_true=y.copy(), name="digits")
+    full = Batch(ids=ids, inputs=x, label=y, gold=y.copy(), name="digits")
     train_idx, test_idx = stratified_split(y, cfg.test_fraction, seed)
     return task, full.subset(train_idx, "train"), full.subset(test_idx, "test")
 
@@ -151,7 +151,7 @@ def load_csv_task(cfg: DataConfig, seed: int) -> tuple[Task, Batch, Batch]:
         train_df = train_df.assign(id=[f"train-{i:06d}" for i in range(len(train_df))])
     train = batch_from_frame(train_df, task, "train", allow_unlabeled=False)
     if test_df is None:
-        rest, held = stratified_split(train.y, cfg.test_fraction, seed)
+        rest, held = stratified_split(train.label, cfg.test_fraction, seed)
         return task, train.subset(rest, "train"), train.subset(held, "test")
     if "id" not in test_df.columns:
         test_df = test_df.assign(id=[f"test-{i:06d}" for i in range(len(test_df))])

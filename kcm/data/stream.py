@@ -85,7 +85,7 @@ def split_stream(
     """
     rng = np.random.default_rng(seed + 1)
     k = cfg.n_batches
-    counts = np.bincount(pool.y_true, minlength=n_classes)
+    counts = np.bincount(pool.gold, minlength=n_classes)
     present = np.flatnonzero(counts)
     n_late = math.floor(len(present) * cfg.new_class_fraction)
     # new classes come from outside the head (the largest quarter of classes is there from
@@ -99,7 +99,7 @@ def split_stream(
         start[int(c)] = int(rng.integers(1, k))
     where = np.empty(len(pool), dtype=np.int64)
     for c in present:
-        idx = np.flatnonzero(pool.y_true == c)
+        idx = np.flatnonzero(pool.gold == c)
         s = start[int(c)]
         # spread evenly over the class's active batches, in a seeded order
         slots = np.resize(rng.permutation(np.arange(s, k)), len(idx))
@@ -111,8 +111,8 @@ def split_stream(
         batch = pool.subset(idx, name=f"batch-{b:03d}")
         if cfg.label_fraction < 1.0:
             hide = rng.random(len(batch)) >= cfg.label_fraction
-            batch.y = batch.y.copy()
-            batch.y[hide] = NO_LABEL
+            batch.label = batch.label.copy()
+            batch.label[hide] = NO_LABEL
         if len(batch) == 0:
             raise DataError(
                 f"stream batch {b} is empty: the pool has {len(pool)} samples for "
@@ -127,13 +127,13 @@ def traffic_view(test: Batch, class_weights: np.ndarray, size: int | None, seed:
     rng = np.random.default_rng(seed + 2)
     size = size or len(test)
     p = class_weights.astype(float)
-    has_test = np.bincount(test.y_true, minlength=len(p)) > 0
+    has_test = np.bincount(test.gold, minlength=len(p)) > 0
     p = np.where(has_test, p, 0.0)
     if p.sum() == 0:
         raise DataError("the test set shares no class with the stream: check the data files")
     p /= p.sum()
     classes = rng.choice(len(p), size=size, p=p)
-    by_class = {c: np.flatnonzero(test.y_true == c) for c in np.unique(classes)}
+    by_class = {c: np.flatnonzero(test.gold == c) for c in np.unique(classes)}
     idx = np.array([rng.choice(by_class[c]) for c in classes], dtype=np.int64)
     return test.subset(idx, name="traffic")
 
@@ -182,14 +182,12 @@ def build_bundle(cfg: KCMConfig) -> DataBundle:
     the two test views."""
     data: DataConfig = cfg.data
     task, train, test = load_source(data, cfg.seed)
-    rest, pre = stratified_split(train.y_true, data.pretrain_fraction, cfg.seed)
+    rest, pre = stratified_split(train.gold, data.pretrain_fraction, cfg.seed)
     pretrain = train.subset(pre, "pretrain")
     remaining = train.subset(rest, "remaining")
-    keep, order = make_long_tailed(
-        remaining.y_true, task.n_classes, data.imbalance_factor, cfg.seed
-    )
+    keep, order = make_long_tailed(remaining.gold, task.n_classes, data.imbalance_factor, cfg.seed)
     pool = remaining.subset(keep, "pool")
-    counts = np.bincount(pool.y_true, minlength=task.n_classes)
+    counts = np.bincount(pool.gold, minlength=task.n_classes)
     bounds = group_bounds(data.groups, int(counts.max()))
     groups = assign_groups(counts, bounds)
     stream, first = split_stream(pool, task.n_classes, data.stream, cfg.seed)

@@ -35,7 +35,7 @@ class ReplayBuffer:
         return 0 if self.records_ is None else len(self.records_)
 
     def add(self, records: Records) -> None:
-        keep = records.truth >= 0  # only samples with a label or a large-model answer
+        keep = records.target >= 0  # only samples with a label or a large-model answer
         new = records.subset(np.flatnonzero(keep))
         if len(new) == 0 or self.capacity == 0:
             return
@@ -45,7 +45,7 @@ class ReplayBuffer:
     def _select(self, r: Records) -> np.ndarray:
         if len(r) <= self.capacity:
             return np.arange(len(r))
-        classes, inverse = np.unique(r.truth, return_inverse=True)
+        classes, inverse = np.unique(r.target, return_inverse=True)
         counts = np.bincount(inverse)
         q = balanced_quota(counts, self.capacity)
         keep: list[np.ndarray] = []
@@ -65,4 +65,4 @@ class ReplayBuffer:
     def class_counts(self, n_classes: int) -> np.ndarray:
         if self.records_ is None:
             return np.zeros(n_classes, dtype=np.int64)
-        return np.bincount(self.records_.truth, minlength=n_classes)
+        return np.bincount(self.records_.target, minlength=n_classes)

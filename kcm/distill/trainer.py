@@ -16,7 +16,7 @@ def distill(
 ) -> SmallModel:
     """Train ``model`` on ``records`` with CE on labels, L_ls on confident large-model outputs
     and L_js on confident judge outputs (the last two only when ``cfg.enabled``)."""
-    labels = torch.from_numpy(records.y.astype(np.int64))
+    labels = torch.from_numpy(records.label.astype(np.int64))
     large = np.nan_to_num(records.large, nan=0.0)
     judge = np.nan_to_num(records.judge, nan=0.0)
     has_large = ~np.isnan(records.large).any(axis=1)
@@ -30,13 +30,13 @@ def distill(
     jp = torch.from_numpy(judge.astype(np.float32))
     lm = torch.from_numpy(large_mask)
     jm = torch.from_numpy(judge_mask)
-    usable = (records.y >= 0) | large_mask | judge_mask
+    usable = (records.label >= 0) | large_mask | judge_mask
     if not usable.any():
         return model
 
     log_prior = None
     if cfg.logit_adjust > 0:
-        labelled = records.y[records.y >= 0]
+        labelled = records.label[records.label >= 0]
         counts = np.bincount(labelled, minlength=records.large.shape[1]) + 1.0  # Laplace
         log_prior = torch.from_numpy(
             (cfg.logit_adjust * np.log(counts / counts.sum())).astype(np.float32)

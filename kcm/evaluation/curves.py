@@ -22,27 +22,27 @@ def tradeoff_curve(
     score: np.ndarray,
     small_label: np.ndarray,
     large_label: np.ndarray,
-    y_true: np.ndarray,
+    gold: np.ndarray,
     rates: np.ndarray = RATES,
 ) -> dict[str, list[float]]:
     """Accuracy when the ``rate`` share of samples with the lowest ``score`` goes to the large
     model and the rest keep the small model's answer. Samples without a label are ignored."""
-    everyone = np.ones(len(np.asarray(y_true)), bool)
-    return group_tradeoff_curve(score, small_label, large_label, y_true, everyone, rates)
+    everyone = np.ones(len(np.asarray(gold)), bool)
+    return group_tradeoff_curve(score, small_label, large_label, gold, everyone, rates)
 
 
 def group_tradeoff_curve(
     score: np.ndarray,
     small_label: np.ndarray,
     large_label: np.ndarray,
-    y_true: np.ndarray,
+    gold: np.ndarray,
     in_group: np.ndarray,
     rates: np.ndarray = RATES,
 ) -> dict[str, list[float]]:
     """Like ``tradeoff_curve`` (the lowest-scored ``rate`` share of *all* labelled samples goes
     to the large model) but the accuracy is measured on the samples where ``in_group`` holds."""
-    keep = np.asarray(y_true) >= 0
-    score, y = np.asarray(score, float)[keep], np.asarray(y_true)[keep]
+    keep = np.asarray(gold) >= 0
+    score, y = np.asarray(score, float)[keep], np.asarray(gold)[keep]
     grp = np.asarray(in_group, bool)[keep]
     n, n_grp = len(y), int(grp.sum())
     if n == 0 or n_grp == 0:

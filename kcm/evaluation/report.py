@@ -11,12 +11,12 @@ from kcm.evaluation.metrics import Accuracy, GroupAccuracy, LargeCallRate
 
 
 def view_metrics(
-    label: np.ndarray, y_true: np.ndarray, to_large: np.ndarray, groups: Mapping[int, str]
+    label: np.ndarray, gold: np.ndarray, to_large: np.ndarray, groups: Mapping[int, str]
 ) -> dict[str, Any]:
     """accuracy, accuracy per Many/Medium/Few, large-call rate and count on one view."""
     acc, grp, rate = Accuracy(), GroupAccuracy(groups), LargeCallRate()
-    acc.update(label, y_true)
-    grp.update(label, y_true)
+    acc.update(label, gold)
+    grp.update(label, gold)
     rate.update(to_large)
     g = grp.result()
     return {

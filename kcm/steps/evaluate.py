@@ -23,12 +23,12 @@ from kcm.workspace import Workspace
 
 
 def few_mask(view: Batch, groups: dict[int, str]) -> np.ndarray:
-    return np.array([groups.get(int(t)) == "few" for t in view.y_true], dtype=bool)
+    return np.array([groups.get(int(t)) == "few" for t in view.gold], dtype=bool)
 
 
 def few_accuracy(label: np.ndarray, view: Batch, groups: dict[int, str]) -> float | None:
     few = few_mask(view, groups)
-    return float((label[few] == view.y_true[few]).mean()) if few.any() else None
+    return float((label[few] == view.gold[few]).mean()) if few.any() else None
 
 
 def prequential(cfg: KCMConfig, ws: Workspace, name: str, groups: dict[int, str]) -> dict[str, Any]:
@@ -36,9 +36,9 @@ def prequential(cfg: KCMConfig, ws: Workspace, name: str, groups: dict[int, str]
     base = champion(ws, cfg)
     batch = ws.load_batch(name)
     pre = assemble(ws, name, base, batch)
-    row = view_metrics(pre.label, batch.y_true, pre.to_large, groups)
-    right = pre.small_proba.argmax(axis=1) == batch.y_true
-    known = batch.y_true >= 0
+    row = view_metrics(pre.answer, batch.gold, pre.to_large, groups)
+    right = pre.small_proba.argmax(axis=1) == batch.gold
+    known = batch.gold >= 0
     row.update(
         batch=name,
         epsilon=pre.epsilon,
@@ -55,9 +55,9 @@ def score_view(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The candidate on one held-out view, with the trade-off curves and the baselines;
     also the labels each model gave (for the per-class rows)."""
-    y = view.y_true
+    y = view.gold
     p = cand.predict(view)
-    m = view_metrics(p.label, y, p.to_large, groups)
+    m = view_metrics(p.answer, y, p.to_large, groups)
     lo = cand.predict(view, route="large", use_hint=False)
     ca = cand.predict(view, route="cascade", target_rate=p.large_call_rate)
     so = (
@@ -68,23 +68,23 @@ def score_view(
     small = p.small_proba.argmax(axis=1)
     m["judge_auroc"] = auroc(p.confidence, small == y)
     m["curves"] = {
-        "judge": tradeoff_curve(p.confidence, small, lo.label, y),
-        "cascade": tradeoff_curve(p.small_proba.max(axis=1), small, lo.label, y),
-        "oracle": tradeoff_curve((small == y).astype(float), small, lo.label, y),
+        "judge": tradeoff_curve(p.confidence, small, lo.answer, y),
+        "cascade": tradeoff_curve(p.small_proba.max(axis=1), small, lo.answer, y),
+        "oracle": tradeoff_curve((small == y).astype(float), small, lo.answer, y),
     }
     # Few-group accuracy against the view's overall large-call rate (judge threshold sweep):
     # the promotion gate compares two versions' tails at one rate with it
-    m["few_curve"] = group_tradeoff_curve(p.confidence, small, lo.label, y, few_mask(view, groups))
+    m["few_curve"] = group_tradeoff_curve(p.confidence, small, lo.answer, y, few_mask(view, groups))
     m["reliability"] = reliability(p.confidence, small == y)
     m["baselines"] = {
-        "large_only": float((lo.label == y).mean()),
-        "large_only_few": few_accuracy(lo.label, view, groups),
+        "large_only": float((lo.answer == y).mean()),
+        "large_only_few": few_accuracy(lo.answer, view, groups),
         "small_only": float((so == y).mean()),
         "small_only_few": few_accuracy(so, view, groups),
-        "cascade": float((ca.label == y).mean()),
-        "cascade_few": few_accuracy(ca.label, view, groups),
+        "cascade": float((ca.answer == y).mean()),
+        "cascade_few": few_accuracy(ca.answer, view, groups),
     }
-    return m, {"system": p.label, "small_only": so, "small": small}
+    return m, {"system": p.answer, "small_only": so, "small": small}
 
 
 def per_class(label: np.ndarray, y: np.ndarray, n_classes: int) -> list[float | None]:
@@ -106,9 +106,9 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
     for vname in ("traffic", "balanced"):
         view = ws.view(vname, task)
         views[vname], labels = score_view(cand, baseline, view, groups)
-    per = {k: per_class(v, view.y_true, task.n_classes) for k, v in labels.items()}  # balanced
+    per = {k: per_class(v, view.gold, task.n_classes) for k, v in labels.items()}  # balanced
     batch = ws.load_batch(name, task)
-    classes = np.unique(batch.y_true[batch.y_true >= 0]).tolist()
+    classes = np.unique(batch.gold[batch.gold >= 0]).tolist()
     few = [c for c, g in groups.items() if g == "few"]
     matrices = {}
     for key, src in (

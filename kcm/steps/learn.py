@@ -44,9 +44,9 @@ def learn(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
     version = ws.next_version()
     save_system(system, ws.system_dir(version))
     baseline = load_baseline(ws, system, base_version)
-    keep = np.flatnonzero(batch.y >= 0)
+    keep = np.flatnonzero(batch.label >= 0)
     if len(keep):
-        yt = torch.from_numpy(batch.y[keep])
+        yt = torch.from_numpy(batch.label[keep])
         baseline.partial_fit(preds.features.small[keep], lambda z, rows: cross_entropy(z, yt[rows]))
     save_small(baseline, baseline_path(ws, version))
     return {

@@ -26,8 +26,8 @@ def _text_batch() -> Batch:
     return Batch(
         ids=np.array([str(i) for i in range(6)], dtype=object),
         inputs=list(TEXTS),
-        y=y,
-        y_true=y.copy(),
+        label=y,
+        gold=y.copy(),
     )
 
 
@@ -51,7 +51,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[tuple[LargeModel, list[A
         y = np.repeat(np.arange(3), 30)
         x = (np.eye(3)[y][:, :2] * 3 + rng.normal(scale=0.3, size=(90, 2))).astype(np.float32)
         m = MLPTeacherModel(NUM, MLPTeacherConfig(hidden=(16,), epochs=50))
-        m.fit(Batch(ids=np.arange(90).astype(str).astype(object), inputs=x, y=y, y_true=y))
+        m.fit(Batch(ids=np.arange(90).astype(str).astype(object), inputs=x, label=y, gold=y))
         yield m, list(x[:6])
     elif name == "embedding-head":
         from kcm.models.large.heads import EmbeddingHeadModel

@@ -74,7 +74,7 @@ def test_workspace_steps_and_predict_answer_identically(learned: Workspace, tmp_
 
     assert via_steps.to_large.any() and not via_steps.to_large.all()
     np.testing.assert_array_equal(via_steps.to_large, via_predict.to_large)
-    np.testing.assert_array_equal(via_steps.label, via_predict.label)
+    np.testing.assert_array_equal(via_steps.answer, via_predict.answer)
     np.testing.assert_array_equal(via_steps.answered_by, via_predict.answered_by)
     np.testing.assert_array_equal(via_steps.large_keys, via_predict.large_keys)
     np.testing.assert_allclose(via_steps.confidence, via_predict.confidence)

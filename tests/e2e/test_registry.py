@@ -190,7 +190,7 @@ def test_champion_loads_in_a_fresh_process_and_answers_like_the_workspace(
     system = champion(ws, _cfg)
     task = system.task
     want = system.predict(batch_from_frame(rows.assign(label=None), task, "rows"))
-    assert got["label"].tolist() == [task.label_names[i] for i in want.label]
+    assert got["label"].tolist() == [task.label_names[i] for i in want.answer]
     np.testing.assert_allclose(got["confidence"], want.confidence, atol=1e-6)
 
 

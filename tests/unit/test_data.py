@@ -62,7 +62,7 @@ def test_group_bounds_scale_for_small_datasets() -> None:
 def _pool(n_classes: int = 8, per: int = 30) -> Batch:
     y = np.repeat(np.arange(n_classes), per)
     x = np.random.default_rng(0).normal(size=(len(y), 2)).astype(np.float32)
-    return Batch(ids=np.arange(len(y)).astype(str).astype(object), inputs=x, y=y, y_true=y.copy())
+    return Batch(ids=np.arange(len(y)).astype(str).astype(object), inputs=x, label=y, gold=y.copy())
 
 
 def test_split_stream_new_classes_appear_later_and_labels_hidden() -> None:
@@ -73,25 +73,25 @@ def test_split_stream_new_classes_appear_later_and_labels_hidden() -> None:
     late = [c for c, s in first.items() if s > 0]
     assert len(late) == 4
     for c in late:
-        assert c not in set(batches[0].y_true)
-        assert c in set(batches[first[c]].y_true)
-    hidden = np.concatenate([b.y == NO_LABEL for b in batches]).mean()
+        assert c not in set(batches[0].gold)
+        assert c in set(batches[first[c]].gold)
+    hidden = np.concatenate([b.label == NO_LABEL for b in batches]).mean()
     assert 0.25 < hidden < 0.55
     for b in batches:  # hidden labels are kept for scoring
-        assert (b.y_true >= 0).all()
+        assert (b.gold >= 0).all()
 
 
 def test_traffic_view_follows_stream_proportions() -> None:
     test = _pool(n_classes=3, per=100)
     view = traffic_view(test, np.array([80, 15, 5]), size=2000, seed=0)
-    share = np.bincount(view.y_true, minlength=3) / 2000
+    share = np.bincount(view.gold, minlength=3) / 2000
     assert share == pytest.approx([0.8, 0.15, 0.05], abs=0.03)
 
 
 def test_batch_from_frame_accepts_good_and_partially_labeled() -> None:
     df = pd.DataFrame({"id": ["1", "2"], "text": ["hi", "yo"], "label": ["a", None]})
     b = batch_from_frame(df, TEXT_TASK, "ok")
-    assert b.y.tolist() == [0, NO_LABEL] and b.inputs == ["hi", "yo"]
+    assert b.label.tolist() == [0, NO_LABEL] and b.inputs == ["hi", "yo"]
 
 
 @pytest.mark.parametrize(
@@ -160,7 +160,7 @@ def test_csv_and_parquet_with_stratified_split(tmp_path: Path) -> None:
         0,
     )
     assert task.kind == "numeric" and task.label_names == ("u", "v")
-    assert len(test) == 50 and np.bincount(test.y_true).tolist() == [25, 25]
+    assert len(test) == 50 and np.bincount(test.gold).tolist() == [25, 25]
     assert not set(train.ids) & set(test.ids)
 
 

@@ -35,7 +35,7 @@ def test_balanced_hint_divides_out_the_small_models_class_bias() -> None:
     bias = s.small_bias()
     assert bias is not None and np.isclose(bias.sum(), 1.0)
     # the stream is long-tailed: the small model says its head class more than its tail
-    counts = np.bincount(s.replay_.records_.truth, minlength=b.task.n_classes)
+    counts = np.bincount(s.replay_.records_.target, minlength=b.task.n_classes)
     assert bias[counts.argmax()] > bias[counts[counts > 0].argmin()]
     sp = s.small_proba(s.featurize(b.test))
     h = s.hint_of(sp)

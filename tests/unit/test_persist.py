@@ -17,7 +17,7 @@ from kcm.system import CollaborationSystem
 
 def _same(a: CollaborationSystem, b: CollaborationSystem, batch: Batch) -> None:
     pa, pb = a.predict(batch), b.predict(batch)
-    assert (pa.label == pb.label).all()
+    assert (pa.answer == pb.answer).all()
     assert np.allclose(pa.confidence, pb.confidence, atol=1e-6)
 
 
@@ -44,7 +44,9 @@ def test_text_system_with_sparse_features_round_trips(tmp_path: Path) -> None:
     task = Task(kind="text", label_names=("a", "b"), text_col="text")
     texts = [f"alpha word {i}" for i in range(30)] + [f"beta thing {i}" for i in range(30)]
     y = np.array([0] * 30 + [1] * 30)
-    batch = Batch(ids=np.arange(60).astype(str).astype(object), inputs=texts, y=y, y_true=y.copy())
+    batch = Batch(
+        ids=np.arange(60).astype(str).astype(object), inputs=texts, label=y, gold=y.copy()
+    )
 
     def oracle(inputs: list[str], hints: np.ndarray | None) -> list[str]:
         return ["a" if "alpha" in t else "b" for t in inputs]

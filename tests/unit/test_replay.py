@@ -10,8 +10,8 @@ def _records(truth: np.ndarray, cycle: int) -> Records:
     n = len(truth)
     return Records(
         features=Features(small=np.zeros((n, 3), np.float32), dense=np.zeros((n, 2), np.float32)),
-        y=truth.copy(),
-        truth=truth.copy(),
+        label=truth.copy(),
+        target=truth.copy(),
         large=np.full((n, 4), np.nan),
         judge=np.full((n, 4), np.nan),
         cycle=np.full(n, cycle),
@@ -30,7 +30,7 @@ def test_replay_is_bounded_and_keeps_rare_classes() -> None:
     assert len(buf) == 50
     counts = buf.class_counts(4)
     assert counts[1] == 5 and counts[2] == 2 and counts[3] == 3
-    kept0 = buf.records_.cycle[buf.records_.truth == 0]
+    kept0 = buf.records_.cycle[buf.records_.target == 0]
     assert (kept0 == 1).all()  # the newest samples of the big class stay
 
 

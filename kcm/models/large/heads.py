@@ -190,11 +190,18 @@ class EmbeddingHeadModel(_HeadModel):
     def fit(self, pretrain: Batch) -> EmbeddingHeadModel:
         if self.task.kind != "text":
             raise DataError("the embedding-head backend reads text: use mlp-teacher for features")
-        keep = pretrain.y >= 0
+        keep = pretrain.label >= 0
         Z = self.embed([t for t, k in zip(pretrain.inputs, keep, strict=True) if k])
         c = self.cfg
         self.head_ = train_head(
-            Z, pretrain.y[keep], self.task.n_classes, (), c.epochs, c.lr, c.weight_decay, self.seed
+            Z,
+            pretrain.label[keep],
+            self.task.n_classes,
+            (),
+            c.epochs,
+            c.lr,
+            c.weight_decay,
+            self.seed,
         )
         self.head_hash_ = _state_hash(self.head_)
         return self
@@ -247,12 +254,12 @@ class MLPTeacherModel(_HeadModel):
 
     def fit(self, pretrain: Batch) -> MLPTeacherModel:
         X = np.asarray(pretrain.inputs, dtype=np.float32)
-        keep = pretrain.y >= 0
+        keep = pretrain.label >= 0
         self.mean_, self.std_ = X.mean(0), X.std(0) + 1e-6
         c = self.cfg
         self.head_ = train_head(
             self._z(X[keep]),
-            pretrain.y[keep],
+            pretrain.label[keep],
             self.task.n_classes,
             c.hidden,
             c.epochs,
