@@ -149,14 +149,13 @@ def _prepare(df: pd.DataFrame, task: Task) -> pd.DataFrame:
     return out
 
 
-def validate_frame(
-    df: pd.DataFrame,
+def _run_suite(
+    data: pd.DataFrame,
     task: Task,
     cfg: ValidateConfig,
-    batch: str,
-    feature_ranges: dict[str, tuple[float, float]] | None = None,
-) -> ValidationReport:
-    """Run the suite on ``df`` and decide: accept, drop the bad rows, or quarantine."""
+    feature_ranges: dict[str, tuple[float, float]] | None,
+) -> Any:
+    """GX's validation result of the batch suite on ``data`` (an ephemeral context)."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -164,7 +163,6 @@ def validate_frame(
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("great_expectations")]:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    data = _prepare(df, task).reset_index(drop=True)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = ctx.data_sources.add_pandas("incoming").add_dataframe_asset("batch")
@@ -177,10 +175,14 @@ def validate_frame(
     vd = ctx.validation_definitions.add(
         gx.ValidationDefinition(name="kcm", data=definition, suite=suite)
     )
-    res = vd.run(
+    return vd.run(
         batch_parameters={"dataframe": data},
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": []},
     )
+
+
+def _failures(res: Any) -> tuple[list[dict[str, Any]], set[int], bool]:
+    """The failed expectations, the rows they name, and whether a table-level one failed."""
     failures: list[dict[str, Any]] = []
     bad: set[int] = set()
     table_failed = False
@@ -206,6 +208,20 @@ def validate_frame(
             bad.update(
                 int(i) if not isinstance(i, dict) else int(next(iter(i.values()))) for i in idx
             )
+    return failures, bad, table_failed
+
+
+def validate_frame(
+    df: pd.DataFrame,
+    task: Task,
+    cfg: ValidateConfig,
+    batch: str,
+    feature_ranges: dict[str, tuple[float, float]] | None = None,
+) -> ValidationReport:
+    """Run the suite on ``df`` and decide: accept, drop the bad rows, or quarantine."""
+    data = _prepare(df, task).reset_index(drop=True)
+    res = _run_suite(data, task, cfg, feature_ranges)
+    failures, bad, table_failed = _failures(res)
     new_classes: list[str] = []
     if task.label_col in data.columns:
         labels = data[task.label_col].dropna().astype(str)

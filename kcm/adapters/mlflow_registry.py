@@ -259,6 +259,36 @@ def _metrics(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _run_tags(
+    ws: Any, name: str, version: int, decision: Decision, parent_run_id: str | None
+) -> dict[str, str]:
+    record = ws.load_ledger().batches.get(name)
+    tags = {
+        "kcm.batch": name,
+        "kcm.batch_sha256": record.sha256 if record else "",
+        "kcm.system_version": str(version),
+        "kcm.workspace": str(ws.root),
+        "kcm.git_commit": code_commit() or "unknown",
+        "kcm.gate": "promote" if decision.promote else "refuse",
+    }
+    if record is not None and record.dvc_md5:
+        tags["kcm.batch_dvc_md5"] = record.dvc_md5
+    if parent_run_id:
+        tags["mlflow.parentRunId"] = parent_run_id
+    return tags
+
+
+def _per_class_csv(meta: dict[str, Any], report: dict[str, Any]) -> str:
+    names = meta["task"]["label_names"]
+    return pd.DataFrame(
+        {
+            "class": names,
+            "group": [meta["groups"].get(str(i), "") for i in range(len(names))],
+            "accuracy": report.get("per_class", []) or [None] * len(names),
+        }
+    ).to_csv(index=False)
+
+
 def track_cycle(
     cfg: Any,
     ws: Any,
@@ -278,19 +308,7 @@ def track_cycle(
 
     reg = cfg.registry
     setup(ws.root, reg.experiment, reg.tracking_uri)
-    record = ws.load_ledger().batches.get(name)
-    tags = {
-        "kcm.batch": name,
-        "kcm.batch_sha256": record.sha256 if record else "",
-        "kcm.system_version": str(version),
-        "kcm.workspace": str(ws.root),
-        "kcm.git_commit": code_commit() or "unknown",
-        "kcm.gate": "promote" if decision.promote else "refuse",
-    }
-    if record is not None and record.dvc_md5:
-        tags["kcm.batch_dvc_md5"] = record.dvc_md5
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
+    tags = _run_tags(ws, name, version, decision, parent_run_id)
     task = ws.task()
     example = ws.view("traffic", task).to_frame(task, with_labels=False).head(3)
     step = int(report.get("cycle", 0))
@@ -303,18 +321,7 @@ def track_cycle(
         mlflow.log_dict({k: v for k, v in report.items() if k != "matrix_state"}, "report.json")
         mlflow.log_dict(lineage, "lineage.json")
         mlflow.log_dict({"gate": decision.promote, "reasons": decision.reasons}, "gate.json")
-        meta = ws.meta()
-        per_class = pd.DataFrame(
-            {
-                "class": meta["task"]["label_names"],
-                "group": [
-                    meta["groups"].get(str(i), "") for i in range(len(meta["task"]["label_names"]))
-                ],
-                "accuracy": report.get("per_class", [])
-                or [None] * len(meta["task"]["label_names"]),
-            }
-        )
-        mlflow.log_text(per_class.to_csv(index=False), "per_class_accuracy.csv")
+        mlflow.log_text(_per_class_csv(ws.meta(), report), "per_class_accuracy.csv")
         for png in report.get("plots", []):
             mlflow.log_artifact(png, artifact_path="plots")
         info = log_system(ws.system_dir(version), example, reg.model_name, system)
