@@ -42,7 +42,7 @@ def decide_promotion(
     champion: Mapping[str, Any] | None,
     tol: GateTolerances | None = None,
 ) -> Decision:
-    """Compare two cycle reports (``traffic`` and ``balanced`` views, as ``kcm.pipeline.evaluate``
+    """Compare two cycle reports (``traffic`` and ``balanced`` views, as ``kcm.steps.evaluate``
     writes them). The first model is promoted; later ones only if overall accuracy does not
     drop by more than the tolerance, Few-group accuracy does not drop, and the large-call rate
     does not rise beyond the tolerance."""

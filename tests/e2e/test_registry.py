@@ -290,6 +290,27 @@ def test_promote_and_rollback_by_hand_are_recorded(
     assert "no version 9" in capsys.readouterr().err
 
 
+def test_an_alias_moved_in_mlflow_is_what_the_next_run_serves(
+    two_cycles: tuple[KCMConfig, Workspace],
+) -> None:
+    """MLflow's champion alias is the authority: moved by hand (as in the MLflow UI), the
+    ledger adopts it at the start of the next run; the two never disagree afterwards."""
+    cfg, ws = two_cycles
+    c = _client(ws)
+    name = cfg.registry.model_name
+    before = c.get_model_version_by_alias(name, "champion")
+    other = c.get_model_version(name, "2" if before.version == "1" else "1")
+    c.set_registered_model_alias(name, "champion", other.version)
+    try:
+        loop.run(cfg, ws)  # an empty inbox: nothing to process, the champion is reconciled
+        assert ws.load_ledger().champion == int(other.tags["kcm.system_version"])
+        assert champion(ws, cfg).cycle_ == int(other.tags["kcm.system_version"])
+    finally:
+        c.set_registered_model_alias(name, "champion", before.version)
+        steps.sync_champion(cfg, ws)
+    assert ws.load_ledger().champion == int(before.tags["kcm.system_version"])
+
+
 def test_the_gate_refuses_a_challenger_that_is_worse_on_the_few_group(tmp_path: Path) -> None:
     """Cycle 2 teaches the Few classes wrong labels: the challenger is registered, tagged with
     the refusal and its reason, and champion stays where it was."""
