@@ -25,6 +25,7 @@ LARGE_BACKENDS: dict[str, str] = {
     "mlp-teacher": "kcm.models.large.heads:MLPTeacherModel",
     "openai": "kcm.models.large.openai:OpenAIChatModel",
     "callable": "kcm.models.large.callable:CallableModel",
+    "replay": "kcm.models.large.replay:ReplayModel",  # recorded answers (e.g. GPT-4's)
 }
 
 #: data.dataset -> the loader ``(cfg: DataConfig, seed) -> (Task, train Batch, test Batch)``

@@ -30,6 +30,7 @@ from kcm.config.sections import (
     MLPTeacherConfig,
     OpenAIConfig,
     RegistryConfig,
+    ReplayConfig,
     RoutingConfig,
     Section,
     SmallConfig,
@@ -184,6 +185,8 @@ FROZEN: tuple[str, ...] = (
     "large.openai.temperature",
     "large.openai.top_k",
     "large.callable.target",
+    "large.replay.input_col",
+    "large.replay.answer_col",
 )
 
 
@@ -237,6 +240,7 @@ __all__ = [
     "MLPTeacherConfig",
     "OpenAIConfig",
     "RegistryConfig",
+    "ReplayConfig",
     "RoutingConfig",
     "Section",
     "SmallConfig",

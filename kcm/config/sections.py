@@ -187,6 +187,14 @@ class CallableConfig(Section):
     )
 
 
+class ReplayConfig(Section):
+    """A recorded large model: a table of inputs and the answers it gave."""
+
+    path: str | None = Field(None, description="a CSV or Parquet file of inputs and answers")
+    input_col: str = Field("text", description="the column holding the input (matched exactly)")
+    answer_col: str = Field("gpt4", description="the column holding the recorded answer")
+
+
 class LargeConfig(Section):
     backend: str = Field(
         "auto",
@@ -216,6 +224,7 @@ class LargeConfig(Section):
     mlp_teacher: MLPTeacherConfig = MLPTeacherConfig()
     openai: OpenAIConfig = OpenAIConfig()
     callable: CallableConfig = CallableConfig()
+    replay: ReplayConfig = ReplayConfig()
 
     @field_validator("backend")
     @classmethod

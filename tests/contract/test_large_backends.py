@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from kcm.config import EmbeddingHeadConfig, MLPTeacherConfig, OpenAIConfig
 from kcm.data.batch import Batch, Task
+from kcm.errors import ConfigError
 from kcm.models.cache import ResponseCache
 from kcm.models.large import LargeModel
 from kcm.models.large.callable import CallableModel
+from kcm.registry import LARGE_BACKENDS
 from tests.llm_server import LLMServer
 
 LABELS = ("cat", "dog", "fish")
@@ -39,10 +43,20 @@ def _keyword(inputs: list[Any], hints: np.ndarray | None) -> np.ndarray:
     return out
 
 
-@pytest.fixture(params=["callable", "mlp-teacher", "embedding-head", "openai"])
-def backend(request: pytest.FixtureRequest) -> Iterator[tuple[LargeModel, list[Any]]]:
+@pytest.fixture(params=sorted(LARGE_BACKENDS))
+def backend(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[LargeModel, list[Any]]]:
     name = request.param
-    if name == "callable":
+    if name == "replay":
+        from kcm.config import ReplayConfig
+        from kcm.models.large.replay import ReplayModel
+
+        answers = [next(lab for lab in LABELS if lab in t) for t in TEXTS]
+        path = tmp_path / "answers.csv"
+        pd.DataFrame({"text": TEXTS, "gpt4": answers}).to_csv(path, index=False)
+        yield ReplayModel(TEXT, ReplayConfig(path=str(path))), list(TEXTS)
+    elif name == "callable":
         yield CallableModel(TEXT, _keyword), list(TEXTS)
     elif name == "mlp-teacher":
         from kcm.models.large.heads import MLPTeacherModel
@@ -125,3 +139,24 @@ def test_persistent_cache_survives_a_new_instance(tmp_path) -> None:
     again = CallableModel(TEXT, fn, cache=ResponseCache(tmp_path / "c.sqlite"))
     again.predict_proba(TEXTS)
     assert calls == [len(TEXTS)] and again.ledger.cache_hits == len(TEXTS)
+
+
+def test_replay_records_a_failure_for_an_unknown_input_or_answer(tmp_path: Path) -> None:
+    from kcm.config import ReplayConfig
+    from kcm.models.large.replay import ReplayModel
+
+    path = tmp_path / "answers.csv"
+    pd.DataFrame({"text": ["my cat sleeps", "the dog barks"], "gpt4": ["cat", "wolf"]}).to_csv(
+        path, index=False
+    )
+    m = ReplayModel(TEXT, ReplayConfig(path=str(path)))
+    out = m.predict_proba(["my cat sleeps", "the dog barks", "never recorded"])
+    assert out.ok.tolist() == [True, False, False]
+    assert out.raw[0].tolist() == [1.0, 0.0, 0.0]
+    errors = [f["error"] for f in m.ledger.failed]
+    assert errors == [
+        "recorded answer outside the label set: 'wolf'",
+        "no recorded answer for this input",
+    ]
+    with pytest.raises(ConfigError, match=r"large\.replay\.path"):
+        ReplayModel(TEXT, ReplayConfig()).predict_proba(["x"])
