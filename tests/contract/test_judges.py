@@ -65,3 +65,15 @@ def test_not_fitted(kind: str) -> None:
     judge = make_judge(JudgeConfig(kind=kind))
     with pytest.raises(NotFittedError, match="call fit first"):
         judge.confidence(np.zeros((2, 3)), np.full((2, 2), 0.5))
+
+
+def test_exported_state_restores_the_same_judge(kind: str, rng: np.random.Generator) -> None:
+    X, y, small, _ = _task(rng)
+    judge = make_judge(JudgeConfig(kind=kind, epochs=5), seed=0).fit(X, y, small)
+    state = judge.get_state()
+    again = make_judge(JudgeConfig(kind=kind, epochs=5), seed=0).set_state(state)
+    np.testing.assert_allclose(again.confidence(X, small), judge.confidence(X, small), atol=1e-7)
+    assert set(state) == {"meta", "arrays", "tensors"}
+    import json
+
+    json.dumps(state["meta"])  # plain data: persist writes it without pickle
