@@ -114,10 +114,9 @@ def publish(cfg: dict[str, Any], report: dict[str, Any], registered: dict[str, A
         description=f"cycle {report['cycle']} on {report['batch']}",
     )
     if registered.get("plots"):
-        links = [f"- [{Path(p).stem}]({Path(p).resolve().as_uri()})" for p in registered["plots"]]
         create_markdown_artifact(
             key="kcm-cycle-plots",
-            markdown="\n".join([f"# kcm cycle {report['cycle']}: plots", "", *links]),
+            markdown=reports.plots_markdown(report, registered["plots"]),
             description=f"plots of cycle {report['cycle']} ({Path(registered['plots'][0]).parent})",
         )
     create_table_artifact(
@@ -150,13 +149,11 @@ def cycle_flow(cfg: dict[str, Any], name: str, parent_run_id: str | None = None)
     futures = [call_large_task.submit(cfg, name, s, e) for s, e in r["chunks"]]
     calls = [fut.result() for fut in futures]
     learned = learn_task(cfg, name, wait_for=futures)
-    report = evaluate_task(cfg, name, learned["version"])
-    report["large_ledger"] = reports.ledger_totals(calls)
-    report["seconds"] = time.perf_counter() - t0
+    report = reports.with_costs(evaluate_task(cfg, name, learned["version"]), calls, t0)
     registered = register_task(cfg, name, learned["version"], report, parent_run_id)
     publish(cfg, report, registered)
     log.info(
-        "batch %s: accuracy %.3f, large-call rate %.3f; system v%04d is current",
+        "batch %s: accuracy %.3f, large-call rate %.3f; system v%04d is the challenger",
         name,
         report["accuracy"] or 0.0,
         report["large_call_rate"] or 0.0,

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kcm.env import OFFLINE_ENV
+
 
 def _say(msg: str, *args: Any) -> None:
     """Status lines of the serve command on stderr (Prefect reconfigures logging)."""
@@ -44,13 +46,7 @@ def start_local_server(home: Path, timeout: float = 120.0) -> tuple[subprocess.P
 
     home.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "true",
-        "PREFECT_UI_ENABLED": "false",
-    }
+    env = {**OFFLINE_ENV, **os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     logfile = open(home / "server.log", "ab")  # noqa: SIM115 - handed to the child process
     proc = subprocess.Popen(

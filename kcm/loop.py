@@ -13,7 +13,7 @@ from typing import Any
 
 from kcm.config import KCMConfig
 from kcm.progress import CycleProgress
-from kcm.report import ledger_totals, summary_report
+from kcm.report import summary_report, with_costs
 from kcm.steps import (
     STEPS,
     bootstrap,
@@ -51,10 +51,8 @@ def process_batch(
     step("call_large")
     learned = learn(cfg, ws, name)
     step("learn")
-    report = evaluate(cfg, ws, name, learned["version"])
-    report["large_ledger"] = ledger_totals(calls)
+    report = with_costs(evaluate(cfg, ws, name, learned["version"]), calls, t0)
     step("evaluate")
-    report["seconds"] = time.perf_counter() - t0
     register(cfg, ws, name, learned["version"], report, parent_run_id=parent_run_id)
     step("register")
     return {"batch": name, "status": "processed", "report": report}

@@ -3,7 +3,7 @@
 Config validation, the command line's choices and the factories all read these tables, so
 adding a judge, a large-model backend or a dataset means writing its module and adding one row
 here. Rows name ``"module:attribute"`` and are imported only when used (heavy backends load
-lazily). Bench methods are rows of ``kcm.bench.METHODS`` (a table of their own).
+lazily). Bench methods are rows of ``kcm.bench.methods.METHODS_TABLE`` (a table of their own).
 """
 
 from __future__ import annotations

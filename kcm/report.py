@@ -3,6 +3,8 @@ artifacts show (rendered here, published by the flows)."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 from kcm.config import KCMConfig, config_to_dict
@@ -31,6 +33,13 @@ def ledger_totals(calls: list[dict[str, Any]]) -> dict[str, Any]:
     out["latency_s"] = float(sum(float(c.get("latency_s", 0.0)) for c in calls))
     out["errors"] = [e for c in calls for e in c.get("errors", [])][:20]
     return out
+
+
+def with_costs(report: dict[str, Any], calls: list[dict[str, Any]], t0: float) -> dict[str, Any]:
+    """The cycle report with its large-model cost totals and its seconds (since ``t0``)."""
+    report["large_ledger"] = ledger_totals(calls)
+    report["seconds"] = time.perf_counter() - t0
+    return report
 
 
 def summary_report(ws: Workspace, cfg: KCMConfig) -> dict[str, Any]:
@@ -128,6 +137,12 @@ def cycle_markdown(report: dict[str, Any], registered: dict[str, Any]) -> str:
             f"MLflow: model `{ml['model_name']}` version {ml['model_version']}, run `{ml['run_id']}`"
         )
     return "\n".join(md)
+
+
+def plots_markdown(report: dict[str, Any], paths: list[str]) -> str:
+    """The cycle's PNGs, linked as files (not inlined into the Prefect database)."""
+    links = [f"- [{Path(p).stem}]({Path(p).resolve().as_uri()})" for p in paths]
+    return "\n".join([f"# kcm cycle {report['cycle']}: plots", "", *links])
 
 
 def per_class_table(report: dict[str, Any], meta: dict[str, Any]) -> list[dict[str, Any]]:

@@ -40,12 +40,12 @@ class TrainReport:
     details: dict[str, float] = field(default_factory=dict)
 
 
-def class_weights(truth: np.ndarray, beta: float) -> np.ndarray | None:
+def class_weights(target: np.ndarray, beta: float) -> np.ndarray | None:
     """Per-sample weights ∝ (samples of the same class)^-β, mean 1; None for β = 0."""
     if beta == 0.0:
         return None
-    counts = np.bincount(truth, minlength=int(truth.max()) + 1).astype(np.float64)
-    w = counts[truth] ** -beta
+    counts = np.bincount(target, minlength=int(target.max()) + 1).astype(np.float64)
+    w = counts[target] ** -beta
     return w / w.mean()
 
 

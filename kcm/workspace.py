@@ -43,6 +43,17 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays in a cycle report, as JSON values."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 class BatchRecord(BaseModel):
     """One ingested batch file."""
 
@@ -99,8 +110,8 @@ class Ledger(BaseModel):
         return self.with_status("ingested")
 
     @property
-    def serving(self) -> int | None:
-        """The version that answers traffic (the challenger until a champion exists)."""
+    def answering_version(self) -> int | None:
+        """The version that answers traffic: the champion (v0, untrained, before any)."""
         return self.champion if self.champion is not None else self.challenger
 
     def champion_report(self) -> dict[str, Any] | None:
@@ -159,10 +170,15 @@ class Workspace:
     def load_ledger(self) -> Ledger:
         if not self.ledger_path.is_file():
             return Ledger()
-        return Ledger.model_validate_json(self.ledger_path.read_text())
+        raw = json.loads(self.ledger_path.read_text())
+        ledger = Ledger.model_validate(raw)
+        if "workspace_id" not in raw:  # written before ids existed: fix one id, once
+            self.save_ledger(ledger)
+        return ledger
 
     def save_ledger(self, ledger: Ledger) -> None:
-        atomic_write_text(self.ledger_path, ledger.model_dump_json(indent=1))
+        text = json.dumps(ledger.model_dump(), indent=1, default=_plain)
+        atomic_write_text(self.ledger_path, text)
 
     def next_version(self) -> int:
         existing = [int(p.name[1:]) for p in (self.state / "systems").glob("v[0-9]*") if p.is_dir()]

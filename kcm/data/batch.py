@@ -130,7 +130,7 @@ class Batch:
                 self.label >= 0, names[np.clip(self.label, 0, None)], None
             )
             hidden = (self.label < 0) & (self.gold >= 0)
-            if hidden.any():  # keep the truth for scoring a simulation, apart from the label
+            if hidden.any():  # keep the gold class for scoring a simulation, apart from the label
                 cols[task.eval_col] = np.where(
                     self.gold >= 0, names[np.clip(self.gold, 0, None)], None
                 )
@@ -219,12 +219,12 @@ def batch_from_frame(
             f"{where} has no label column '{task.label_col}': add it or pass --label-col NAME"
         )
     gold = y.copy()
-    if task.eval_col in df.columns:  # simulations: the truth of rows whose label is hidden
+    if task.eval_col in df.columns:  # simulations: the gold class of rows whose label is hidden
         index = task.label_index()
-        truth = df[task.eval_col].map(
+        hidden_gold = df[task.eval_col].map(
             lambda v: index.get(str(v), NO_LABEL) if pd.notna(v) else NO_LABEL
         )
-        gold = np.where(y >= 0, y, truth.to_numpy(dtype=np.int64))
+        gold = np.where(y >= 0, y, hidden_gold.to_numpy(dtype=np.int64))
     if task.id_col in df.columns:
         ids = df[task.id_col].astype(str).to_numpy(dtype=object)
     else:

@@ -83,10 +83,10 @@ def apgr(curve: dict[str, list[float]]) -> float | None:
     return area_under({"rate": curve["rate"], "accuracy": pgr.tolist()})
 
 
-def ceiling(small: np.ndarray, large: np.ndarray, y: np.ndarray, rate: float) -> np.ndarray:
-    """The labels of the best any router can do with at most round(rate·n) large-model calls:
+def ceiling(small: np.ndarray, large: np.ndarray, gold: np.ndarray, rate: float) -> np.ndarray:
+    """The answers of the best any router can do with at most round(rate·n) large-model calls:
     calls go only to samples the small model gets wrong and the large model gets right."""
-    useful = np.flatnonzero((small != y) & (large == y))[: round(rate * len(y))]
+    useful = np.flatnonzero((small != gold) & (large == gold))[: round(rate * len(gold))]
     label = np.array(small, copy=True)
     label[useful] = large[useful]
     return label

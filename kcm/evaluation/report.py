@@ -11,16 +11,16 @@ from kcm.evaluation.metrics import Accuracy, GroupAccuracy, LargeCallRate
 
 
 def view_metrics(
-    label: np.ndarray, gold: np.ndarray, to_large: np.ndarray, groups: Mapping[int, str]
+    answer: np.ndarray, gold: np.ndarray, to_large: np.ndarray, groups: Mapping[int, str]
 ) -> dict[str, Any]:
     """accuracy, accuracy per Many/Medium/Few, large-call rate and count on one view."""
     acc, grp, rate = Accuracy(), GroupAccuracy(groups), LargeCallRate()
-    acc.update(label, gold)
-    grp.update(label, gold)
+    acc.update(answer, gold)
+    grp.update(answer, gold)
     rate.update(to_large)
     g = grp.result()
     return {
-        "n": len(label),
+        "n": len(answer),
         "accuracy": acc.result(),
         "accuracy_many": g["many"],
         "accuracy_medium": g["medium"],

@@ -64,7 +64,7 @@ def memory_features(
     dense: np.ndarray,
     pred: np.ndarray,
     ref_dense: np.ndarray,
-    ref_truth: np.ndarray,
+    ref_target: np.ndarray,
     n_classes: int,
     k: int = 5,
     space: Any = None,
@@ -82,29 +82,29 @@ def memory_features(
     """
     n = len(dense)
     out = np.zeros((n, 4), dtype=np.float32)
-    keep = ref_truth >= 0
-    ref, truth = _unit(ref_dense[keep]), ref_truth[keep]
+    keep = ref_target >= 0
+    ref, target = _unit(ref_dense[keep]), ref_target[keep]
     if len(ref) == 0 or n == 0:
         return out
     x = _unit(dense)
-    counts = np.bincount(truth, minlength=n_classes)
+    counts = np.bincount(target, minlength=n_classes)
     out[:, 0] = np.log1p(counts[pred])
     cent = np.zeros((n_classes, ref.shape[1]), np.float32)
-    np.add.at(cent, truth, ref)
+    np.add.at(cent, target, ref)
     cent = _unit(cent)
     out[:, 1] = (x * cent[pred]).sum(axis=1)
     if space is not None and ref_space is not None:
         xq, xr = _unit_rows(space), _unit_rows(ref_space[np.flatnonzero(keep)])
     else:
         xq, xr = x, ref
-    kk = min(k, len(truth))
+    kk = min(k, len(target))
     for s in range(0, n, 2048):
         sim = xq[s : s + 2048] @ xr.T
         sim = sim.toarray() if sp.issparse(sim) else np.asarray(sim)
         # torch.topk: ~30x faster than np.argpartition on these rows (measured), same result
         best, top = torch.topk(torch.from_numpy(np.ascontiguousarray(sim)), kk, dim=1)
         out[s : s + 2048, 2] = best[:, 0].numpy()
-        out[s : s + 2048, 3] = (truth[top.numpy()] == pred[s : s + 2048, None]).mean(axis=1)
+        out[s : s + 2048, 3] = (target[top.numpy()] == pred[s : s + 2048, None]).mean(axis=1)
     return out
 
 

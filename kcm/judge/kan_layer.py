@@ -44,7 +44,7 @@ def b_spline_basis(x: torch.Tensor, grid: torch.Tensor, k: int) -> torch.Tensor:
     return torch.nan_to_num(value)
 
 
-def _cardinal_table(k: int) -> torch.Tensor:
+def cardinal_table(k: int) -> torch.Tensor:
     """Polynomial coefficients of the uniform (cardinal) B-spline of order ``k`` piece by
     piece: ``table[r, d]`` so that on a uniform grid, for x in interval s with fractional
     position f, basis ``s - r`` equals ``sum_d table[r, d] * f**d`` (r = 0..k)."""
@@ -154,7 +154,7 @@ def _interval_map(k: int, n_basis: int) -> torch.Tensor:
     """``M[slot, d, j]``: the coefficient of f**d that basis j contributes on grid interval
     ``slot - 1`` of a uniform extended grid (``n_basis + k`` intervals). Slots 0 and last are the
     spans left and right of the extended grid, where every basis is zero (as in pykan)."""
-    table = _cardinal_table(k)
+    table = cardinal_table(k)
     n_int = n_basis + k
     m = torch.zeros(n_int + 2, k + 1, n_basis, dtype=torch.float64)
     for s in range(n_int):
@@ -194,7 +194,7 @@ class KANLayer(nn.Module):
         self.register_buffer("mask", torch.ones(in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(out_dim))
 
-    def _grid_is_uniform(self) -> bool:
+    def grid_is_uniform(self) -> bool:
         d = self.grid[:, 1:] - self.grid[:, :-1]
         return bool(torch.allclose(d, d[:, :1].expand_as(d), rtol=1e-4, atol=1e-6))
 
@@ -208,7 +208,7 @@ class KANLayer(nn.Module):
             key = (self.grid._version, self.grid.data_ptr(), x.dtype)
             if getattr(self, "_fast_key", None) != key:
                 self._fast = (
-                    _cardinal_table(self.k).to(x.dtype),
+                    cardinal_table(self.k).to(x.dtype),
                     self.grid[:, 0].clone(),
                     1.0 / (self.grid[:, 1] - self.grid[:, 0]),
                 )
@@ -252,7 +252,7 @@ class KANLayer(nn.Module):
     def _is_uniform(self) -> bool:
         key = (self.grid._version, self.grid.data_ptr())
         if getattr(self, "_uniform_key", None) != key:
-            self._uniform = self._grid_is_uniform()
+            self._uniform = self.grid_is_uniform()
             self._uniform_key = key
         return self._uniform
 

@@ -1,7 +1,7 @@
 """Answering a batch through the workspace: route, call the large model in chunks, assemble.
 
-The three steps are ``CollaborationSystem.route``, ``kcm.system.ask_large`` and
-``kcm.system.merge`` (what ``CollaborationSystem.predict`` runs in one go), with their results
+The three steps are ``CollaborationSystem.route``, ``kcm.answers.ask_large`` and
+``kcm.answers.merge`` (what ``CollaborationSystem.predict`` runs in one go), with their results
 written to the batch's run folder in between, so chunks can run as separate tasks, in threads
 or processes, and a crashed cycle resumes. ``route.npz`` records the hint actually sent.
 """
@@ -28,6 +28,8 @@ def route(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
     system = champion(ws, cfg)
     batch = ws.load_batch(name)
     r = system.route(batch)
+    for stale in ws.run_dir(name).glob("large-*.npz"):  # a resumed cycle may route otherwise
+        stale.unlink()
     arrays: dict[str, Any] = {
         "to_large": r.to_large,
         "confidence": r.confidence,
@@ -68,7 +70,7 @@ def call_large(cfg: KCMConfig, ws: Workspace, name: str, start: int, end: int) -
         raw=out.raw,
         answer=out.answer,
         ok=out.ok,
-        keys=out.keys if out.keys is not None else np.array([], dtype=str),
+        keys=out.keys if out.keys is not None else np.full(len(idx), "", dtype=str),
     )
     delta = large.ledger.since(before)
     failed = list(large.ledger.failed[-int(delta["failures"]) :]) if delta["failures"] else []
@@ -96,7 +98,14 @@ def assemble(ws: Workspace, name: str, system: CollaborationSystem, batch: Batch
     parts = [np.load(f, allow_pickle=False) for f in sorted(ws.run_dir(name).glob("large-*.npz"))]
     try:
         idx = np.concatenate([p["idx"] for p in parts]) if parts else np.zeros(0, np.int64)
-        missing = np.setdiff1d(np.flatnonzero(routed.to_large), idx)
+        routed_idx = np.flatnonzero(routed.to_large)
+        missing = np.setdiff1d(routed_idx, idx)
+        extra = np.setdiff1d(idx, routed_idx)
+        if len(extra) or len(idx) != len(np.unique(idx)):
+            raise KCMError(
+                f"batch {name}: large-model chunks answer samples the recorded routing did not "
+                "send (a stale chunk): run route again, then call_large for every chunk"
+            )
         if len(missing):
             raise KCMError(
                 f"batch {name}: {len(missing)} hard samples have no large-model "

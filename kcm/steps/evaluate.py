@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from kcm import routing
 from kcm.config import KCMConfig
 from kcm.data.batch import Batch
 from kcm.evaluation.curves import group_tradeoff_curve, reliability, tradeoff_curve
@@ -69,8 +70,10 @@ def score_view(
     m["judge_auroc"] = auroc(p.confidence, small == y)
     m["curves"] = {
         "judge": tradeoff_curve(p.confidence, small, lo.answer, y),
-        "cascade": tradeoff_curve(p.small_proba.max(axis=1), small, lo.answer, y),
-        "oracle": tradeoff_curve((small == y).astype(float), small, lo.answer, y),
+        "cascade": tradeoff_curve(routing.score("cascade", p.small_proba), small, lo.answer, y),
+        "oracle": tradeoff_curve(
+            routing.score("oracle", p.small_proba, gold=y), small, lo.answer, y
+        ),
     }
     # Few-group accuracy against the view's overall large-call rate (judge threshold sweep):
     # the promotion gate compares two versions' tails at one rate with it

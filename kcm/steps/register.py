@@ -157,7 +157,7 @@ def register(
         "batch": name,
         "version": version,
         "promoted": decision.promote,
-        "champion": ledger.serving,
+        "champion": ledger.answering_version,
         "reasons": decision.reasons,
         "plots": report["plots"],
         "mlflow": report.get("mlflow"),

@@ -29,6 +29,17 @@ def _registry(cfg: KCMConfig, ws: Workspace) -> Any:
     return mlflow_registry
 
 
+def _belongs(reg: Any, info: dict[str, Any], ws: Workspace, workspace_id: str) -> bool:
+    """A registered version that a committed cycle of this workspace produced: tagged with
+    its id (or, registered before ids existed, by a run of this workspace's folder)."""
+    if info["system_version"] is None:
+        return False  # half-registered (no committed cycle tagged it)
+    tagged = info["tags"].get("kcm.workspace_id")
+    if tagged is not None:
+        return bool(tagged == workspace_id)
+    return bool(reg.run_tags(info["run_id"]).get("kcm.workspace") == str(ws.root))
+
+
 def sync_champion(cfg: KCMConfig, ws: Workspace) -> int | None:
     """Make the ledger's champion the system version MLflow's ``champion`` alias names.
     Returns the champion's system version (the ledger's alone with the registry off)."""
@@ -40,7 +51,7 @@ def sync_champion(cfg: KCMConfig, ws: Workspace) -> int | None:
     if version is None:
         return ledger.champion
     info = reg.version_info(cfg.registry.model_name, version)
-    if info["tags"].get("kcm.workspace_id") != ledger.workspace_id:
+    if not _belongs(reg, info, ws, ledger.workspace_id):
         log.info("MLflow's champion (version %s) belongs to another workspace: kept", version)
         return ledger.champion
     system_version = info["system_version"]
@@ -66,9 +77,7 @@ def promote(cfg: KCMConfig, ws: Workspace, version: int, who: str) -> dict[str, 
     reg = _registry(cfg, ws)
     name = cfg.registry.model_name
     info = reg.version_info(name, version)
-    if info["system_version"] is None or info["tags"].get("kcm.workspace_id") != (
-        ws.load_ledger().workspace_id
-    ):
+    if not _belongs(reg, info, ws, ws.load_ledger().workspace_id):
         raise KCMError(
             f"model {name} version {version} was not registered by a committed cycle of "
             f"{ws.root}: promote one of this project's versions (see `kcm lineage`)"
@@ -83,12 +92,18 @@ def rollback(cfg: KCMConfig, ws: Workspace, who: str) -> dict[str, Any]:
     """Point the champion back at the version the current champion replaced."""
     reg = _registry(cfg, ws)
     name = cfg.registry.model_name
-    current = reg.champion_version(name)
+    was = reg.champion_version(name)
+    target = reg.version_info(name, reg.rollback_target(name))
+    if not _belongs(reg, target, ws, ws.load_ledger().workspace_id):
+        raise KCMError(
+            f"model {name} version {target['version']} (what the champion replaced) was not "
+            f"registered by a committed cycle of {ws.root}: promote one of its versions instead"
+        )
     version = reg.rollback(name, who)
     info = reg.version_info(name, version)
     sync_champion(cfg, ws)
-    log.info("model %s: rolled back from version %s to %s", name, current, version)
-    return {"model": name, "champion": version, "previous": current, **info}
+    log.info("model %s: rolled back from version %s to %s", name, was, version)
+    return {"model": name, "champion": version, "previous": was, **info}
 
 
 def lineage(cfg: KCMConfig, ws: Workspace, version: int) -> dict[str, Any]:

@@ -43,9 +43,10 @@ def test_dvc_repro_and_exp_run_reproduce_the_pipeline(tmp_path: Path) -> None:
     shutil.copy(REPO / "dvc.yaml", repo / "dvc.yaml")
     shutil.copytree(REPO / "kcm", repo / "kcm", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["data"]["stream"]["n_batches"] = 2  # short: two cycles
-    params["judge"]["epochs"] = 15
-    params["eval"]["kan_plot_inputs"] = 3
+    params.setdefault("data", {}).setdefault("stream", {})["n_batches"] = 2  # short: two cycles
+    params.setdefault("routing", {}).update(epsilon=0.98, target_large_rate=None)
+    params.setdefault("judge", {})["epochs"] = 15
+    params.setdefault("eval", {})["kan_plot_inputs"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".gitignore").write_text("mlflow/\n")
     _run(["git", "init", "-q"], repo)

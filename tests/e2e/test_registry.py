@@ -181,8 +181,8 @@ def test_champion_loads_in_a_fresh_process_and_answers_like_the_workspace(
         cwd=tmp_path,
         timeout=300,
     )
-    got = pd.read_json(tmp_path / "o.json", orient="records", dtype={"label": str})
-    assert list(got.columns) == ["label", "confidence", "answered_by"]
+    got = pd.read_json(tmp_path / "o.json", orient="records", dtype={"answer": str})
+    assert list(got.columns) == ["answer", "confidence", "answered_by"]
     assert len(got) == len(rows)
     assert set(got["answered_by"]) <= {"small", "large", "small-fallback"}
     from kcm.data.batch import batch_from_frame
@@ -190,7 +190,7 @@ def test_champion_loads_in_a_fresh_process_and_answers_like_the_workspace(
     system = champion(ws, _cfg)
     task = system.task
     want = system.predict(batch_from_frame(rows.assign(label=None), task, "rows"))
-    assert got["label"].tolist() == [task.label_names[i] for i in want.answer]
+    assert got["answer"].tolist() == [task.label_names[i] for i in want.answer]
     np.testing.assert_allclose(got["confidence"], want.confidence, atol=1e-6)
 
 
@@ -255,7 +255,7 @@ def test_mlflow_models_serve_answers_with_the_routing_applied(
         assert len(preds) == 10
         names = set(ws.task().label_names)
         for p in preds:
-            assert str(p["label"]) in names
+            assert str(p["answer"]) in names
             assert 0.0 <= p["confidence"] <= 1.0
             assert p["answered_by"] in {"small", "large", "small-fallback"}
     finally:

