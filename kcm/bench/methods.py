@@ -242,14 +242,7 @@ def _score_baseline(ctx: Context, m: Method) -> dict[str, float | None]:
     def answer(b: Batch) -> _Answer:
         return _Answer(baseline.predict(s.featurize(b).small))
 
-    fg = ctx.reports["kcm"]["forgetting_small_only"]
-    return ctx.row(
-        answer(ctx.traffic),
-        answer(ctx.balanced),
-        bwt=fg.get("bwt"),
-        forgetting_few=fg.get("forgetting_few"),
-        throughput_sps=_throughput(s, lambda: answer(ctx.sample), len(ctx.sample)),
-    )
+    return _alone(ctx, s, answer, ctx.reports["kcm"]["forgetting_small_only"])
 
 
 def _score_small(ctx: Context, m: Method) -> dict[str, float | None]:
@@ -259,12 +252,21 @@ def _score_small(ctx: Context, m: Method) -> dict[str, float | None]:
     def answer(b: Batch) -> _Answer:
         return _Answer(s.small_proba(s.featurize(b)).argmax(axis=1))
 
-    fg = ctx.reports[m.name].get("forgetting_small") or {}
+    return _alone(ctx, s, answer, ctx.reports[m.name].get("forgetting_small") or {})
+
+
+def _alone(
+    ctx: Context,
+    s: CollaborationSystem,
+    answer: Callable[[Batch], _Answer],
+    forgetting: dict[str, Any],
+) -> dict[str, float | None]:
+    """The row of a small model answering everything alone."""
     return ctx.row(
         answer(ctx.traffic),
         answer(ctx.balanced),
-        bwt=fg.get("bwt"),
-        forgetting_few=fg.get("forgetting_few"),
+        bwt=forgetting.get("bwt"),
+        forgetting_few=forgetting.get("forgetting_few"),
         throughput_sps=_throughput(s, lambda: answer(ctx.sample), len(ctx.sample)),
     )
 
