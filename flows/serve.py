@@ -165,7 +165,11 @@ def serve(
             params["inbox"] = inbox
         schedule: dict[str, Any] = {"cron": cron} if cron else {"interval": interval}
         _say("serving kcm-continual (%s) against %s", schedule, url)
-        continual_flow.serve(name="kcm-continual", parameters=params, **schedule)
+        # one run at a time: a scheduled run never overlaps the previous one (this runner: limit;
+        # every runner of the deployment: global_limit)
+        continual_flow.serve(
+            name="kcm-continual", parameters=params, limit=1, global_limit=1, **schedule
+        )
     except KeyboardInterrupt:
         _say("stopping")
     finally:
