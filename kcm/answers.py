@@ -116,3 +116,12 @@ def merge(routed: Routed, out: LargeOutput | None, idx: np.ndarray | None = None
         hints=routed.hints,
         large_keys=keys,
     )
+
+
+def teacher_labels(large: LargeModel, batch: Batch) -> np.ndarray:
+    """The large model's answer to every sample of ``batch``, without a hint (-1 where the
+    call failed): what a peer policy receives when it asks (``kcm.bench.online``)."""
+    out = ask_large(large, batch, np.arange(len(batch)), None)
+    label = np.full(len(batch), -1, dtype=np.int64)
+    label[out.ok] = out.raw[out.ok].argmax(axis=1)
+    return label

@@ -51,7 +51,7 @@ def process_batch(
     step("call_large")
     learned = learn(cfg, ws, name)
     step("learn")
-    report = with_costs(evaluate(cfg, ws, name, learned["version"]), calls, t0)
+    report = with_costs(evaluate(cfg, ws, name, learned["version"]), calls, t0, learned)
     step("evaluate")
     register(cfg, ws, name, learned["version"], report, parent_run_id=parent_run_id)
     step("register")

@@ -17,6 +17,7 @@ from kcm.errors import ConfigError
 JUDGES: dict[str, str] = {
     "kan": "kcm.judge.kan:KANJudge",  # KCM
     "mlp": "kcm.judge.mlp:MLPJudge",  # MCM
+    "logreg": "kcm.judge.logistic:LogisticJudge",  # a router on the small model's confidence
 }
 
 #: large.backend -> the backend class (``from_config(cfg: KCMConfig, task, cache)``)

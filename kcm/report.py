@@ -35,10 +35,21 @@ def ledger_totals(calls: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def with_costs(report: dict[str, Any], calls: list[dict[str, Any]], t0: float) -> dict[str, Any]:
-    """The cycle report with its large-model cost totals and its seconds (since ``t0``)."""
+def with_costs(
+    report: dict[str, Any],
+    calls: list[dict[str, Any]],
+    t0: float,
+    learned: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The cycle report with its large-model cost totals, its seconds (since ``t0``), the
+    seconds learning took and the process's resident memory (the per-cycle cost curves)."""
+    from kcm.evaluation.stream import rss_mb
+
     report["large_ledger"] = ledger_totals(calls)
     report["seconds"] = time.perf_counter() - t0
+    if learned is not None:
+        report["learn_seconds"] = float(learned["train"]["seconds"])
+    report["rss_mb"] = rss_mb()
     return report
 
 

@@ -68,17 +68,39 @@ def decide(
     epsilon: float,
     target_rate: float | None = None,
     mode: Mode = "judge",
+    max_loss: float | None = None,
 ) -> Decision:
     """Large where C_x <= ε. In ``small`` / ``large`` mode the scores are 1 / 0 and ε is 0.5;
-    otherwise ``target_rate`` (a per-batch budget), when given, calibrates ε on these scores."""
+    otherwise ``target_rate`` (a per-batch budget) or ``max_loss`` (an accuracy budget), when
+    given, sets ε on these scores."""
     conf = np.asarray(confidence, dtype=np.float64)
     if mode in ("small", "large"):
         eps = 0.5
     elif target_rate is not None:
         eps = calibrate(conf, target_rate)
+    elif max_loss is not None:
+        eps = loss_threshold(conf, max_loss)
     else:
         eps = epsilon
     return Decision(to_large=conf <= eps, epsilon=float(eps))
+
+
+def loss_threshold(confidence: np.ndarray, max_loss: float) -> float:
+    """The ε that lets the small model answer the most samples whose expected errors stay
+    within ``max_loss`` of the batch: with C_x = P(the small model's answer is right), the
+    samples are taken by decreasing C_x while Σ (1 − C_x) ≤ max_loss · n. Against a large
+    model that is right where the small one errs, that bounds the accuracy given up to
+    ``max_loss`` (when C_x is calibrated); the share sent to the large model then falls by
+    itself as the small model gets better."""
+    if not 0.0 <= max_loss <= 1.0:
+        raise ConfigError(f"routing.max_loss={max_loss}: give a fraction in [0, 1], e.g. 0.01")
+    c = np.sort(np.asarray(confidence, dtype=np.float64))[::-1]
+    if len(c) == 0:
+        return 1.0
+    k = int(np.searchsorted(np.cumsum(1.0 - c), max_loss * len(c), side="right"))
+    if k >= len(c):
+        return float(np.nextafter(c[-1], -np.inf))
+    return float(c[k])  # the first sample left out; ties with it go to the large model too
 
 
 def calibrate(confidence: np.ndarray, target_large_rate: float) -> float:

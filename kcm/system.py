@@ -182,10 +182,11 @@ class CollaborationSystem:
             trained=self.trained_,
         )
         r = self.cfg.routing
-        if epsilon is None and target_rate is None:
-            epsilon, target_rate = r.epsilon, r.target_large_rate
+        max_loss = None
+        if epsilon is None and target_rate is None:  # the configured rule
+            epsilon, target_rate, max_loss = r.epsilon, r.target_large_rate, r.max_loss
         decision = routing.decide(
-            conf, r.epsilon if epsilon is None else epsilon, target_rate, mode
+            conf, r.epsilon if epsilon is None else epsilon, target_rate, mode, max_loss
         )
         hint = self.cfg.large.hint if use_hint is None else use_hint
         hints = None

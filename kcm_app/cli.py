@@ -15,6 +15,7 @@ from typing import Any
 
 from kcm import registry
 from kcm.env import apply_offline_env
+from kcm_app.bench_cmd import add_bench_parser
 from kcm_app.registry_cmds import cmd_lineage, cmd_promote, cmd_rollback
 
 
@@ -190,47 +191,6 @@ def cmd_stage(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from kcm.bench import RUNS, check_budget, run_bench
-
-    check_budget(args.budget)
-    cfg = load_cli_config(args)
-    total = len(args.seeds) * (len(RUNS) + 1)
-    with Progress(
-        TextColumn("[bold]kcm bench[/bold] {task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        disable=args.no_progress,
-    ) as bar:
-        job = bar.add_task("", total=total)
-        state = {"n": 0}
-
-        def step(what: str) -> None:
-            bar.update(job, completed=state["n"], description=what)
-            state["n"] += 1
-
-        result = run_bench(
-            cfg,
-            args.seeds,
-            args.out,
-            throughput_n=args.throughput_n,
-            progress=step,
-            keep_runs=args.keep_runs,
-            budget=args.budget,
-        )
-        bar.update(job, completed=total, description="done")
-    from kcm.bench import render_markdown
-
-    sys.stdout.write(render_markdown(result))
-    sys.stdout.write(f"\n{Path(args.out) / 'bench.json'}\n")
-    return 0
-
-
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -316,22 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--dir", default="data/pipeline", help="the stages' folder (data/pipeline)")
     st.set_defaults(func=cmd_stage)
 
-    be = sub.add_parser("bench", help="every method on the same stream, for each seed")
-    _add_config_args(be)
-    be.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default 0 1 2")
-    be.add_argument("--out", default="runs/bench", help="where bench.json and BENCH.md go")
-    be.add_argument(
-        "--throughput-n", type=int, default=1000, help="traffic samples timed per method"
-    )
-    be.add_argument(
-        "--budget",
-        type=float,
-        default=0.3,
-        help="large-call rate at which every router is also scored (default 0.3)",
-    )
-    be.add_argument("--keep-runs", action="store_true", help="keep the runs' workspaces")
-    be.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    be.set_defaults(func=cmd_bench)
+    add_bench_parser(sub, _add_config_args)
 
     conf = sub.add_parser("config", help="print the resolved configuration as YAML")
     _add_config_args(conf)

@@ -15,6 +15,15 @@ from typing import Any, Literal
 import numpy as np
 
 from kcm import routing
+from kcm.bench.online import OnlineStream
+from kcm.bench.streams import (
+    STREAM_METRICS,
+    from_cycles,
+    peer_row,
+    stream_target,
+    system_row,
+    workspace_stream,
+)
 from kcm.config import KCMConfig
 from kcm.data.batch import Batch
 from kcm.evaluation.curves import apgr, ceiling, tradeoff_curve
@@ -27,7 +36,10 @@ from kcm.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
-Answers = Literal["system", "router", "large", "baseline", "small"]
+Answers = Literal["system", "router", "large", "baseline", "small", "peer"]
+#: the KAN judge's parameter count with the default judge ([40, 16, 2], G=5, k=3) is 6,738;
+#: an MLP [40, 160, 2] has 6,882: the ``mcm_matched`` row isolates KAN vs MLP at equal size
+MATCHED_MLP_HIDDEN = 160
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,20 @@ METHODS_TABLE: tuple[Method, ...] = (
     Method("kcm", (), "system", scored=True),
     Method("kcm_no_hint", ("large.hint=false",), "system", scored=True),
     Method("kcm_no_distill", ("distill.enabled=false",), "system", scored=True),
+    # a logistic regression on the small model's confidence, margin and entropy
+    Method("learned_router", ("judge.kind=logreg",), "system", scored=True),
+    Method(
+        "mcm_matched",
+        ("judge.kind=mlp", f"judge.hidden={MATCHED_MLP_HIDDEN}"),
+        "system",
+        scored=True,
+    ),
+    # the published online-distillation policies (kcm.peers), on the kcm run's stream
+    Method("nc_margin", None, "peer"),
+    Method("nc_entropy", None, "peer"),
+    Method("nc_qbc", None, "peer"),
+    Method("ocats", None, "peer"),
+    Method("online_cascade", None, "peer"),
 )
 METHODS = tuple(m.name for m in METHODS_TABLE)
 ROUTERS = tuple(m.name for m in METHODS_TABLE if m.scored)
@@ -66,6 +92,7 @@ RUNS: dict[str, list[str]] = {
     if m.overrides is not None
 }
 METRICS = (
+    *STREAM_METRICS,
     "accuracy",
     "large_call_rate",
     "accuracy_at_kcm_rate",
@@ -131,6 +158,10 @@ class Context:
     small_label: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     large_t: Any = None  # the kcm run's large model on traffic, without the hint
     hinted: Any = None  # the same with the hint
+    stream: OnlineStream | None = None  # the kcm run's stream, for the peers
+    stream_share: float = 0.0  # kcm's share of large calls on it
+    stream_target: float | None = None  # the large model's stream accuracy less one point
+    extras: dict[str, Any] = field(default_factory=dict)  # peers' sweeps and curves
 
     def row(self, pt: Any, pb: Any, **extra: Any) -> dict[str, float | None]:
         mt = view_metrics(pt.answer, self.traffic.gold, pt.to_large, self.groups)
@@ -271,13 +302,35 @@ def _alone(
     )
 
 
+def _score_peer(ctx: Context, m: Method) -> dict[str, float | None]:
+    """A peer policy on the kcm run's stream (it has no final held-out state to score)."""
+    assert ctx.stream is not None
+    row, extra = peer_row(m.name, ctx.stream, ctx.seed, ctx.stream_share, ctx.stream_target)
+    ctx.extras[m.name] = extra
+    return row
+
+
 SCORERS: dict[str, Callable[[Context, Method], dict[str, float | None]]] = {
     "system": _score_system,
     "router": _score_router,
     "large": _score_large,
     "baseline": _score_baseline,
     "small": _score_small,
+    "peer": _score_peer,
 }
+
+
+def _stream_fields(ctx: Context, m: Method) -> dict[str, Any]:
+    """The stream figures of a method that ran the stream itself (its cycles' prequential
+    rows), and of the large model answering every stream sample."""
+    if m.answers in ("system", "small"):
+        res = from_cycles(ctx.reports[m.name]["cycles"])
+        ctx.extras[m.name] = {"curves": res["curves"]}
+        return system_row(res, ctx.stream_target)
+    if m.answers == "large" and ctx.stream_target is not None:
+        acc = ctx.stream_target + 0.01
+        return {"stream_accuracy": acc, "stream_large_share": 1.0, "late_large_share": 1.0}
+    return {}
 
 
 def _context(
@@ -309,6 +362,9 @@ def _context(
     ctx.small_label = pt.small_proba.argmax(axis=1)
     ctx.large_t = s.predict(traffic, route="large", use_hint=False)
     ctx.hinted = s.predict(traffic, route="large")  # the large model's answers with the hint
+    ctx.stream = workspace_stream(wss["kcm"], runs["kcm"][1])
+    ctx.stream_target = stream_target(ctx.stream.teacher, ctx.stream.batches)
+    ctx.stream_share = from_cycles(reports["kcm"]["cycles"])["stream_large_share"]
     return ctx
 
 
@@ -318,9 +374,12 @@ def score_methods(
     throughput_n: int,
     seed: int,
     budget: float = 0.3,
+    methods: tuple[str, ...] | None = None,
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, Any]]:
-    """Every method's metrics for one seed, from the runs' final states."""
+    """Every method's metrics (or those in ``methods``) for one seed, from the runs' final
+    states and their streams."""
     ctx = _context(runs, reports, throughput_n, seed, budget)
+    chosen = [m for m in METHODS_TABLE if methods is None or m.name in methods]
     # (only ``random`` draws from the kcm system's generator, so the order changes no figure)
-    out = {m.name: SCORERS[m.answers](ctx, m) for m in METHODS_TABLE}
-    return out, {"curves": ctx.curves, "kcm_rate": ctx.kcm_rate}
+    out = {m.name: {**SCORERS[m.answers](ctx, m), **_stream_fields(ctx, m)} for m in chosen}
+    return out, {"curves": ctx.curves, "kcm_rate": ctx.kcm_rate, "stream": ctx.extras}

@@ -240,6 +240,24 @@ class RoutingConfig(Section):
         le=1.0,
         description="if set, ε is calibrated on each batch so this fraction of it goes large",
     )
+    max_loss: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="if set, an accuracy budget: on each batch the small model answers the "
+        "samples with the highest C_x while their expected errors Σ(1 − C_x) stay within "
+        "this share of the batch (0.01: give up at most about one point against the large "
+        "model); the large-call share then falls as the small model improves",
+    )
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> RoutingConfig:
+        if self.target_large_rate is not None and self.max_loss is not None:
+            raise ValueError(
+                "routing.target_large_rate and routing.max_loss are both set: keep one "
+                "(a call budget or an accuracy budget)"
+            )
+        return self
 
 
 class DistillConfig(Section):

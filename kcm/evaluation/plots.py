@@ -161,3 +161,44 @@ def plot_kan(
 
 def judge_input_names(n_dense: int) -> list[str]:
     return [f"feat{i}" for i in range(n_dense)] + list(JUDGE_EXTRA_NAMES)
+
+
+def plot_stream(
+    stream: dict[str, dict[str, Any]], path: str | Path, title: str, reference: str = "kcm"
+) -> Path:
+    """Two panels over a stream: delivered accuracy so far against cumulative large-model
+    calls for every method (the online-cascade paper's view; a peer's sweep points as
+    crosses), and the large-call rate of each cycle."""
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, e in sorted(stream.items(), key=lambda kv: kv[0] != reference):
+        c = e["curves"]
+        lw = 2.4 if name == reference else 1.2
+        (line,) = a1.plot(c["cumulative_calls"], c["cumulative_accuracy"], lw=lw, label=name)
+        a2.plot(
+            range(len(c["large_call_rate"])),
+            c["large_call_rate"],
+            lw=lw,
+            label=name,
+            color=line.get_color(),
+        )
+        n = sum(c["n"])
+        for share, acc in e.get("points", []):
+            a1.plot([share * n], [acc], "x", color=line.get_color(), ms=5)
+    a1.set(
+        xlabel="cumulative large-model calls",
+        ylabel="delivered accuracy so far",
+        title="accuracy vs calls (x: end of a peer's sweep run)",
+    )
+    a2.set(
+        xlabel="cycle",
+        ylabel="large-call rate of the cycle",
+        ylim=(0, 1.02),
+        title="share of each batch sent to the large model",
+    )
+    for a in (a1, a2):
+        a.grid(alpha=0.3)
+    a2.legend(fontsize=7, ncol=2, loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

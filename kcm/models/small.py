@@ -78,8 +78,10 @@ class SmallModel:
         weight_decay: float = 0.0,
         batch_size: int = 64,
         seed: int = 0,
+        keep_optimizer: bool = False,
     ) -> None:
         self.n_classes = n_classes
+        self.keep_optimizer = keep_optimizer
         self.hidden = hidden
         self.epochs = epochs
         self.lr = lr
@@ -89,9 +91,11 @@ class SmallModel:
         self.net_: _Net | None = None
         self.n_features_: int | None = None
         self._step = 0
+        self._opts: list[torch.optim.Optimizer] | None = None
 
     def _init(self, X: np.ndarray | sp.csr_matrix) -> None:
         self.n_features_ = X.shape[1]
+        self._opts = None
         torch.manual_seed(self.seed)
         self.net_ = _Net(self.n_features_, self.n_classes, self.hidden, sp.issparse(X))
 
@@ -127,7 +131,11 @@ class SmallModel:
         self._check(X)
         assert self.net_ is not None
         X = sp.csr_matrix(X) if sp.issparse(X) else np.asarray(X, dtype=np.float32)
-        opts = self._optimizers()
+        # a new optimizer per call by default; ``keep_optimizer`` keeps its state between calls
+        # (many small updates: a fresh SparseAdam state is as large as the embedding table)
+        opts = self._opts if self._opts is not None else self._optimizers()
+        if self.keep_optimizer:
+            self._opts = opts
         gen = torch.Generator().manual_seed(self.seed + self._step)
         self._step += 1
         n = X.shape[0]
@@ -154,6 +162,7 @@ class SmallModel:
             raise DataError("no labeled rows to fit the small model on")
         self.net_ = None
         self._step = 0
+        self._opts = None
         Xk = X[keep]
         yt = torch.from_numpy(y[keep])
         return self.partial_fit(

@@ -10,14 +10,18 @@ from kcm.errors import NotFittedError
 from kcm.judge import JUDGES, TARGETS, make_judge
 
 
-def _task(rng: np.random.Generator, n: int = 600, c: int = 4):
-    """Dense features; a 'small model' that is right on the left half of feature 0."""
+def _task(rng: np.random.Generator, n: int = 600, c: int = 4, sure_when_right: bool = False):
+    """Dense features; a 'small model' that is right on the left half of feature 0 (and, with
+    ``sure_when_right``, more confident where it is right: what a confidence-only router
+    reads)."""
     X = rng.normal(size=(n, 5)).astype(np.float32)
     y = (np.abs(X[:, 1]) * 2).astype(int) % c
     right = X[:, 0] < 0
     small_pred = np.where(right, y, (y + 1) % c)
-    small = np.full((n, c), 0.1 / (c - 1))
-    small[np.arange(n), small_pred] = 0.9
+    top = np.where(right, 0.9, 0.55) if sure_when_right else np.full(n, 0.9)
+    top = top + rng.normal(scale=0.03, size=n) * sure_when_right
+    small = np.repeat(((1 - top) / (c - 1))[:, None], c, axis=1)
+    small[np.arange(n), small_pred] = top
     return X, y, small, right
 
 
@@ -43,7 +47,9 @@ def test_fit_returns_self_and_confidence_is_a_probability(
 def test_correctness_judge_separates_right_from_wrong(kind: str, rng: np.random.Generator) -> None:
     from sklearn.metrics import roc_auc_score
 
-    X, y, small, right = _task(rng)
+    # the logistic router reads only the small model's confidence: give it a confidence that
+    # tells (the others must find the rule in the input features)
+    X, y, small, right = _task(rng, sure_when_right=kind == "logreg")
     judge = make_judge(JudgeConfig(kind=kind, target="correctness", epochs=40), seed=0)
     judge.fit(X[:400], y[:400], small[:400])
     auc = roc_auc_score(right[400:], judge.confidence(X[400:], small[400:]))

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from kcm.bench import METHODS, METRICS, ROUTERS
+from kcm.bench.methods import METHODS_TABLE
+from kcm.peers import PEERS
 from kcm_app.cli import main
 
 pytestmark = pytest.mark.slow
@@ -25,7 +27,9 @@ def test_bench_writes_the_schema_and_the_oracle_bounds_the_routers(tmp_path: Pat
         "--throughput-n",
         "200",
         "--set",
-        "data.stream.n_batches=2",
+        "data.stream.n_batches=3",
+        "--set",
+        "routing.epsilon=0.9",
         "--set",
         "judge.epochs=15",
     ]
@@ -35,12 +39,40 @@ def test_bench_writes_the_schema_and_the_oracle_bounds_the_routers(tmp_path: Pat
     assert result["dataset"] == "digits"
     assert [r["method"] for r in result["rows"]] == list(METHODS)
     rows = {r["method"]: r for r in result["rows"]}
+    peers = {m.name for m in METHODS_TABLE if m.answers == "peer"}
+    assert peers == set(PEERS)
     for row in result["rows"]:
         for key in METRICS:
             assert set(row[key]) == {"mean", "std"}, (row["method"], key)
+        if row["method"] in peers:  # online policies: stream figures only
+            assert row["accuracy"]["mean"] is None
+            continue
         for key in ("accuracy", "accuracy_balanced", "large_call_rate", "throughput_sps"):
             assert row[key]["mean"] is not None, (row["method"], key)
         assert 0.0 <= row["accuracy"]["mean"] <= 1.0
+    # the stream: every method that ran it has its delivered accuracy and shares, and curves
+    ran_stream = [m.name for m in METHODS_TABLE if m.answers in ("system", "small", "peer")]
+    stream = result["stream"][0]
+    for m in ran_stream:
+        for key in ("stream_accuracy", "stream_large_share", "late_large_share"):
+            v = rows[m][key]["mean"]
+            assert v is not None and 0.0 <= v <= 1.0, (m, key)
+        curves = stream[m]["curves"]
+        assert len(curves["large_call_rate"]) == 3, m
+        assert curves["cumulative_calls"][-1] == round(
+            rows[m]["stream_large_share"]["mean"] * sum(curves["n"])
+        ), m
+        if m in ("kcm", "mcm"):
+            assert all(s is not None and s > 0 for s in curves["learn_seconds"]), m
+            assert all(r is not None and r > 0 for r in curves["rss_mb"]), m
+    for m in peers:
+        assert len(stream[m]["points"]) >= len(PEERS[m].sweep), m
+        assert (
+            rows[m]["accuracy_at_kcm_share"]["mean"] is not None
+            or min(p[0] for p in stream[m]["points"]) > rows["kcm"]["stream_large_share"]["mean"]
+        ), m
+    assert rows["kd"]["stream_large_share"]["mean"] == 1.0  # ε = 1: everything goes large
+    assert rows["large_only"]["stream_large_share"]["mean"] == 1.0
     for m in ROUTERS:  # routers only: a routing score and its curve
         assert rows[m]["judge_auroc"]["mean"] is not None, m
         assert rows[m]["apgr"]["mean"] is not None, m
@@ -72,3 +104,5 @@ def test_bench_writes_the_schema_and_the_oracle_bounds_the_routers(tmp_path: Pat
     md = (out / "BENCH.md").read_text()
     assert "| kcm |" in md and "| oracle |" in md
     assert (out / "tradeoff.png").is_file()
+    assert (out / "stream.png").is_file()
+    assert "| ocats |" in md and "delivered acc" in md

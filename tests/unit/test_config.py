@@ -45,7 +45,7 @@ def test_frozen_settings_are_refused_and_run_settings_pass() -> None:
 
 def test_registry_names_are_validated() -> None:
     with pytest.raises(
-        ConfigError, match=r"judge\.kind=.kann. is not known: choose one of kan, mlp"
+        ConfigError, match=r"judge\.kind=.kann. is not known: choose one of kan, logreg, mlp"
     ):
         load_config(None, ["judge.kind=kann"])
     with pytest.raises(ConfigError, match="auto, callable, embedding-head"):

@@ -1,0 +1,184 @@
+"""The OCaTS protocol on BANKING77 with GPT-4 replayed as the large model (``kcm bench
+--scenario ocats --data-dir ../shared/data/banking77-llm``).
+
+As in Stogiannidis et al. (2023): the 3,080 BANKING77 test queries arrive as the stream in a
+seeded shuffle; every learner starts from 3 gold examples per intent (drawn, seeded, from
+``dev_answers.csv``: BANKING77 training queries); the stream's labels are never shown, so
+learners learn only from GPT-4's answers; every answer is delivered before it is learned,
+and the delivered (prequential) accuracy against the gold labels is the measure. GPT-4's
+recorded answers (``test_answers.csv``: ``text,category,gpt4``) are replayed by kcm's
+``replay`` backend: an answer outside the label set is a failed call. The featurizer (TF-IDF
+and its SVD) is fitted, without labels, on the dev queries. No transformer is used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kcm.answers import teacher_labels
+from kcm.bench.online import OnlineStream
+from kcm.bench.streams import LAMBDAS
+from kcm.config import KCMConfig, with_overrides
+from kcm.data.batch import NO_LABEL, Batch, Task
+from kcm.data.sources import read_table
+from kcm.errors import DataError
+from kcm.models.large import make_large_model
+from kcm.system import CollaborationSystem
+
+FILES = ("test_answers.csv", "dev_answers.csv")
+LATE = 1000  # the last 1,000 queries
+
+
+def resolve(data_dir: str | Path | None) -> Path:
+    root = Path(data_dir or "../shared/data/banking77-llm").expanduser()
+    missing = [f for f in FILES if not (root / f).is_file()]
+    if missing:
+        raise DataError(
+            f"--scenario ocats: {root} lacks {missing}: pass --data-dir to the folder with "
+            "test_answers.csv and dev_answers.csv (text,category,gpt4), e.g. "
+            "../shared/data/banking77-llm"
+        )
+    return root
+
+
+def _batch(df, task: Task, name: str, show_labels: bool) -> Batch:
+    index = task.label_index()
+    gold = np.array([index[c] for c in df["category"].astype(str)], dtype=np.int64)
+    return Batch(
+        ids=np.array([f"{name}-{i:05d}" for i in range(len(df))], dtype=object),
+        inputs=[str(t).strip() for t in df["text"]],
+        label=gold.copy() if show_labels else np.full(len(gold), NO_LABEL, np.int64),
+        gold=gold,
+        name=name,
+    )
+
+
+def config(cfg: KCMConfig, root: Path) -> KCMConfig:
+    """The run's config with GPT-4 replayed as the large model."""
+    return with_overrides(
+        cfg, ["large.backend=replay", f"large.replay.path={root / 'test_answers.csv'}"]
+    )
+
+
+def build(
+    cfg: KCMConfig,
+    data_dir: str | Path | None,
+    seed: int,
+    batch_size: int = 100,
+    limit: int | None = None,
+    per_intent: int = 3,
+) -> tuple[OnlineStream, Task, Batch]:
+    """The seeded stream (``limit``: only its first queries, for tests), the task and the
+    featurizer's warm-up queries."""
+    root = resolve(data_dir)
+    test = read_table(root / "test_answers.csv", str_cols=("category", "gpt4"))
+    dev = read_table(root / "dev_answers.csv", str_cols=("category", "gpt4"))
+    task = Task(
+        kind="text",
+        label_names=tuple(sorted(test["category"].unique())),
+        text_col="text",
+        label_col="category",
+    )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(test))[: limit or len(test)]
+    seed_rows = np.concatenate(
+        [
+            rng.permutation(np.flatnonzero(dev["category"].to_numpy() == c))[:per_intent]
+            for c in task.label_names
+        ]
+    )
+    warm = _batch(dev.iloc[seed_rows], task, "seed", show_labels=True)
+    warmup = _batch(dev, task, "warmup", show_labels=False)
+    stream = _batch(test.iloc[order], task, "stream", show_labels=False)
+    batches = [
+        stream.subset(np.arange(s, min(s + batch_size, len(stream))), f"batch-{i:03d}")
+        for i, s in enumerate(range(0, len(stream), batch_size))
+    ]
+    c = config(cfg, root)
+    probe = CollaborationSystem(task, c, make_large_model(c, task)).setup(warmup)
+    feats = [probe.featurize(b) for b in batches]
+    teacher = [teacher_labels(probe.large, b) for b in batches]
+    return (
+        OnlineStream(
+            batches=batches,
+            features=feats,
+            teacher=teacher,
+            n_classes=task.n_classes,
+            warm=warm,
+            warm_features=probe.featurize(warm),
+            late=LATE,
+        ),
+        task,
+        warmup,
+    )
+
+
+#: the kcm systems of this scenario: name -> config overrides (the peers come from PEERS)
+SYSTEMS: dict[str, tuple[str, ...]] = {
+    "kcm": (),
+    "mcm": ("judge.kind=mlp",),
+    "learned_router": ("judge.kind=logreg",),
+}
+
+
+def methods_of(methods: Sequence[str] | None) -> tuple[str, ...]:
+    from kcm.errors import ConfigError
+    from kcm.peers import PEERS
+
+    known = ("large_only", *SYSTEMS, *PEERS)
+    if not methods:
+        return known
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ConfigError(
+            f"--methods {','.join(unknown)}: not a method of --scenario ocats; choose from "
+            f"{', '.join(known)}"
+        )
+    return tuple(m for m in known if m in methods or m == "kcm")
+
+
+def run_seed(
+    cfg: KCMConfig,
+    data_dir: str | Path | None,
+    seed: int,
+    methods: Sequence[str] | None = None,
+    limit: int | None = None,
+    batch_size: int = 100,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Every method on one seeded shuffle of the stream: rows and curves."""
+    from kcm.bench.online import run_system
+    from kcm.bench.streams import peer_row, stream_target, system_row
+
+    cfg = with_overrides(cfg, [f"seed={seed}"])
+    stream, task, warmup = build(cfg, data_dir, seed, batch_size=batch_size, limit=limit)
+    root = resolve(data_dir)
+    target = stream_target(stream.teacher, stream.batches)
+    chosen = methods_of(methods)
+    rows: dict[str, dict[str, Any]] = {}
+    extras: dict[str, Any] = {}
+    for name in [m for m in chosen if m in SYSTEMS]:
+        if progress:
+            progress(f"seed {seed}: {name}")
+        c = config(with_overrides(cfg, list(SYSTEMS[name])), root)
+        system = CollaborationSystem(task, c, make_large_model(c, task)).setup(warmup)
+        res = run_system(system, stream).result()
+        rows[name] = system_row(res, target)
+        extras[name] = {"curves": res["curves"]}
+    ref = rows["kcm"]["stream_large_share"]
+    for name in [m for m in chosen if m not in SYSTEMS and m != "large_only"]:
+        rows[name], extras[name] = peer_row(name, stream, seed, ref, target, progress)
+    if "large_only" in chosen:
+        acc = target + 0.01
+        rows["large_only"] = {
+            "stream_accuracy": acc,
+            "stream_large_share": 1.0,
+            "late_large_share": 1.0,
+            "calls_to_match": float(stream.n),
+            **{f"phi_{lam}": acc - lam for lam in LAMBDAS},
+        }
+    return rows, extras

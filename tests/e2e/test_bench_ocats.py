@@ -1,0 +1,68 @@
+"""`kcm bench --scenario ocats` on a slice of the stream: GPT-4 replayed, every method."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kcm.peers import PEERS
+from kcm_app.cli import main
+
+pytestmark = pytest.mark.slow
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "banking77-llm"
+
+
+@pytest.mark.skipif(not (DATA / "test_answers.csv").is_file(), reason="banking77-llm absent")
+def test_ocats_scenario_on_a_slice(tmp_path: Path) -> None:
+    out = tmp_path / "ocats"
+    args = [
+        "bench",
+        "--scenario",
+        "ocats",
+        "--data-dir",
+        str(DATA),
+        "--seeds",
+        "0",
+        "--stream-limit",
+        "200",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    result = json.loads((out / "bench.json").read_text())
+    rows = {r["method"]: r for r in result["rows"]}
+    assert set(rows) == {"large_only", "kcm", "mcm", "learned_router", *PEERS}
+    gpt4 = rows["large_only"]["stream_accuracy"]["mean"]
+    assert 0.7 < gpt4 < 0.95  # GPT-4's recorded answers against the gold labels
+    for name, row in rows.items():
+        for key in ("stream_accuracy", "stream_large_share", "late_large_share", "phi_0.1"):
+            assert row[key]["mean"] is not None, (name, key)
+        # nothing here is better than its teacher by much: the learners see only its answers
+        assert row["stream_accuracy"]["mean"] <= gpt4 + 0.05, name
+        assert row["phi_0.1"]["mean"] <= row["stream_accuracy"]["mean"], name
+    assert rows["large_only"]["stream_large_share"]["mean"] == 1.0
+    curves = result["stream"][0]["kcm"]["curves"]
+    assert sum(curves["n"]) == 200 and len(curves["n"]) == 2
+    assert (out / "stream.png").is_file()
+    assert "| ocats |" in (out / "BENCH.md").read_text()
+
+
+def test_ocats_scenario_names_a_missing_folder(tmp_path: Path, capsys) -> None:
+    args = [
+        "bench",
+        "--scenario",
+        "ocats",
+        "--data-dir",
+        str(tmp_path),
+        "--seeds",
+        "0",
+        "--out",
+        str(tmp_path / "o"),
+        "--no-progress",
+    ]
+    assert main(args) == 2
+    assert "test_answers.csv" in capsys.readouterr().err
