@@ -69,6 +69,8 @@ METHODS_TABLE: tuple[Method, ...] = (
     Method("kcm", (), "system", scored=True),
     Method("kcm_no_hint", ("large.hint=false",), "system", scored=True),
     Method("kcm_no_distill", ("distill.enabled=false",), "system", scored=True),
+    # kcm with an accuracy budget instead of ε (routing.max_loss: the long-stream setting)
+    Method("kcm_max_loss", ("routing.max_loss=0.02",), "system", scored=True),
     # a logistic regression on the small model's confidence, margin and entropy
     Method("learned_router", ("judge.kind=logreg",), "system", scored=True),
     Method(

@@ -120,6 +120,7 @@ def build(
 #: the kcm systems of this scenario: name -> config overrides (the peers come from PEERS)
 SYSTEMS: dict[str, tuple[str, ...]] = {
     "kcm": (),
+    "kcm_max_loss": ("routing.max_loss=0.02",),
     "mcm": ("judge.kind=mlp",),
     "learned_router": ("judge.kind=logreg",),
 }

@@ -35,7 +35,7 @@ def test_ocats_scenario_on_a_slice(tmp_path: Path) -> None:
     assert main(args) == 0
     result = json.loads((out / "bench.json").read_text())
     rows = {r["method"]: r for r in result["rows"]}
-    assert set(rows) == {"large_only", "kcm", "mcm", "learned_router", *PEERS}
+    assert set(rows) == {"large_only", "kcm", "kcm_max_loss", "mcm", "learned_router", *PEERS}
     gpt4 = rows["large_only"]["stream_accuracy"]["mean"]
     assert 0.7 < gpt4 < 0.95  # GPT-4's recorded answers against the gold labels
     for name, row in rows.items():
