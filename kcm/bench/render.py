@@ -25,6 +25,8 @@ def aggregate_rows(
         row: dict[str, Any] = {"method": m}
         for k in metrics:
             vals = [s[m].get(k) for s in per_seed if s[m].get(k) is not None]
+            if k == "calls_to_match" and len(vals) < len(per_seed):
+                vals = []  # a seed that never came within a point: no mean of the others
             row[k] = (
                 {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
                 if vals

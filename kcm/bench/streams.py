@@ -47,7 +47,7 @@ def from_cycles(cycles: list[dict[str, Any]], late: float = 0.25) -> dict[str, A
             n if acc is not None else 0,
             int(c["large_calls"]),
             c.get("learn_seconds"),
-            c.get("route_seconds"),
+            None,  # a workspace cycle's serving time is not separated from its other steps
             c.get("rss_mb"),
         )
     return m.result()
@@ -103,8 +103,9 @@ def peer_row(
 
 def stream_target(teacher: list[np.ndarray], batches: list[Any]) -> float:
     """The large model's own delivered accuracy on the stream, less one point."""
-    right = np.concatenate([t == b.gold for t, b in zip(teacher, batches, strict=True)])
-    return float(right.mean()) - 0.01
+    gold = np.concatenate([b.gold for b in batches])
+    right = np.concatenate(teacher) == gold
+    return float(right[gold >= 0].mean()) - 0.01
 
 
 def workspace_stream(ws: Workspace, cfg: KCMConfig) -> OnlineStream:

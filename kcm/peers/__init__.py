@@ -50,7 +50,7 @@ PEERS: dict[str, Peer] = {
             "nc_entropy",
             _NC,
             {"criterion": "entropy"},
-            tuple({"threshold": t} for t in (0.5, 1.0, 2.0, 3.0, 3.8)),
+            tuple({"threshold": t} for t in (0.1, 0.25, 0.45, 0.65, 0.85)),
             budgeted=True,
         ),
         Peer(

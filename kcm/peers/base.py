@@ -9,6 +9,7 @@ delivered before anything about it is learned.
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -36,6 +37,11 @@ class OnlinePolicy(ABC):
         self.rng_ = np.random.default_rng(seed)
         self.seed_ = seed
         return self
+
+    def train_seconds(self) -> float:
+        """Seconds spent learning so far (retraining inside ``serve`` included); 0 for a
+        policy whose learning is only ``learn`` (the driver times that)."""
+        return 0.0
 
     def warm(self, feats: Features, target: np.ndarray) -> None:
         """Gold examples the policy may start from (OCaTS's 3 per intent); default: learn them."""
@@ -83,6 +89,7 @@ class Student:
         self.new_y_: list[np.ndarray] = []
         self.rng_ = np.random.default_rng(seed)
         self.updates_ = 0
+        self.seconds_ = 0.0  # time spent retraining (the policy's learning cost)
 
     def add(self, x: np.ndarray | sp.csr_matrix, y: np.ndarray) -> None:
         keep = np.flatnonzero(np.asarray(y) >= 0)
@@ -107,6 +114,7 @@ class Student:
         is thinned to a seeded uniform sample, so it stays bounded by configuration."""
         if not self.new_y_:
             return False
+        t0 = time.perf_counter()
         x_new, y_new = stack(self.new_x_), np.concatenate(self.new_y_)
         xs, ys = [x_new], [y_new]
         n_mem = sum(len(y) for y in self.mem_y_)
@@ -127,6 +135,7 @@ class Student:
             self.mem_x_, self.mem_y_ = [stack(self.mem_x_)], [np.concatenate(self.mem_y_)]
         self.new_x_, self.new_y_ = [], []
         self.updates_ += 1
+        self.seconds_ += time.perf_counter() - t0
         return True
 
     def proba(self, x: np.ndarray | sp.csr_matrix) -> np.ndarray:
@@ -134,16 +143,12 @@ class Student:
             return np.full((x.shape[0], self.n_classes), 1.0 / self.n_classes)
         return self.model_.predict_proba(x)
 
-    def snapshot(self) -> dict[str, torch.Tensor]:
-        """The current weights (QBC's committee keeps the last few)."""
-        return {k: v.clone() for k, v in self.model_.get_state()["tensors"].items()}
-
-    def proba_with(
-        self, state: dict[str, torch.Tensor], x: np.ndarray | sp.csr_matrix
-    ) -> np.ndarray:
-        if not state:
-            return np.full((x.shape[0], self.n_classes), 1.0 / self.n_classes)
+    def frozen_copy(self) -> SmallModel:
+        """A copy of the current student that later retraining leaves alone (QBC's committee
+        keeps the last few)."""
+        state = self.model_.get_state()
         other = SmallModel(self.n_classes, hidden=self.hidden, seed=self.seed)
-        meta = self.model_.get_state()["meta"]
-        other.set_state({"meta": meta, "tensors": state})
-        return other.predict_proba(x)
+        other.set_state(
+            {"meta": state["meta"], "tensors": {k: v.clone() for k, v in state["tensors"].items()}}
+        )
+        return other

@@ -84,10 +84,17 @@ class OnlineCascade(OnlinePolicy):
         params = [p for h in self.heads_ for p in h.parameters()]
         self.opt_ = torch.optim.Adam(params, lr=self.lr, weight_decay=0.0)
         self.taught_: np.ndarray | None = None
+        self.asked_ = 0
         return self
 
-    def _warm(self) -> bool:
-        return min(lv.updates for lv in self.levels_) < self.warmup_updates
+    def train_seconds(self) -> float:
+        return sum(lv.student.seconds_ for lv in self.levels_)
+
+    def warming_up(self) -> bool:
+        """Everything goes to the LLM until each level could have been updated
+        ``warmup_updates`` times from the LLM's answers alone (gold examples given at the
+        start do not shorten it: the deferral heads learn only from the LLM)."""
+        return self.asked_ < self.warmup_updates * max(lv.cache_size for lv in self.levels_)
 
     def _train_heads(self, probas: list[np.ndarray], teacher: int) -> None:
         if min(lv.updates for lv in self.levels_) <= 2:
@@ -117,7 +124,7 @@ class OnlineCascade(OnlinePolicy):
             xi = x[i : i + 1]
             probas = [lv.proba(xi) for lv in self.levels_]
             answer = -1
-            if not self._warm():
+            if not self.warming_up():
                 for j, (lv, pr) in enumerate(zip(self.levels_, probas, strict=True)):
                     with torch.no_grad():
                         d = float(self.heads_[j](torch.from_numpy(pr.astype(np.float32))))
@@ -128,6 +135,7 @@ class OnlineCascade(OnlinePolicy):
             if answer < 0:
                 got = int(ask(np.array([i]))[0])
                 self.calls_ += 1
+                self.asked_ += 1
                 if got >= 0:
                     answer = self.taught_[i] = got
                     self._train_heads(probas, got)

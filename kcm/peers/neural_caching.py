@@ -3,9 +3,10 @@ Language Models", arXiv:2310.13561; reference code guillemram97/neural-caching).
 
 A student is retrained on the LLM's answers; per request, a classic active-learning criterion
 decides whether to call the LLM: margin sampling (top-1 minus top-2 below a threshold),
-prediction entropy (above a threshold) or query-by-committee (the current student and its
+prediction entropy (normalised by ln C, above a threshold) or query-by-committee (the current student and its
 last retrained checkpoints; call when at most ``threshold`` of the 4 previous checkpoints
-give the current answer, and always until 4 exist).
+give the current answer, and always until 4 exist; a checkpoint is kept at each retrain that
+had new answers, and the untrained model is not one).
 
 Faithful: the first ``warmup`` (100) requests go to the LLM; the student is retrained every
 ``retrain_every`` (100) requests; a fixed threshold per criterion; an optional fixed budget
@@ -24,6 +25,7 @@ from collections import deque
 import numpy as np
 
 from kcm.features import Features
+from kcm.models.small import SmallModel
 from kcm.peers import rules
 from kcm.peers.base import Ask, OnlinePolicy, Student
 
@@ -54,25 +56,32 @@ class NeuralCaching(OnlinePolicy):
             raise ValueError(f"criterion={self.criterion!r}; choose one of {CRITERIA}")
         super().start(n_classes, n_total, seed)
         self.student_ = Student(n_classes, seed=seed, memory=self.memory)
-        self.checkpoints_: deque[dict] = deque(maxlen=self.committee)
+        self.checkpoints_: deque[SmallModel] = deque(maxlen=self.committee)
         self.budget_left_ = None if self.budget is None else round(self.budget * n_total)
         self.since_retrain_ = 0
         self.taught_: np.ndarray | None = None
         return self
 
-    def _retrain(self) -> None:
-        if self.criterion == "qbc":
-            self.checkpoints_.append(self.student_.snapshot())
+    def train_seconds(self) -> float:
+        return self.student_.seconds_
+
+    def retrain_student(self) -> None:
+        """Retrain on what arrived since the last retrain; QBC keeps the model it replaces
+        (a retrain with nothing new changes nothing, and adds no checkpoint)."""
+        if self.student_.pending == 0:
+            return
+        if self.criterion == "qbc" and self.student_.model_.is_fitted:
+            self.checkpoints_.append(self.student_.frozen_copy())
         self.student_.retrain()
 
     def _value(self, proba: np.ndarray, x) -> np.ndarray:
         if self.criterion == "margin":
             return rules.margin(proba)
-        if self.criterion == "entropy":
-            return rules.entropy(proba)
+        if self.criterion == "entropy":  # normalised by ln C: one grid for any class count
+            return rules.entropy(proba) / np.log(max(self.n_classes_, 2))
         if len(self.checkpoints_) < self.committee:  # QBC calls until the committee is full
             return np.full(len(proba), -1.0)
-        votes = [self.student_.proba_with(s, x).argmax(axis=1) for s in self.checkpoints_]
+        votes = [m.predict(x) for m in self.checkpoints_]
         return rules.committee_votes(proba.argmax(axis=1), np.stack(votes)).astype(float)
 
     def _score(self, x) -> tuple[np.ndarray, np.ndarray]:
@@ -103,7 +112,7 @@ class NeuralCaching(OnlinePolicy):
             self.since_retrain_ += 1
             if self.since_retrain_ >= self.retrain_every:
                 self.since_retrain_ = 0
-                self._retrain()
+                self.retrain_student()
                 if i + 1 < len(answer):  # the rest of the batch sees the new student
                     a, v = self._score(x[i + 1 :])
                     answer[i + 1 :], value[i + 1 :] = a, v

@@ -58,20 +58,30 @@ class OCaTS(OnlinePolicy):
             self.base_, self.base_y_ = self.base_[-self.memory :], self.base_y_[-self.memory :]
         self.new_, self.new_y_ = [], []
 
-    def _cache(self) -> tuple[sp.csr_matrix | None, np.ndarray]:
-        if self.new_:
-            self._compact()
-        return self.base_, self.base_y_
-
     def predict_one(self, q: sp.csr_matrix) -> tuple[int, float, float]:
-        """(answer, vote entropy, distance to the neighbours' centroid); no cache: (-1, inf, inf)."""
-        cache, y = self._cache()
-        if cache is None or len(y) == 0:
+        """(answer, vote entropy, distance to the neighbours' centroid); no cache: (-1, inf, inf).
+        The cache is the compacted part plus the answers added since (compacted every 256)."""
+        parts, ys = [], []
+        if self.base_ is not None and len(self.base_y_):
+            parts.append(self.base_)
+            ys.append(self.base_y_)
+        if self.new_:
+            parts.append(sp.vstack(self.new_, format="csr"))
+            ys.append(np.asarray(self.new_y_, np.int64))
+        if not ys:
             return -1, float("inf"), float("inf")
-        sims = np.asarray((cache @ q.T).todense()).ravel()
+        y = np.concatenate(ys)
+        sims = np.concatenate([np.asarray((p @ q.T).todense()).ravel() for p in parts])
         kk = min(self.k, len(y))
         top = np.argpartition(-sims, kk - 1)[:kk]
-        nb = cache[top]
+        offsets = np.cumsum([0, *(p.shape[0] for p in parts)])
+        rows = [
+            parts[int(np.searchsorted(offsets, t, side="right") - 1)][
+                int(t - offsets[int(np.searchsorted(offsets, t, side="right") - 1)])
+            ]
+            for t in top
+        ]
+        nb = sp.vstack(rows, format="csr")
         gram = np.asarray((nb @ nb.T).todense())
         p, h, dist = rules.knn_vote(sims[top], y[top], gram, self.n_classes_)
         return int(p.argmax()), h, dist

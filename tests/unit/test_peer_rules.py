@@ -130,3 +130,29 @@ def test_ocats_thresholds_trade_calls() -> None:
     assert strict["stream_large_share"] == 1.0
     # loose: only the very first request (an empty cache) goes to the teacher
     assert loose["stream_calls"] == 1
+
+
+def test_qbc_keeps_a_checkpoint_only_for_a_retrain_with_new_answers() -> None:
+    from kcm.features import Features
+
+    nc = PEERS["nc_qbc"].make(threshold=0).start(n_classes=3, n_total=100, seed=0)
+    x = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    nc.retrain_student()  # nothing learned yet: no retrain, no checkpoint (the untrained model)
+    assert len(nc.checkpoints_) == 0
+    nc.learn(Features(small=x, dense=x), np.array([0, 1, 2, 0, 1, 2]))
+    nc.retrain_student()  # the first fit: still no checkpoint of an untrained model
+    nc.learn(Features(small=x, dense=x), np.array([0, 1, 2, 0, 1, 2]))
+    nc.retrain_student()
+    assert len(nc.checkpoints_) == 1
+    nc.retrain_student()  # nothing new: the committee does not fill with copies of the current model
+    assert len(nc.checkpoints_) == 1
+
+
+def test_cascade_warm_up_is_not_shortened_by_the_gold_examples() -> None:
+    from kcm.features import Features
+
+    oc = PEERS["online_cascade"].make().start(n_classes=3, n_total=100, seed=0)
+    x = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+    oc.warm(Features(small=x, dense=x), np.arange(300) % 3)
+    assert min(lv.updates for lv in oc.levels_) >= 10  # the levels learned the gold examples
+    assert oc.warming_up()  # but the LLM still answers everything until it has taught them
