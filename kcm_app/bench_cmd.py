@@ -26,7 +26,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         chosen = methods_of(methods)
     else:
         chosen = check_methods(methods)
-    total = len(args.seeds) * (len(RUNS) + 1)
+    from kcm.peers import PEERS
+
+    # one step per continual run (or system) and scoring, one per peer operating point
+    runs = [m for m in chosen if m in RUNS or m in ("kcm", "kcm_max_loss", "mcm", "learned_router")]
+    points = sum(len(PEERS[m].sweep) for m in chosen if m in PEERS)
+    total = len(args.seeds) * (len(set(runs)) + 1 + points)
     with Progress(
         TextColumn("[bold]kcm bench[/bold] {task.description}"),
         BarColumn(),

@@ -134,7 +134,12 @@ def run_bench(
         out / "tradeoff.png",
         title=f"{cfg.data.dataset}, seed {seeds[0]}: accuracy vs large-call rate (traffic)",
     )
-    plot_stream(extras[0]["stream"], out / "stream.png", f"{cfg.data.dataset}, seed {seeds[0]}")
+    plot_stream(
+        extras[0]["stream"],
+        out / "stream.png",
+        f"{cfg.data.dataset}, seed {seeds[0]}: answers delivered on the stream",
+        large_accuracy=extras[0].get("large_stream_accuracy"),
+    )
     if not keep_runs:
         shutil.rmtree(work, ignore_errors=True)
     return result
@@ -191,7 +196,12 @@ def run_ocats(
         *stream_table(result["rows"]),
     ]
     (out / "BENCH.md").write_text("\n".join(md) + "\n")
-    plot_stream(extras[0], out / "stream.png", f"OCaTS protocol, GPT-4 replayed, seed {seeds[0]}")
+    plot_stream(
+        extras[0],
+        out / "stream.png",
+        f"OCaTS protocol, GPT-4 replayed, seed {seeds[0]}",
+        large_accuracy=per_seed[0].get("large_only", {}).get("stream_accuracy"),
+    )
     return result
 
 

@@ -384,4 +384,7 @@ def score_methods(
     chosen = [m for m in METHODS_TABLE if methods is None or m.name in methods]
     # (only ``random`` draws from the kcm system's generator, so the order changes no figure)
     out = {m.name: {**SCORERS[m.answers](ctx, m), **_stream_fields(ctx, m)} for m in chosen}
-    return out, {"curves": ctx.curves, "kcm_rate": ctx.kcm_rate, "stream": ctx.extras}
+    extra = {"curves": ctx.curves, "kcm_rate": ctx.kcm_rate, "stream": ctx.extras}
+    if ctx.stream_target is not None:
+        extra["large_stream_accuracy"] = ctx.stream_target + 0.01
+    return out, extra

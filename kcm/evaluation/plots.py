@@ -164,41 +164,58 @@ def judge_input_names(n_dense: int) -> list[str]:
 
 
 def plot_stream(
-    stream: dict[str, dict[str, Any]], path: str | Path, title: str, reference: str = "kcm"
+    stream: dict[str, dict[str, Any]],
+    path: str | Path,
+    title: str,
+    reference: str = "kcm",
+    large_accuracy: float | None = None,
 ) -> Path:
     """Two panels over a stream: delivered accuracy so far against cumulative large-model
-    calls for every method (the online-cascade paper's view; a peer's sweep points as
-    crosses), and the large-call rate of each cycle."""
+    calls for every method (the online-cascade paper's view; the end points of a peer's sweep
+    runs as crosses; the large model alone as a dashed line), and the large-call rate of each
+    cycle."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.6))
     for name, e in sorted(stream.items(), key=lambda kv: kv[0] != reference):
         c = e["curves"]
-        lw = 2.4 if name == reference else 1.2
+        lw = 2.6 if name == reference else 1.3
         (line,) = a1.plot(c["cumulative_calls"], c["cumulative_accuracy"], lw=lw, label=name)
         a2.plot(
-            range(len(c["large_call_rate"])),
-            c["large_call_rate"],
-            lw=lw,
-            label=name,
-            color=line.get_color(),
+            range(len(c["large_call_rate"])), c["large_call_rate"], lw=lw, color=line.get_color()
         )
         n = sum(c["n"])
         for share, acc in e.get("points", []):
-            a1.plot([share * n], [acc], "x", color=line.get_color(), ms=5)
+            a1.plot([share * n], [acc], "x", color=line.get_color(), ms=6)
+    if large_accuracy is not None:
+        a1.axhline(large_accuracy, ls="--", lw=1, color="grey")
+        a1.annotate(
+            "large model alone",
+            (0.01, large_accuracy),
+            xycoords=("axes fraction", "data"),
+            fontsize=8,
+            va="bottom",
+            color="grey",
+        )
     a1.set(
         xlabel="cumulative large-model calls",
         ylabel="delivered accuracy so far",
-        title="accuracy vs calls (x: end of a peer's sweep run)",
+        title="accuracy vs calls (x: a peer's sweep points, whole stream)",
     )
     a2.set(
         xlabel="cycle",
         ylabel="large-call rate of the cycle",
-        ylim=(0, 1.02),
+        ylim=(0, 1.03),
         title="share of each batch sent to the large model",
     )
+    a2.xaxis.set_major_locator(MaxNLocator(integer=True))
     for a in (a1, a2):
         a.grid(alpha=0.3)
-    a2.legend(fontsize=7, ncol=2, loc="upper right")
+    handles, labels = a1.get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="lower center", ncol=min(len(labels), 7), fontsize=8, frameon=False
+    )
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return _save(fig, path)
