@@ -26,10 +26,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         chosen = methods_of(methods)
     else:
         chosen = check_methods(methods)
+    # one step per continual run (or system) and scoring, one per peer operating point
+    from kcm.bench.scenario_ocats import SYSTEMS
     from kcm.peers import PEERS
 
-    # one step per continual run (or system) and scoring, one per peer operating point
-    runs = [m for m in chosen if m in RUNS or m in ("kcm", "kcm_max_loss", "mcm", "learned_router")]
+    runs = [m for m in chosen if m in (SYSTEMS if args.scenario == "ocats" else RUNS)]
     points = sum(len(PEERS[m].sweep) for m in chosen if m in PEERS)
     total = len(args.seeds) * (len(set(runs)) + 1 + points)
     with Progress(

@@ -78,7 +78,9 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--feature-cols", help="csv: comma-separated numeric feature columns")
     d.add_argument("--label-col", help="csv: the label column")
     p.add_argument(
-        "--judge", choices=list(registry.JUDGES), help="kan = KCM, mlp = MCM (judge.kind)"
+        "--judge",
+        choices=list(registry.JUDGES),
+        help="kan = KCM, mlp = MCM, logreg = a router on the small model's confidence (judge.kind)",
     )
 
 
