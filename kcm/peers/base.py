@@ -48,6 +48,16 @@ class OnlinePolicy(ABC):
         if len(feats):
             self.learn(feats, target)
 
+    def untaught(self, target: np.ndarray) -> np.ndarray:
+        """Where the revealed ``target`` adds something: known, and not the large model's
+        answer the policy already learned during ``serve`` (kept in ``taught_``, -1 elsewhere;
+        a revealed label that corrects it does add)."""
+        fresh = np.asarray(target) >= 0
+        taught = getattr(self, "taught_", None)
+        if taught is not None and len(taught) == len(fresh):
+            fresh &= np.asarray(target) != taught
+        return fresh
+
     @abstractmethod
     def serve(self, feats: Features, ask: Ask) -> np.ndarray:
         """The answer delivered for every request of the batch."""

@@ -147,9 +147,7 @@ class OnlineCascade(OnlinePolicy):
         return out
 
     def learn(self, feats: Features, target: np.ndarray) -> None:
-        fresh = np.asarray(target) >= 0
-        if self.taught_ is not None and len(self.taught_) == len(fresh):
-            fresh &= np.asarray(target) != self.taught_
+        fresh = self.untaught(target)
         for i in np.flatnonzero(fresh):
             for lv in self.levels_:
                 lv.add(feats.small[i : i + 1], int(target[i]))

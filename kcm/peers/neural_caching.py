@@ -122,8 +122,6 @@ class NeuralCaching(OnlinePolicy):
     def learn(self, feats: Features, target: np.ndarray) -> None:
         """What the stream reveals joins the student's data, except the LLM answers it
         already holds (a revealed label that corrects one is added)."""
-        fresh = np.asarray(target) >= 0
-        if self.taught_ is not None and len(self.taught_) == len(fresh):
-            fresh &= np.asarray(target) != self.taught_
+        fresh = self.untaught(target)
         self.student_.add(feats.small, np.where(fresh, target, -1))
         self.taught_ = None

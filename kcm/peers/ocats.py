@@ -103,8 +103,6 @@ class OCaTS(OnlinePolicy):
         return out
 
     def learn(self, feats: Features, target: np.ndarray) -> None:
-        fresh = np.asarray(target) >= 0
-        if self.taught_ is not None and len(self.taught_) == len(fresh):
-            fresh &= np.asarray(target) != self.taught_
+        fresh = self.untaught(target)
         self._add(l2_rows(sp.csr_matrix(feats.small)), np.where(fresh, target, -1))
         self.taught_ = None
