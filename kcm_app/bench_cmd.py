@@ -13,9 +13,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from kcm.bench import RUNS, check_budget, check_methods, run_bench, run_ocats
+    from kcm.bench import RUNS, check_budget, check_jobs, check_methods, run_bench, run_ocats
 
     check_budget(args.budget)
+    check_jobs(args.jobs)
     methods = [m for m in (args.methods or "").split(",") if m]
     from kcm_app.cli import load_cli_config
 
@@ -32,7 +33,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     runs = [m for m in chosen if m in (SYSTEMS if args.scenario == "ocats" else RUNS)]
     points = sum(len(PEERS[m].sweep) for m in chosen if m in PEERS)
-    total = len(args.seeds) * (len(set(runs)) + 1 + points)
+    if args.scenario == "ocats" and "cascade" in chosen:
+        from kcm.bench.scenario_ocats import CASCADE_EPSILONS
+
+        points += len(CASCADE_EPSILONS)
+    # seeds side by side report when each finishes; one after the other, every step
+    total = len(args.seeds) if args.jobs > 1 else len(args.seeds) * (len(set(runs)) + 1 + points)
     with Progress(
         TextColumn("[bold]kcm bench[/bold] {task.description}"),
         BarColumn(),
@@ -57,6 +63,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 methods=chosen,
                 limit=args.stream_limit,
                 progress=step,
+                jobs=args.jobs,
             )
         else:
             run_bench(
@@ -68,6 +75,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 keep_runs=args.keep_runs,
                 budget=args.budget,
                 methods=chosen,
+                jobs=args.jobs,
             )
         bar.update(job, completed=total, description="done")
     sys.stdout.write((Path(args.out) / "BENCH.md").read_text())
@@ -107,6 +115,13 @@ def add_bench_parser(sub: Any, add_config_args: Callable[[argparse.ArgumentParse
         type=int,
         default=None,
         help="ocats: only the first N queries of each shuffled stream (a quick check)",
+    )
+    be.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="seeds run side by side in this many processes, the cores shared out among "
+        "them (default 1; throughput figures are then measured on shared cores)",
     )
     be.add_argument("--keep-runs", action="store_true", help="keep the runs' workspaces")
     be.add_argument("--no-progress", action="store_true", help="hide the progress bar")

@@ -25,11 +25,13 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from kcm import loop
 from kcm.bench.methods import METHODS, METRICS, ROUTERS, RUNS, score_methods
+from kcm.bench.parallel import check_jobs, map_seeds
 from kcm.bench.render import aggregate, render_markdown
 from kcm.config import KCMConfig, config_to_dict, with_overrides
 from kcm.errors import ConfigError
@@ -72,6 +74,36 @@ def _run(cfg: KCMConfig, root: Path, share_cache_from: Path | None) -> dict[str,
         return loop.run(cfg, ws)
 
 
+def _bench_seed(
+    seed: int,
+    progress: Callable[[str], None] | None,
+    cfg: KCMConfig,
+    work: Path,
+    runs_wanted: dict[str, tuple[str, ...]],
+    throughput_n: int,
+    budget: float,
+    chosen: tuple[str, ...],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One seed of ``run_bench``: its continual runs, then every method scored."""
+    t0 = time.perf_counter()
+    runs, reports = {}, {}
+    cache: Path | None = None
+    for name, overrides in runs_wanted.items():
+        if progress:
+            progress(f"seed {seed}: {name}")
+        c = with_overrides(cfg, [*QUIET, f"seed={seed}", *overrides])
+        root = work / f"seed{seed}" / name
+        shutil.rmtree(root, ignore_errors=True)
+        reports[name] = _run(c, root, cache)
+        runs[name] = (root, c)
+        cache = cache or (root / "state" / "large_cache.sqlite")
+    if progress:
+        progress(f"seed {seed}: scoring")
+    scores, extra = score_methods(runs, reports, throughput_n, seed, budget, chosen)
+    log.info("seed %d done after %.0fs", seed, time.perf_counter() - t0)
+    return scores, extra
+
+
 def run_bench(
     cfg: KCMConfig,
     seeds: Sequence[int],
@@ -81,10 +113,13 @@ def run_bench(
     keep_runs: bool = False,
     budget: float = 0.3,
     methods: Sequence[str] | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """Run every method (or those in ``methods``) for every seed; write ``bench.json``,
     ``BENCH.md`` and plots. ``budget``: the large-call rate at which every router is also
-    scored. The ``kcm`` run always runs: the others are read off or compared with it."""
+    scored. The ``kcm`` run always runs: the others are read off or compared with it.
+    ``jobs``: seeds run side by side in that many processes (throughput figures are then
+    measured on shared cores)."""
     check_budget(budget)
     chosen = check_methods(methods)
     runs_wanted = {k: v for k, v in RUNS.items() if k == "kcm" or k in chosen}
@@ -92,26 +127,18 @@ def run_bench(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     work = out / "runs"
-    per_seed, extras = [], []
     t0 = time.perf_counter()
-    for seed in seeds:
-        runs, reports = {}, {}
-        cache: Path | None = None
-        for name, overrides in runs_wanted.items():
-            if progress:
-                progress(f"seed {seed}: {name}")
-            c = with_overrides(cfg, [*QUIET, f"seed={seed}", *overrides])
-            root = work / f"seed{seed}" / name
-            shutil.rmtree(root, ignore_errors=True)
-            reports[name] = _run(c, root, cache)
-            runs[name] = (root, c)
-            cache = cache or (root / "state" / "large_cache.sqlite")
-        if progress:
-            progress(f"seed {seed}: scoring")
-        scores, extra = score_methods(runs, reports, throughput_n, seed, budget, chosen)
-        per_seed.append(scores)
-        extras.append(extra)
-        log.info("seed %d done after %.0fs", seed, time.perf_counter() - t0)
+    fn = partial(
+        _bench_seed,
+        cfg=cfg,
+        work=work,
+        runs_wanted=runs_wanted,
+        throughput_n=throughput_n,
+        budget=budget,
+        chosen=chosen,
+    )
+    done = map_seeds(fn, seeds, jobs, progress)
+    per_seed, extras = [d[0] for d in done], [d[1] for d in done]
     result = {
         "dataset": cfg.data.dataset,
         "machine": machine(),
@@ -145,6 +172,19 @@ def run_bench(
     return result
 
 
+def _ocats_seed(
+    seed: int,
+    progress: Callable[[str], None] | None,
+    cfg: KCMConfig,
+    data_dir: str | Path | None,
+    methods: Sequence[str] | None,
+    limit: int | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from kcm.bench import scenario_ocats
+
+    return scenario_ocats.run_seed(cfg, data_dir, seed, methods, limit=limit, progress=progress)
+
+
 def run_ocats(
     cfg: KCMConfig,
     seeds: Sequence[int],
@@ -153,9 +193,11 @@ def run_ocats(
     methods: Sequence[str] | None = None,
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
     """``kcm bench --scenario ocats``: the OCaTS protocol with GPT-4 replayed (see
-    ``kcm.bench.scenario_ocats``); writes ``bench.json``, ``BENCH.md`` and ``stream.png``."""
+    ``kcm.bench.scenario_ocats``); writes ``bench.json``, ``BENCH.md`` and ``stream.png``.
+    ``jobs``: seeds run side by side in that many processes."""
     from kcm.bench import scenario_ocats
     from kcm.bench.render import aggregate_rows, stream_table
     from kcm.evaluation.plots import plot_stream
@@ -163,13 +205,9 @@ def run_ocats(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    per_seed, extras = [], []
-    for seed in seeds:
-        rows, extra = scenario_ocats.run_seed(
-            cfg, data_dir, seed, methods, limit=limit, progress=progress
-        )
-        per_seed.append(rows)
-        extras.append(extra)
+    fn = partial(_ocats_seed, cfg=cfg, data_dir=data_dir, methods=methods, limit=limit)
+    done = map_seeds(fn, seeds, jobs, progress)
+    per_seed, extras = [d[0] for d in done], [d[1] for d in done]
     names = list(per_seed[0])
     result = {
         "scenario": "ocats",
@@ -211,6 +249,7 @@ __all__ = [
     "ROUTERS",
     "RUNS",
     "check_budget",
+    "check_jobs",
     "check_methods",
     "render_markdown",
     "run_bench",

@@ -17,6 +17,7 @@ from kcm.data.batch import Batch
 from kcm.evaluation.stream import StreamMetrics, rss_mb
 from kcm.features import Features
 from kcm.peers.base import OnlinePolicy
+from kcm.routing import Mode
 from kcm.system import CollaborationSystem
 
 
@@ -77,15 +78,21 @@ def run_policy(policy: OnlinePolicy, stream: OnlineStream, seed: int) -> StreamM
     return metrics
 
 
-def run_system(system: CollaborationSystem, stream: OnlineStream) -> StreamMetrics:
+def run_system(
+    system: CollaborationSystem,
+    stream: OnlineStream,
+    route: Mode = "judge",
+    epsilon: float | None = None,
+) -> StreamMetrics:
     """A kcm system over the stream: ``predict`` (route, ask the large model with the hint,
-    merge) then ``learn`` on each batch."""
+    merge) then ``learn`` on each batch. ``route`` / ``epsilon``: another routing score and
+    its threshold (e.g. ``cascade``: the small model's own confidence)."""
     if stream.warm is not None:
         system.learn(stream.warm, system.predict(stream.warm, call_large=False))
     metrics = StreamMetrics(late=stream.late)
     for batch in stream.batches:
         t0 = time.perf_counter()
-        preds = system.predict(batch)
+        preds = system.predict(batch, route=route, epsilon=epsilon)
         t1 = time.perf_counter()
         report = system.learn(batch, preds)
         metrics.update(preds.answer, batch.gold, preds.to_large, report.seconds, t1 - t0, rss_mb())

@@ -123,14 +123,22 @@ SYSTEMS: dict[str, tuple[str, ...]] = {
     "kcm_max_loss": ("routing.max_loss=0.02",),
     "mcm": ("judge.kind=mlp",),
     "learned_router": ("judge.kind=logreg",),
+    # the small model learns only what GPT-4 said (no L_js on its own confident answers, no
+    # softening): with no label ever shown, self-training confirms the small model's errors
+    "kcm_teacher_only": ("routing.max_loss=0.02", "distill.w_js=0", "distill.temperature=1"),
 }
+
+
+#: ``cascade``: kcm's own small model, learning as in ``kcm``, routed on its max-softmax instead
+#: of the judge's C_x, swept over these ε (compared at equal calls, like the peers)
+CASCADE_EPSILONS = (0.2, 0.35, 0.5)
 
 
 def methods_of(methods: Sequence[str] | None) -> tuple[str, ...]:
     from kcm.errors import ConfigError
     from kcm.peers import PEERS
 
-    known = ("large_only", *SYSTEMS, *PEERS)
+    known = ("large_only", *SYSTEMS, "cascade", *PEERS)
     if not methods:
         return known
     unknown = [m for m in methods if m not in known]
@@ -153,7 +161,7 @@ def run_seed(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Every method on one seeded shuffle of the stream: rows and curves."""
     from kcm.bench.online import run_system
-    from kcm.bench.streams import peer_row, stream_target, system_row
+    from kcm.bench.streams import nearest, peer_row, stream_target, sweep_row, system_row
 
     cfg = with_overrides(cfg, [f"seed={seed}"])
     stream, task, warmup = build(cfg, data_dir, seed, batch_size=batch_size, limit=limit)
@@ -171,7 +179,19 @@ def run_seed(
         rows[name] = system_row(res, target)
         extras[name] = {"curves": res["curves"]}
     ref = rows["kcm"]["stream_large_share"]
-    for name in [m for m in chosen if m not in SYSTEMS and m != "large_only"]:
+    if "cascade" in chosen:
+        results = []
+        for eps in CASCADE_EPSILONS:
+            if progress:
+                progress(f"seed {seed}: cascade ε={eps}")
+            c = config(cfg, root)
+            system = CollaborationSystem(task, c, make_large_model(c, task)).setup(warmup)
+            results.append((eps, run_system(system, stream, "cascade", eps).result()))
+        _, chosen_point = nearest(results, ref)
+        rows["cascade"], extras["cascade"] = sweep_row(
+            [r for _, r in results], chosen_point, ref, target, stream.n
+        )
+    for name in [m for m in chosen if m not in (*SYSTEMS, "cascade", "large_only")]:
         rows[name], extras[name] = peer_row(name, stream, seed, ref, target, progress)
     if "large_only" in chosen:
         acc = target + 0.01

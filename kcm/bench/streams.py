@@ -88,15 +88,33 @@ def peer_row(
         if progress:
             progress(f"seed {seed}: {name} {point}")
         results.append((point, run_policy(peer.make(**point), stream, seed).result()))
-    pts = [(r["stream_large_share"], r["stream_accuracy"]) for _, r in results]
-    point, chosen = min(results, key=lambda pr: abs(pr[1]["stream_large_share"] - ref_share))
+    point, chosen = nearest(results, ref_share)
+    extra = []
     if peer.budgeted:
         # neural caching's own protocol: a fixed budget of kcm's calls, its nearest threshold
         chosen = run_policy(peer.make(**point, budget=ref_share), stream, seed).result()
-        pts.append((chosen["stream_large_share"], chosen["stream_accuracy"]))
+        extra.append(chosen)
+    return sweep_row([r for _, r in results] + extra, chosen, ref_share, target, stream.n)
+
+
+def nearest(results: list[tuple[Any, dict[str, Any]]], share: float) -> tuple[Any, dict]:
+    """The operating point whose large share is nearest ``share``."""
+    return min(results, key=lambda pr: abs(pr[1]["stream_large_share"] - share))
+
+
+def sweep_row(
+    results: list[dict[str, Any]],
+    chosen: dict[str, Any],
+    ref_share: float,
+    target: float | None,
+    n: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The row of a method swept over operating points (``results``), credited with the best
+    of them in hindsight; ``chosen``: the point whose figures and curves are shown."""
+    pts = [(r["stream_large_share"], r["stream_accuracy"]) for r in results]
     row = system_row(chosen, None)
     row["accuracy_at_kcm_share"] = accuracy_at_share(pts, ref_share)
-    row["calls_to_match"] = None if target is None else calls_to_reach(pts, target, stream.n)
+    row["calls_to_match"] = None if target is None else calls_to_reach(pts, target, n)
     row.update({f"phi_{lam}": max(phi(a, s, lam) for s, a in pts) for lam in LAMBDAS})
     return row, {"points": [[s, a] for s, a in pts], "curves": chosen["curves"]}
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from kcm.bench.scenario_ocats import SYSTEMS
 from kcm.peers import PEERS
 from kcm_app.cli import main
 
@@ -26,6 +27,9 @@ def test_ocats_scenario_on_a_slice(tmp_path: Path) -> None:
         str(DATA),
         "--seeds",
         "0",
+        "1",
+        "--jobs",
+        "2",
         "--stream-limit",
         "200",
         "--out",
@@ -35,7 +39,8 @@ def test_ocats_scenario_on_a_slice(tmp_path: Path) -> None:
     assert main(args) == 0
     result = json.loads((out / "bench.json").read_text())
     rows = {r["method"]: r for r in result["rows"]}
-    assert set(rows) == {"large_only", "kcm", "kcm_max_loss", "mcm", "learned_router", *PEERS}
+    assert set(rows) == {"large_only", "cascade", *SYSTEMS, *PEERS}
+    assert [p["seed"] for p in result["per_seed"]] == [0, 1]  # two worker processes
     gpt4 = rows["large_only"]["stream_accuracy"]["mean"]
     assert 0.7 < gpt4 < 0.95  # GPT-4's recorded answers against the gold labels
     for name, row in rows.items():
