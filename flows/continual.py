@@ -21,6 +21,7 @@ from prefect.states import Failed
 from flows.common import config_params, resolve, task_runner
 from flows.cycle import bootstrap_task, cycle_flow, ingest_task
 from kcm import loop, steps
+from kcm.lock import WorkspaceBusy, exclusive
 from kcm.report import continual_markdown, summary_report
 from kcm.workspace import atomic_write_text
 
@@ -55,6 +56,16 @@ def continual_flow(
         extra.append(f"flow.inbox={json.dumps(str(inbox))}")
     cfg = config_params(config_path, extra)
     c, ws = resolve(cfg)
+    try:  # one run per workspace, whatever started it (a schedule, a person, a deployment)
+        with exclusive(ws.root, c.flow.lock_timeout):
+            return _continual(cfg, c, ws)
+    except WorkspaceBusy as err:
+        log.error("%s", err)
+        return Failed(message=str(err))
+
+
+def _continual(cfg: dict[str, Any], c: Any, ws: Any) -> Any:
+    log = get_run_logger()
     bootstrap_task(cfg)
     steps.sync_champion(c, ws)
     pending = ingest_task(cfg)["pending"]

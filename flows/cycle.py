@@ -149,9 +149,7 @@ def cycle_flow(cfg: dict[str, Any], name: str, parent_run_id: str | None = None)
     futures = [call_large_task.submit(cfg, name, s, e) for s, e in r["chunks"]]
     calls = [fut.result() for fut in futures]
     learned = learn_task(cfg, name, wait_for=futures)
-    report = reports.with_costs(
-        evaluate_task(cfg, name, learned["version"]), calls, t0, learned
-    )
+    report = reports.with_costs(evaluate_task(cfg, name, learned["version"]), calls, t0, learned)
     registered = register_task(cfg, name, learned["version"], report, parent_run_id)
     publish(cfg, report, registered)
     log.info(

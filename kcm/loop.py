@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from kcm.config import KCMConfig
+from kcm.lock import exclusive
 from kcm.progress import CycleProgress
 from kcm.report import summary_report, with_costs
 from kcm.steps import (
@@ -91,7 +92,18 @@ def run(
     progress: CycleProgress | None = None,
     on_cycle: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Process every pending batch in order; return the summary report."""
+    """Process every pending batch in order, holding the workspace (``kcm.lock``) for the
+    whole run; return the summary report."""
+    with exclusive(ws.root, cfg.flow.lock_timeout):
+        return _run(cfg, ws, progress, on_cycle)
+
+
+def _run(
+    cfg: KCMConfig,
+    ws: Workspace,
+    progress: CycleProgress | None,
+    on_cycle: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
     pending = prepare(cfg, ws)
     with tracking(cfg, ws, active=bool(pending)) as parent:
         for i, name in enumerate(pending):

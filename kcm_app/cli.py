@@ -92,7 +92,7 @@ def _workdir_config(args: argparse.Namespace, cfg: Any, workdir: Path) -> Path:
 
     from kcm.config import check_frozen, config_to_dict
     from kcm.persist import saved_config
-    from kcm.workspace import Workspace
+    from kcm.workspace import Workspace, atomic_write_text
 
     workdir.mkdir(parents=True, exist_ok=True)
     ws = Workspace(workdir)
@@ -101,7 +101,7 @@ def _workdir_config(args: argparse.Namespace, cfg: Any, workdir: Path) -> Path:
     path = workdir / "params.resolved.yaml"
     resolved = config_to_dict(cfg)
     resolved["flow"]["workdir"] = str(workdir.resolve())
-    path.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(resolved, sort_keys=False))
     return path
 
 

@@ -320,6 +320,12 @@ class FlowConfig(Section):
     task_runner: Literal["threads", "dask", "ray"] = "threads"
     max_workers: int = Field(4, ge=1, description="threads for the large-model step")
     dask_address: str | None = Field(None, description="an existing Dask scheduler; default local")
+    lock_timeout: float = Field(
+        0.0,
+        ge=0.0,
+        description="seconds a run waits for another run of the same workspace to finish "
+        "before it gives up with a message naming that run (one run per workspace)",
+    )
 
 
 class RegistryConfig(Section):

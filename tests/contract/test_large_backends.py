@@ -103,6 +103,16 @@ def test_cached_inputs_are_never_paid_twice(backend: tuple[LargeModel, list[Any]
     assert np.allclose(again.raw[::-1], first.raw)
 
 
+def test_identical_inputs_in_one_call_are_sent_once(
+    backend: tuple[LargeModel, list[Any]],
+) -> None:
+    model, inputs = backend
+    twice = [inputs[0], inputs[1], inputs[0], inputs[0], inputs[1]]
+    out = model.predict_proba(twice)
+    assert model.ledger.calls == 2 and out.ok.all()
+    assert np.allclose(out.raw[2], out.raw[0]) and np.allclose(out.raw[4], out.raw[1])
+
+
 def test_hint_changes_answer_or_prompt(backend: tuple[LargeModel, list[Any]]) -> None:
     model, inputs = backend
     hints = np.tile([0.0, 0.0, 1.0], (len(inputs), 1))

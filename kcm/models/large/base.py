@@ -120,10 +120,15 @@ class LargeModel(ABC):
         cached = self.cache.get_many(keys)
         self.ledger.cache_hits += sum(1 for k in keys if k in cached)
         todo: list[int] = []
+        first: dict[str, int] = {}  # identical requests within one call are sent once
+        repeats: list[tuple[int, int]] = []
         for i, k in enumerate(keys):
             if k in cached:
                 raw[i] = cached[k]
+            elif k in first:
+                repeats.append((i, first[k]))
             else:
+                first[k] = i
                 todo.append(i)
         if progress is not None and len(todo) < n:
             progress(n - len(todo))
@@ -145,6 +150,8 @@ class LargeModel(ABC):
             self.cache.put_many(fresh)
             if progress is not None:
                 progress(len(part))
+        for i, j in repeats:
+            raw[i] = raw[j]
         ok = ~np.isnan(raw).any(axis=1)
         answer = raw.copy()
         if hints is not None and not self.hint_in_request and self.hint_weight > 0 and ok.any():

@@ -1,0 +1,175 @@
+"""The fault suite, part 1: one run per workspace, and an ingest that survives SIGKILL at any
+point. Real processes are killed (``kcm.failpoints``); nothing is mocked."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kcm.config import KCMConfig, with_overrides
+from kcm.lock import WorkspaceBusy, exclusive
+from kcm.steps import ingest
+from kcm.workspace import Workspace
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _inbox(root: Path, n: int = 3) -> Path:
+    inbox = root / "data" / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        (inbox / f"batch-{i:03d}.csv").write_text(f"x,label\n{i},a\n{i + 1},b\n")
+    return inbox
+
+
+def _python(code: str, env: dict[str, str] | None = None, timeout: float = 120):
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_a_second_holder_is_refused_with_the_holders_pid(tmp_path: Path) -> None:
+    with (
+        exclusive(tmp_path),
+        pytest.raises(WorkspaceBusy, match=rf"pid {os.getpid()} .*started 20"),
+        exclusive(tmp_path),
+    ):
+        pass
+
+
+def test_a_second_holder_waits_within_its_timeout(tmp_path: Path) -> None:
+    held = threading.Event()
+
+    def hold() -> None:
+        with exclusive(tmp_path):
+            held.set()
+            time.sleep(0.6)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(5)
+    with exclusive(tmp_path, timeout=30):  # got it once the first holder let go
+        assert not t.is_alive()
+    t.join()
+
+
+def test_sigkill_of_the_holder_releases_the_workspace(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from kcm.lock import exclusive\n"
+            f"with exclusive({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with pytest.raises(WorkspaceBusy, match=f"pid {holder.pid}"), exclusive(tmp_path):
+        pass
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    with exclusive(tmp_path):  # the kernel dropped the lock with the process
+        pass
+
+
+def test_a_run_on_a_held_workspace_changes_nothing(tmp_path: Path) -> None:
+    cfg = with_overrides(KCMConfig(), ["registry.enabled=false", "dvc.enabled=false"])
+    ws = Workspace(tmp_path)
+    inbox = _inbox(tmp_path)
+    from kcm import loop
+
+    with exclusive(tmp_path), pytest.raises(WorkspaceBusy, match="one run per workspace"):
+        loop.run(cfg, ws)
+    assert len(list(inbox.iterdir())) == 3 and not ws.exists()
+
+
+@pytest.mark.parametrize("point", ["ingest:copied", "ingest:recorded"])
+def test_ingest_killed_at_each_point_loses_nothing(tmp_path: Path, point: str) -> None:
+    inbox = _inbox(tmp_path)
+    code = (
+        "from kcm.steps import ingest; from kcm.workspace import Workspace\n"
+        f"ingest(Workspace({str(tmp_path)!r}))"
+    )
+    killed = _python(code, env={"KCM_FAILPOINT": point})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    ws = Workspace(tmp_path)
+    after_kill = ws.load_ledger()
+    # the first file is in the inbox or pending in the ledger, never neither
+    first = inbox / "batch-000.csv"
+    assert first.exists() or len(after_kill.order) == 1
+    ingest(ws)  # the next run
+    ledger = ws.load_ledger()
+    assert not list(inbox.iterdir())
+    assert len(ledger.order) == 3 == len(ledger.pending)
+    seqs = [n.split("-", 1)[0] for n in ledger.order]
+    assert seqs == ["0000", "0001", "0002"]  # no number reused, none skipped
+    on_disk = sorted(p.name for p in ws.batches.iterdir() if p.is_file())
+    assert on_disk == sorted(ledger.order)
+    assert not (ws.batches / "duplicates").exists()  # an interrupted move is not a duplicate
+    sources = sorted(Path(ledger.batches[n].source or "").name for n in ledger.order)
+    assert sources == ["batch-000.csv", "batch-001.csv", "batch-002.csv"]
+
+
+def test_ledger_writes_are_whole_after_a_kill(tmp_path: Path) -> None:
+    """Kill a process that rewrites the ledger in a loop: what is left always parses."""
+    code = (
+        "from kcm.workspace import Workspace, Ledger\n"
+        f"ws = Workspace({str(tmp_path)!r}); led = Ledger()\n"
+        "for i in range(100000):\n"
+        "    led.cycles.append({'i': i, 'pad': 'x' * 200}); ws.save_ledger(led)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+    ledger = tmp_path / "state" / "ledger.json"
+    deadline = time.monotonic() + 60
+    while not ledger.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert json.loads(ledger.read_text())["cycles"]
+
+
+@pytest.mark.slow
+def test_an_overlapping_flow_run_exits_naming_the_holder(tmp_path: Path) -> None:
+    """``kcm continual`` (the Prefect flow) against a workspace another run holds: exit 1
+    with one line naming that run; the inbox is untouched."""
+    inbox = _inbox(tmp_path)
+    with exclusive(tmp_path):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "kcm_app.cli",
+                "continual",
+                "--workdir",
+                str(tmp_path),
+                "--set",
+                "registry.enabled=false",
+                "--set",
+                "dvc.enabled=false",
+            ],
+            cwd=REPO,
+            env={**os.environ, "PREFECT_HOME": str(tmp_path / ".prefect")},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert f"in use by another kcm run (pid {os.getpid()}" in proc.stderr
+    assert len(list(inbox.iterdir())) == 3
+    assert not (tmp_path / "state" / "ledger.json").exists()
