@@ -52,6 +52,7 @@ class Predictions:
     large_failures: int = 0
     hints: np.ndarray | None = None
     large_keys: np.ndarray | None = None  # the answer-cache key of each routed row ("" else)
+    large_errors: np.ndarray | None = None  # why each failed large call failed ("" else)
 
     @property
     def large_call_rate(self) -> float:
@@ -86,6 +87,7 @@ def merge(routed: Routed, out: LargeOutput | None, idx: np.ndarray | None = None
     raw = np.full_like(sp, np.nan)
     answered_by = np.where(routed.to_large, "large", "small").astype(object)
     keys = np.full(len(sp), "", dtype=object)
+    errors = np.full(len(sp), "", dtype=object)
     failures = 0
     if out is not None and idx is not None and len(idx):
         raw[idx] = out.raw
@@ -94,6 +96,8 @@ def merge(routed: Routed, out: LargeOutput | None, idx: np.ndarray | None = None
         label[ok_idx] = out.answer[out.ok].argmax(axis=1)
         answered_by[idx[~out.ok]] = "small-fallback"
         keys[idx] = out.keys
+        if out.errors is not None:
+            errors[idx] = out.errors
         failures = int((~out.ok).sum())
         if failures:
             log.warning(
@@ -115,6 +119,7 @@ def merge(routed: Routed, out: LargeOutput | None, idx: np.ndarray | None = None
         large_failures=failures,
         hints=routed.hints,
         large_keys=keys,
+        large_errors=errors,
     )
 
 

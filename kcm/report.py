@@ -49,6 +49,7 @@ def with_costs(
     report["seconds"] = time.perf_counter() - t0
     if learned is not None:
         report["learn_seconds"] = float(learned["train"]["seconds"])
+        report["answers"] = learned.get("answers")
     report["rss_mb"] = rss_mb()
     return report
 
@@ -120,6 +121,7 @@ def cycle_markdown(report: dict[str, Any], registered: dict[str, Any]) -> str:
         "",
         f"system version v{report['version']:04d}, ε = {report['epsilon']:.3f}",
         "",
+        *([f"answers delivered: `{report['answers']}`", ""] if report.get("answers") else []),
         "| view | n | accuracy | Many | Medium | Few | large-call rate |",
         "|---|---|---|---|---|---|---|",
     ]

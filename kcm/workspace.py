@@ -5,6 +5,7 @@
   data/inbox/        new batch files arrive here (or flow.inbox: a file:// or fsspec URL)
   data/batches/      every ingested batch, under a stable name; never deleted
   data/quarantine/   batches that failed validation, each with <name>.report.json and .summary.md
+  data/answers/      each processed batch's answers, <name>.csv (flow.answers: elsewhere)
   state/ledger.json  the batches, the accuracy matrices, the cycle history, and the two
                      versions that matter: the challenger (latest learned) and the champion
   state/systems/vNNNN/  saved systems (kcm.persist)

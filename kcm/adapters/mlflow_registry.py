@@ -185,7 +185,12 @@ def _metrics(report: dict[str, Any]) -> dict[str, float]:
 
 
 def _run_tags(
-    ws: Any, name: str, version: int, decision: Decision, parent_run_id: str | None
+    ws: Any,
+    name: str,
+    version: int,
+    decision: Decision,
+    parent_run_id: str | None,
+    answers: str | None = None,
 ) -> dict[str, str]:
     record = ws.load_ledger().batches.get(name)
     tags = {
@@ -198,6 +203,8 @@ def _run_tags(
     }
     if record is not None and record.dvc_md5:
         tags["kcm.batch_dvc_md5"] = record.dvc_md5
+    if answers:
+        tags["kcm.answers"] = answers  # the batch's delivered answers (kcm.steps.deliver)
     if parent_run_id:
         tags["mlflow.parentRunId"] = parent_run_id
     return tags
@@ -233,7 +240,7 @@ def track_cycle(
 
     reg = cfg.registry
     setup(ws.root, reg.experiment, reg.tracking_uri)
-    tags = _run_tags(ws, name, version, decision, parent_run_id)
+    tags = _run_tags(ws, name, version, decision, parent_run_id, report.get("answers"))
     task = ws.task()
     example = ws.view("traffic", task).to_frame(task, with_labels=False).head(3)
     step = int(report.get("cycle", 0))

@@ -320,6 +320,12 @@ class FlowConfig(Section):
     task_runner: Literal["threads", "dask", "ray"] = "threads"
     max_workers: int = Field(4, ge=1, description="threads for the large-model step")
     dask_address: str | None = Field(None, description="an existing Dask scheduler; default local")
+    answers: str = Field(
+        "data/answers",
+        description="where each processed batch's answers are written (one CSV per batch: id, "
+        "label, C_x, who answered, why a large call failed); a folder in the workspace, an "
+        "absolute folder or an fsspec URL",
+    )
     lock_timeout: float = Field(
         0.0,
         ge=0.0,

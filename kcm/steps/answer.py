@@ -71,6 +71,7 @@ def call_large(cfg: KCMConfig, ws: Workspace, name: str, start: int, end: int) -
         answer=out.answer,
         ok=out.ok,
         keys=out.keys if out.keys is not None else np.full(len(idx), "", dtype=str),
+        errors=np.array(out.errors if out.errors is not None else np.full(len(idx), ""), dtype=str),
     )
     delta = large.ledger.since(before)
     failed = list(large.ledger.failed[-int(delta["failures"]) :]) if delta["failures"] else []
@@ -118,6 +119,9 @@ def assemble(ws: Workspace, name: str, system: CollaborationSystem, batch: Batch
             answer=np.concatenate([p["answer"] for p in parts]),
             ok=np.concatenate([p["ok"] for p in parts]),
             keys=np.concatenate([p["keys"] for p in parts]),
+            errors=np.concatenate(
+                [p["errors"] if "errors" in p.files else np.full(len(p["idx"]), "") for p in parts]
+            ),
         )
     finally:
         for p in parts:

@@ -12,6 +12,7 @@ from kcm.config import KCMConfig
 from kcm.models.small import SmallModel
 from kcm.persist import load_small, save_small
 from kcm.steps.answer import assemble
+from kcm.steps.deliver import deliver
 from kcm.steps.systems import challenger
 from kcm.system import CollaborationSystem
 from kcm.workspace import Workspace
@@ -40,6 +41,7 @@ def learn(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
     system = challenger(ws, cfg)
     batch = ws.load_batch(name)
     preds = assemble(ws, name, system, batch)
+    answers = deliver(cfg, ws, name, batch, preds)  # the answers are final: hand them over
     report = system.learn(batch, preds)
     version = ws.next_version()
     save_system(system, ws.system_dir(version))
@@ -54,4 +56,5 @@ def learn(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
         "version": version,
         "base_version": base_version,
         "train": report.__dict__,
+        "answers": answers,
     }

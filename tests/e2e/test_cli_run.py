@@ -134,6 +134,11 @@ def test_unreachable_openai_endpoint_is_recorded_not_fatal(tmp_path: Path) -> No
     assert rep["cycles"][0]["large_failures"] == rep["cycles"][0]["n"]
     assert "reachable" in rep["large_failures"][0]["error"]
     assert rep["large_ledger"]["failures"] >= rep["cycles"][0]["n"]
+    import pandas as pd  # the answers say who answered and why the large model did not
+
+    answers = pd.read_csv(rep["cycles"][0]["answers"], keep_default_na=False)
+    assert (answers["answered_by"] == "small-fallback").all()
+    assert answers["large_error"].str.contains("reachable").all()
 
 
 @pytest.mark.slow

@@ -119,3 +119,20 @@ def test_a_frozen_setting_is_refused_with_one_line(learned: Workspace, tmp_path:
     assert (
         main(["run", "--in-process", "--out", str(ws.root), "--set", "features.judge_dim=8"]) == 2
     )
+
+
+def test_every_processed_batch_has_its_answers_delivered(learned: Workspace) -> None:
+    import pandas as pd
+
+    ledger = learned.load_ledger()
+    name = ledger.with_status("processed")[0]
+    path = learned.root / "data" / "answers" / f"{name.rsplit('.', 1)[0]}.csv"
+    answers = pd.read_csv(path, keep_default_na=False, dtype={"label": str, "id": str})
+    batch = learned.load_batch(name)
+    assert list(answers.columns) == ["id", "label", "confidence", "answered_by", "large_error"]
+    assert [str(i) for i in answers["id"]] == [str(i) for i in batch.ids]
+    assert set(answers["label"]) <= set(learned.task().label_names)
+    assert set(answers["answered_by"]) <= {"small", "large", "small-fallback"}
+    cycle = ledger.cycles[0]
+    assert (answers["answered_by"] != "small").sum() == cycle["large_calls"]
+    assert cycle["answers"] == str(path)

@@ -30,6 +30,7 @@ class LargeOutput:
     answer: np.ndarray
     ok: np.ndarray
     keys: np.ndarray | None = None  # the answer-cache key of each input
+    errors: np.ndarray | None = None  # why each failed call failed ("" where ok)
 
     def __len__(self) -> int:
         return len(self.ok)
@@ -119,6 +120,7 @@ class LargeModel(ABC):
         keys = [self._key(inputs[i], None if hints is None else hints[i]) for i in range(n)]
         cached = self.cache.get_many(keys)
         self.ledger.cache_hits += sum(1 for k in keys if k in cached)
+        errors = np.full(n, "", dtype=object)
         todo: list[int] = []
         first: dict[str, int] = {}  # identical requests within one call are sent once
         repeats: list[tuple[int, int]] = []
@@ -144,6 +146,7 @@ class LargeModel(ABC):
             for i, ans in zip(part, answers, strict=True):
                 if isinstance(ans, Failure):
                     self.ledger.record_failure(keys[i], str(ans))
+                    errors[i] = str(ans)
                     continue
                 raw[i] = ans
                 fresh[keys[i]] = ans
@@ -151,9 +154,11 @@ class LargeModel(ABC):
             if progress is not None:
                 progress(len(part))
         for i, j in repeats:
-            raw[i] = raw[j]
+            raw[i], errors[i] = raw[j], errors[j]
         ok = ~np.isnan(raw).any(axis=1)
         answer = raw.copy()
         if hints is not None and not self.hint_in_request and self.hint_weight > 0 and ok.any():
             answer[ok] = fuse(raw[ok], hints[ok], self.hint_weight)
-        return LargeOutput(raw=raw, answer=answer, ok=ok, keys=np.array(keys, dtype=str))
+        return LargeOutput(
+            raw=raw, answer=answer, ok=ok, keys=np.array(keys, dtype=str), errors=errors
+        )

@@ -1,0 +1,54 @@
+"""The batch's answers, where a downstream job reads them: one CSV per processed batch under
+``flow.answers`` (default ``data/answers/`` in the workspace; a folder or an fsspec URL),
+named after the batch. One row per accepted input: the batch's row id, the label answered,
+C_x, who answered (small / large / small-fallback) and, where the large call failed, why.
+Written once, whole (atomic rename locally), before the batch is learned."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pandas as pd
+
+from kcm.answers import Predictions
+from kcm.config import KCMConfig
+from kcm.data.batch import Batch, Task
+from kcm.workspace import Workspace, atomic_write_bytes
+
+
+def answers_location(cfg: KCMConfig, ws: Workspace) -> str:
+    where = cfg.flow.answers
+    if "://" in where or Path(where).is_absolute():
+        return where
+    return str(ws.root / where)
+
+
+def answers_frame(batch: Batch, preds: Predictions, task: Task) -> pd.DataFrame:
+    errors = preds.large_errors if preds.large_errors is not None else [""] * len(batch)
+    return pd.DataFrame(
+        {
+            "id": list(batch.ids),
+            "label": [task.label_names[int(k)] for k in preds.answer],
+            "confidence": preds.confidence.astype(float),
+            "answered_by": list(preds.answered_by),
+            "large_error": list(errors),
+        }
+    )
+
+
+def deliver(cfg: KCMConfig, ws: Workspace, name: str, batch: Batch, preds: Predictions) -> str:
+    """Write the answers of batch ``name``; returns where they are."""
+    import fsspec
+
+    data = answers_frame(batch, preds, ws.task()).to_csv(index=False).encode()
+    stem = name.rsplit(".", 1)[0] if "." in name else name
+    root = answers_location(cfg, ws)
+    if "://" not in root:
+        path = Path(root) / f"{stem}.csv"
+        atomic_write_bytes(path, data)
+        return str(path)
+    url = f"{root.rstrip('/')}/{stem}.csv"
+    with fsspec.open(url, "wb") as fh:
+        fh.write(io.BytesIO(data).getvalue())
+    return url
