@@ -95,6 +95,9 @@ def _continual(cfg: dict[str, Any], c: Any, ws: Any) -> Any:
                     quarantined.append(name)
                     continue
                 if state.is_failed() or state.is_crashed():
+                    if steps.record_failure(c, ws, name, str(state.message)):
+                        quarantined.append(name)  # failed flow.max_attempts times: set aside
+                        continue
                     log.error(
                         "cycle for %s did not complete (%s); it stays pending and will be retried",
                         name,

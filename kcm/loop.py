@@ -22,6 +22,7 @@ from kcm.steps import (
     evaluate,
     ingest,
     learn,
+    record_failure,
     register,
     route,
     sync_champion,
@@ -46,16 +47,21 @@ def process_batch(
     step("validate")
     if not v["ok"]:
         return {"batch": name, "status": "quarantined", "reason": v["reason"]}
-    r = route(cfg, ws, name)
-    step("route")
-    calls = [call_large(cfg, ws, name, start, end) for start, end in r["chunks"]]
-    step("call_large")
-    learned = learn(cfg, ws, name)
-    step("learn")
-    report = with_costs(evaluate(cfg, ws, name, learned["version"]), calls, t0, learned)
-    step("evaluate")
-    register(cfg, ws, name, learned["version"], report, parent_run_id=parent_run_id)
-    step("register")
+    try:
+        r = route(cfg, ws, name)
+        step("route")
+        calls = [call_large(cfg, ws, name, start, end) for start, end in r["chunks"]]
+        step("call_large")
+        learned = learn(cfg, ws, name)
+        step("learn")
+        report = with_costs(evaluate(cfg, ws, name, learned["version"]), calls, t0, learned)
+        step("evaluate")
+        register(cfg, ws, name, learned["version"], report, parent_run_id=parent_run_id)
+        step("register")
+    except Exception as err:
+        if record_failure(cfg, ws, name, f"{type(err).__name__}: {err}"):
+            return {"batch": name, "status": "quarantined", "reason": str(err)}
+        raise
     return {"batch": name, "status": "processed", "report": report}
 
 

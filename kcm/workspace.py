@@ -81,6 +81,8 @@ class BatchRecord(BaseModel):
     at: str | None = None  # when it was processed or quarantined
     version: int | None = None  # the system version learned from it
     reason: str | None = None  # why it was quarantined
+    failures: int = 0  # cycles of this batch that failed after validation
+    last_error: str | None = None
     dvc_file: str | None = None
     dvc_md5: str | None = None
     dvc_remote: str | None = None

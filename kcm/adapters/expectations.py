@@ -149,6 +149,38 @@ def _prepare(df: pd.DataFrame, task: Task) -> pd.DataFrame:
     return out
 
 
+def _numbers(
+    data: pd.DataFrame, task: Task
+) -> tuple[pd.DataFrame, list[tuple[dict[str, Any], list[int]]]]:
+    """Numeric feature columns as numbers; each cell that is not one becomes null (so the
+    suite sees it) and is reported with its value: a batch the route step could not read
+    must fail here, not there."""
+    found: list[tuple[dict[str, Any], list[int]]] = []
+    if task.kind != "numeric":
+        return data, found
+    out = data.copy()
+    for col in task.feature_cols or ():
+        if col not in out.columns or pd.api.types.is_numeric_dtype(out[col]):
+            continue
+        num = pd.to_numeric(out[col], errors="coerce")
+        wrong = num.isna() & out[col].notna()
+        if wrong.any():
+            rows = [int(i) for i in np.flatnonzero(wrong.to_numpy())]
+            found.append(
+                (
+                    {
+                        "expectation": "expect_column_values_to_be_numbers",
+                        "column": col,
+                        "unexpected_count": len(rows),
+                        "examples": [str(v) for v in out[col][wrong].head(5)],
+                    },
+                    rows,
+                )
+            )
+        out[col] = num
+    return out, found
+
+
 def _run_suite(
     data: pd.DataFrame,
     task: Task,
@@ -220,8 +252,12 @@ def validate_frame(
 ) -> ValidationReport:
     """Run the suite on ``df`` and decide: accept, drop the bad rows, or quarantine."""
     data = _prepare(df, task).reset_index(drop=True)
+    data, not_numbers = _numbers(data, task)
     res = _run_suite(data, task, cfg, feature_ranges)
     failures, bad, table_failed = _failures(res)
+    for item, rows in not_numbers:  # cells a later step could not read: named, row-level
+        failures.append(item)
+        bad.update(rows)
     new_classes: list[str] = []
     if task.label_col in data.columns:
         labels = data[task.label_col].dropna().astype(str)

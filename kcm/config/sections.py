@@ -326,6 +326,12 @@ class FlowConfig(Section):
         "label, C_x, who answered, why a large call failed); a folder in the workspace, an "
         "absolute folder or an fsspec URL",
     )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        description="a batch whose cycle fails this many times after validation is "
+        "quarantined with the error, so one bad batch never blocks the batches behind it",
+    )
     lock_timeout: float = Field(
         0.0,
         ge=0.0,

@@ -11,7 +11,7 @@ from kcm.steps.intake import bootstrap, feed, ingest
 from kcm.steps.learn import learn, load_baseline
 from kcm.steps.register import register
 from kcm.steps.registry_ops import lineage, promote, rollback, sync_champion
-from kcm.steps.validate import validate
+from kcm.steps.validate import record_failure, validate
 
 STEPS = ("validate", "route", "call_large", "learn", "evaluate", "register")
 
@@ -27,6 +27,7 @@ __all__ = [
     "lineage",
     "load_baseline",
     "promote",
+    "record_failure",
     "register",
     "rollback",
     "route",

@@ -7,6 +7,8 @@ import logging
 import shutil
 from typing import Any
 
+import pandas as pd
+
 from kcm.config import KCMConfig
 from kcm.data.sources import read_table
 from kcm.errors import DataError
@@ -31,6 +33,39 @@ def quarantine(ws: Workspace, name: str, report: Any) -> None:
         update={"status": "quarantined", "reason": report.reason, "at": now()}
     )
     ws.save_ledger(ledger)
+
+
+def record_failure(cfg: KCMConfig, ws: Workspace, name: str, error: str) -> bool:
+    """Count a failed cycle of batch ``name``; at ``flow.max_attempts`` failures quarantine it
+    with the error (True: it was quarantined; the loop goes on to the next batch)."""
+    from kcm.adapters.expectations import ValidationReport
+
+    ledger = ws.load_ledger()
+    rec = ledger.batches[name]
+    n = rec.failures + 1
+    ledger.batches[name] = rec.model_copy(update={"failures": n, "last_error": error[:2000]})
+    ws.save_ledger(ledger)
+    if n < cfg.flow.max_attempts:
+        log.error(
+            "batch %s failed (%d of %d attempts): %s; it stays pending",
+            name,
+            n,
+            cfg.flow.max_attempts,
+            error,
+        )
+        return False
+    report = ValidationReport(
+        name,
+        False,
+        "quarantine",
+        f"failed {n} times after validation (flow.max_attempts={cfg.flow.max_attempts}): "
+        f"{error[:500]}",
+        0,
+        failures=[{"expectation": "processed_without_error", "error": error[:2000]}],
+    )
+    quarantine(ws, name, report)
+    log.error("batch %s quarantined after %d failed attempts: %s", name, n, error)
+    return True
 
 
 def _keep_dropped_rows(ws: Workspace, name: str, df: Any, report: Any) -> None:
@@ -93,6 +128,9 @@ def validate(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
             name,
             report.new_classes[:10],
         )
+    if task.kind == "numeric":  # what is left is numbers: store them as numbers
+        cols = [c for c in task.feature_cols or () if c in clean.columns]
+        clean = clean.assign(**{c: pd.to_numeric(clean[c]) for c in cols})
     clean.reset_index(drop=True).to_parquet(run / "clean.parquet", index=False)
     atomic_write_text(run / "validation.json", json.dumps(report.to_dict(), indent=1))
     return {

@@ -88,3 +88,15 @@ def test_feature_ranges_and_nans() -> None:
 def test_unreadable_report() -> None:
     r = unreadable("x.bin", "not a table")
     assert r.decision == "quarantine" and "not a table" in r.summary()
+
+
+def test_a_cell_that_is_not_a_number_fails_validation_not_a_later_step() -> None:
+    df = pd.DataFrame({"f1": np.linspace(0, 1, 40), "f2": np.zeros(40), "label": ["a"] * 40})
+    df = df.astype({"f1": object})
+    df.loc[7, "f1"] = "abc"  # as read from a CSV with one bad cell
+    r = validate_frame(df, NUM, ValidateConfig(max_bad_fraction=0.1), "num", None)
+    assert r.decision == "drop_rows" and r.bad_rows == [7]
+    item = next(f for f in r.failures if f["expectation"] == "expect_column_values_to_be_numbers")
+    assert item["column"] == "f1" and item["examples"] == ["abc"]
+    strict = validate_frame(df, NUM, ValidateConfig(on_bad_rows="quarantine"), "num", None)
+    assert strict.decision == "quarantine"
