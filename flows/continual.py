@@ -26,6 +26,12 @@ from kcm.report import continual_markdown, summary_report
 from kcm.workspace import atomic_write_text
 
 
+def _circuit_opened(ws: Any, names: list[str]) -> list[str]:
+    """The batches of this run on which the circuit breaker stopped calling the endpoint."""
+    cycles = {c.get("batch"): c for c in ws.load_ledger().cycles}
+    return [n for n in names if (cycles.get(n, {}).get("large_ledger") or {}).get("circuit_open")]
+
+
 class _CycleFailed(Exception):
     """A cycle subflow ended failed or crashed (its batch stays pending)."""
 
@@ -95,7 +101,8 @@ def _continual(cfg: dict[str, Any], c: Any, ws: Any) -> Any:
                     quarantined.append(name)
                     continue
                 if state.is_failed() or state.is_crashed():
-                    if steps.record_failure(c, ws, name, str(state.message)):
+                    endpoint = "EndpointError" in str(state.message)  # not the batch's fault
+                    if not endpoint and steps.record_failure(c, ws, name, str(state.message)):
                         quarantined.append(name)  # failed flow.max_attempts times: set aside
                         continue
                     log.error(
@@ -119,4 +126,14 @@ def _continual(cfg: dict[str, Any], c: Any, ws: Any) -> Any:
         markdown=continual_markdown(report, done, quarantined),
         description="continual run summary",
     )
+    down = _circuit_opened(ws, done)
+    if down:
+        log.error(
+            "the large-model endpoint failed repeatedly on %s: the small model answered", down
+        )
+        return Failed(
+            name="EndpointDown",
+            message=f"the large-model circuit opened on {', '.join(down)}: the endpoint failed "
+            "repeatedly and the small model answered (see report.json large_failures)",
+        )
     return {"processed": done, "quarantined": quarantined, "report": str(ws.state / "report.json")}

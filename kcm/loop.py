@@ -13,6 +13,7 @@ from typing import Any
 
 from kcm.config import KCMConfig
 from kcm.lock import exclusive
+from kcm.models.large.base import EndpointError
 from kcm.progress import CycleProgress
 from kcm.report import summary_report, with_costs
 from kcm.steps import (
@@ -59,6 +60,8 @@ def process_batch(
         register(cfg, ws, name, learned["version"], report, parent_run_id=parent_run_id)
         step("register")
     except Exception as err:
+        if isinstance(err, EndpointError):  # the endpoint's fault, not the batch's
+            raise
         if record_failure(cfg, ws, name, f"{type(err).__name__}: {err}"):
             return {"batch": name, "status": "quarantined", "reason": str(err)}
         raise

@@ -12,7 +12,17 @@ from kcm.errors import KCMError
 from kcm.evaluation.metrics import AccuracyMatrix
 from kcm.workspace import Workspace
 
-LEDGER_COUNTS = ("calls", "cache_hits", "failures", "retries", "prompt_tokens", "completion_tokens")
+LEDGER_COUNTS = (
+    "calls",
+    "requests",
+    "cache_hits",
+    "failures",
+    "retries",
+    "prompt_tokens",
+    "completion_tokens",
+    "circuit_open",
+    "skipped",
+)
 _VIEW_ONLY = ("traffic", "balanced", "forgetting", "forgetting_small_only", "forgetting_small")
 
 

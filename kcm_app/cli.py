@@ -136,6 +136,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     path.write_text(json.dumps(report, indent=2, default=float))
     Console().print(render_tables(report))
     Console().print(f"report: {path}")
+    return _endpoint_status(report)
+
+
+def _endpoint_status(report: dict[str, Any]) -> int:
+    """3 when the circuit breaker stopped calling the large model on the latest batch:
+    answers were delivered (by the small model) but the endpoint is down, and a scheduler
+    should say so."""
+    last = (report.get("cycles") or [{}])[-1]
+    opened = int((last.get("large_ledger") or {}).get("circuit_open", 0) or 0)
+    if opened:
+        sys.stderr.write(
+            f"kcm: the large-model endpoint failed repeatedly: the circuit opened {opened} "
+            "time(s) and the small model answered instead (report.json: large_failures)\n"
+        )
+        return 3
     return 0
 
 

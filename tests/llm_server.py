@@ -2,22 +2,35 @@
 
 It answers with the first label whose name occurs in the user's input, in a messy format
 ("Label: 'x'."), records every request, and can be told to fail the first N requests with
-HTTP 503 or to reply with something outside the label set.
+HTTP 503 or to reply with something outside the label set; or to answer every request
+with one status (e.g. 401, 500), with a body that is not JSON, or only after a delay (hung).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
 class LLMServer:
-    def __init__(self, labels: list[str], fail_first: int = 0, nonsense: bool = False) -> None:
+    def __init__(
+        self,
+        labels: list[str],
+        fail_first: int = 0,
+        nonsense: bool = False,
+        status: int | None = None,
+        garbage: bool = False,
+        hang: float = 0.0,
+    ) -> None:
         self.labels = labels
         self.fail_first = fail_first
         self.nonsense = nonsense
+        self.status = status
+        self.garbage = garbage
+        self.hang = hang
         self.requests: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         outer = self
@@ -36,8 +49,20 @@ class LLMServer:
                 if self.path != "/v1/chat/completions":
                     self._send(404, {"error": "not found"})
                     return
+                if outer.hang:
+                    time.sleep(outer.hang)
+                if outer.status is not None:
+                    self._send(outer.status, {"error": f"status {outer.status}"})
+                    return
                 if n <= outer.fail_first:
                     self._send(503, {"error": "overloaded"})
+                    return
+                if outer.garbage:
+                    data = b"<html>not json"
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
                     return
                 user = body["messages"][-1]["content"]
                 text = user.split("\n", 1)[0].lower()
@@ -57,7 +82,10 @@ class LLMServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout): what a hung server sees
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

@@ -211,6 +211,13 @@ class LargeConfig(Section):
         le=1.0,
         description="classifier backends: weight of the small model's log-probs in the fusion",
     )
+    max_consecutive_failures: int = Field(
+        8,
+        ge=0,
+        description="circuit breaker: after this many consecutive failed requests the "
+        "endpoint is not called for the rest of the call (the small model answers; the run "
+        "reports it and exits non-zero); 0: never",
+    )
     hint_prior: Literal["balanced", "stream"] = Field(
         "balanced",
         description="balanced: divide the small model's learned class prior (its mean output on "

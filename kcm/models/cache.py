@@ -84,6 +84,9 @@ class ResponseCache:
             self._db = None
 
 
+_LEDGER_LOCK = threading.Lock()
+
+
 @dataclass
 class CallLedger:
     """What the large model cost: samples sent, requests, cache hits, failures, latency."""
@@ -96,14 +99,23 @@ class CallLedger:
     latency_s: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    circuit_open: int = 0  # times the circuit breaker stopped calling a failing endpoint
+    skipped: int = 0  # inputs not sent because the circuit was open
     failed: list[dict[str, str]] = field(default_factory=list)
 
     MAX_FAILED_KEPT = 1000
 
+    def add(self, **counts: float) -> None:
+        """Add to counters; safe from the request threads of one backend."""
+        with _LEDGER_LOCK:
+            for k, v in counts.items():
+                setattr(self, k, getattr(self, k) + v)
+
     def record_failure(self, key: str, error: str) -> None:
-        self.failures += 1
-        if len(self.failed) < self.MAX_FAILED_KEPT:
-            self.failed.append({"key": key, "error": error})
+        with _LEDGER_LOCK:
+            self.failures += 1
+            if len(self.failed) < self.MAX_FAILED_KEPT:
+                self.failed.append({"key": key, "error": error})
 
     def snapshot(self) -> dict[str, float | int]:
         d = asdict(self)

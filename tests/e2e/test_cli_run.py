@@ -114,10 +114,16 @@ def test_csv_text_dataset_with_the_real_transformer(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_unreachable_openai_endpoint_is_recorded_not_fatal(tmp_path: Path) -> None:
-    rep = _run(
+    """The small model answers, every failure is recorded, and the run exits 3: the
+    circuit breaker opened, so a scheduler sees that the endpoint is down."""
+    out = tmp_path / "o"
+    code = main(
         [
+            "run",
+            "--no-progress",
+            "--in-process",
             "--out",
-            str(tmp_path / "o"),
+            str(out),
             "--set",
             "large.backend=openai",
             "--set",
@@ -130,9 +136,13 @@ def test_unreachable_openai_endpoint_is_recorded_not_fatal(tmp_path: Path) -> No
             "data.stream.n_batches=2",
         ]
     )
+    assert code == 3
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["large_ledger"]["circuit_open"] >= 1 and rep["large_ledger"]["skipped"] > 0
+    assert rep["large_ledger"]["requests"] == 0  # nothing ever reached a closed port
     assert rep["large_ledger"]["failures"] > 0 and rep["large_ledger"]["retries"] > 0
     assert rep["cycles"][0]["large_failures"] == rep["cycles"][0]["n"]
-    assert "reachable" in rep["large_failures"][0]["error"]
+    assert any("reachable" in e["error"] for e in rep["large_failures"])
     assert rep["large_ledger"]["failures"] >= rep["cycles"][0]["n"]
     import pandas as pd  # the answers say who answered and why the large model did not
 

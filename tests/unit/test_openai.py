@@ -5,6 +5,7 @@ import pytest
 
 from kcm.config import OpenAIConfig
 from kcm.data.batch import Task
+from kcm.models.large.base import EndpointError
 from kcm.models.large.openai import OpenAIChatModel, parse_label
 from tests.llm_server import LLMServer
 
@@ -62,6 +63,8 @@ def test_reply_outside_label_set_is_a_recorded_failure() -> None:
         assert not out.ok.any() and np.isnan(out.raw).all()
         assert m.ledger.failures == 2
         assert "outside the label set" in m.ledger.failed[0]["error"]
+        # retried like any other bad reply: every attempt reached the server and is counted
+        assert len(srv.requests) == 2 * (m.cfg.max_retries + 1) == m.ledger.requests
         m.predict_proba(["a"])  # failures are not cached: asked again
         assert m.ledger.calls == 3
 
@@ -74,3 +77,49 @@ def test_unreachable_endpoint_is_retried_then_recorded() -> None:
     assert not out.ok.any()
     assert m.ledger.retries == 2 and m.ledger.failures == 1
     assert "reachable" in m.ledger.failed[0]["error"]
+
+
+def _model(srv: LLMServer, breaker: int = 0, **cfg) -> OpenAIChatModel:
+    m = OpenAIChatModel(TASK, OpenAIConfig(base_url=srv.base_url, backoff=0.01, **cfg))
+    m.max_consecutive_failures = breaker
+    return m
+
+
+def test_every_request_the_endpoint_receives_is_counted_with_threads_and_retries() -> None:
+    inputs = [f"card_arrival {i % 7}" for i in range(40)]  # 7 distinct inputs, sent once each
+    with LLMServer(LABELS, fail_first=5) as srv:
+        m = _model(srv, concurrency=4)
+        out = m.predict_proba(inputs)
+        assert out.ok.all()
+        assert m.ledger.requests == len(srv.requests) == 7 + 5
+        assert m.ledger.retries == 5 and m.ledger.calls == 7
+
+
+def test_invalid_json_is_retried_then_recorded() -> None:
+    with LLMServer(LABELS, garbage=True) as srv:
+        m = _model(srv, max_retries=2)
+        out = m.predict_proba(["card"])
+        assert not out.ok.any() and len(srv.requests) == 3 == m.ledger.requests
+        assert "malformed response" in m.ledger.failed[0]["error"]
+
+
+def test_a_refused_key_fails_the_call_and_names_the_fix() -> None:
+    with LLMServer(LABELS, status=401) as srv:
+        m = _model(srv, api_key_env="KCM_TEST_KEY")
+        with pytest.raises(EndpointError, match=r"HTTP 401 .*\$KCM_TEST_KEY"):
+            m.predict_proba(["card"])
+
+
+@pytest.mark.parametrize("fault", [{"status": 500}, {"hang": 1.0}])
+def test_the_circuit_breaker_stops_calling_a_failing_endpoint(fault: dict) -> None:
+    """An endpoint that answers 500 to everything, or hangs past the timeout: after the
+    breaker's consecutive failures nothing more is sent in the call."""
+    inputs = [f"card {i}" for i in range(60)]
+    with LLMServer(LABELS, **fault) as srv:
+        m = _model(srv, breaker=4, concurrency=4, max_retries=1, timeout=0.2)
+        out = m.predict_proba(inputs)
+        assert not out.ok.any() and m.ledger.circuit_open == 1
+        sent = len(srv.requests)
+        assert m.ledger.requests == sent <= 2 * 2 * 4  # at most two waves of 4 threads
+        assert m.ledger.skipped >= 60 - 2 * m.chunk_size
+        assert m.ledger.failures == 60

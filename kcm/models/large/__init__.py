@@ -27,6 +27,7 @@ def make_large_model(cfg: KCMConfig, task: Task, cache_dir: str | Path | None = 
     cache = ResponseCache(Path(where) / "large_cache.sqlite" if where else None)
     model: LargeModel = registry.load("large.backend", backend).from_config(cfg, task, cache)
     model.hint_weight = cfg.large.hint_weight if cfg.large.hint else 0.0
+    model.max_consecutive_failures = cfg.large.max_consecutive_failures
     return model
 
 

@@ -8,6 +8,8 @@ the large model's distribution with the small model's, ``p ∝ p_large · p_smal
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -18,7 +20,11 @@ import numpy as np
 
 from kcm.config import KCMConfig
 from kcm.data.batch import Batch, Task
+from kcm.errors import LargeModelError
 from kcm.models.cache import CallLedger, ResponseCache, input_key
+
+log = logging.getLogger(__name__)
+_BREAKER_LOCK = threading.Lock()
 
 
 @dataclass
@@ -38,6 +44,16 @@ class LargeOutput:
 
 class Failure(str):
     """A per-item failure message returned by ``_answer`` instead of a distribution."""
+
+
+class EndpointError(LargeModelError):
+    """The endpoint refuses every request (e.g. HTTP 401/403: a wrong API key): the run
+    fails, saying so, instead of falling back silently. Not the batch's fault."""
+
+
+CIRCUIT_OPEN = (
+    "circuit open: the endpoint failed {n} times in a row; not called for the rest of this call"
+)
 
 
 def fuse(raw: np.ndarray, hints: np.ndarray, weight: float) -> np.ndarray:
@@ -60,6 +76,10 @@ class LargeModel(ABC):
     #: True when the hint is part of the request (a prompt), so it is part of the cache key.
     hint_in_request: ClassVar[bool] = False
     chunk_size: int = 64
+    #: True when ``_answer`` reports each item's outcome to ``note`` itself (as it goes)
+    notes_itself: ClassVar[bool] = False
+    #: open the circuit after this many consecutive failures (0: never)
+    max_consecutive_failures: int = 0
 
     def __init__(self, task: Task, cache: ResponseCache | None = None) -> None:
         self.task = task
@@ -67,6 +87,23 @@ class LargeModel(ABC):
         self.ledger = CallLedger()
         self.hint_weight = 0.5
         self.hint_top_k = 3
+        self.tripped_ = False
+        self._streak = 0
+
+    def note(self, ok: bool) -> None:
+        """Count an item's outcome for the circuit breaker (thread-safe)."""
+        with _BREAKER_LOCK:
+            self._streak = 0 if ok else self._streak + 1
+            n = self.max_consecutive_failures
+            if n and not self.tripped_ and self._streak >= n:
+                self.tripped_ = True
+                self.ledger.add(circuit_open=1)
+                log.error(
+                    "the %s endpoint failed %d times in a row: circuit open, not called for "
+                    "the rest of this call (the small model answers)",
+                    self.name,
+                    n,
+                )
 
     @classmethod
     def from_config(cls, cfg: KCMConfig, task: Task, cache: ResponseCache) -> LargeModel:
@@ -134,8 +171,18 @@ class LargeModel(ABC):
                 todo.append(i)
         if progress is not None and len(todo) < n:
             progress(n - len(todo))
+        self.tripped_, self._streak = False, 0
         for start in range(0, len(todo), self.chunk_size):
             part = todo[start : start + self.chunk_size]
+            if self.tripped_:  # the breaker opened: nothing more is sent in this call
+                msg = CIRCUIT_OPEN.format(n=self.max_consecutive_failures)
+                for i in part:
+                    self.ledger.record_failure(keys[i], msg)
+                    errors[i] = msg
+                self.ledger.add(skipped=len(part))
+                if progress is not None:
+                    progress(len(part))
+                continue
             sub_inputs = [inputs[i] for i in part]
             sub_hints = hints[part] if (hints is not None and self.hint_in_request) else None
             t0 = time.perf_counter()
@@ -144,6 +191,8 @@ class LargeModel(ABC):
             self.ledger.calls += len(part)
             fresh: dict[str, np.ndarray] = {}
             for i, ans in zip(part, answers, strict=True):
+                if not self.notes_itself:
+                    self.note(not isinstance(ans, Failure))
                 if isinstance(ans, Failure):
                     self.ledger.record_failure(keys[i], str(ans))
                     errors[i] = str(ans)

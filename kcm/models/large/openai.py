@@ -21,7 +21,7 @@ import numpy as np
 from kcm.config import KCMConfig, OpenAIConfig
 from kcm.data.batch import Task
 from kcm.models.cache import ResponseCache
-from kcm.models.large.base import Failure, LargeModel, hint_text
+from kcm.models.large.base import CIRCUIT_OPEN, EndpointError, Failure, LargeModel, hint_text
 
 log = logging.getLogger(__name__)
 PROMPT_VERSION = "v1"
@@ -57,6 +57,7 @@ def parse_label(reply: str, labels: Sequence[str]) -> int | None:
 class OpenAIChatModel(LargeModel):
     name: ClassVar[str] = "openai"
     hint_in_request: ClassVar[bool] = True
+    notes_itself: ClassVar[bool] = True  # requests run in threads: the breaker trips mid-chunk
 
     def __init__(
         self,
@@ -126,6 +127,14 @@ class OpenAIChatModel(LargeModel):
         return self._client
 
     def _one(self, item: Any, hint: np.ndarray | None) -> np.ndarray | Failure:
+        out = self._request(item, hint)
+        self.note(not isinstance(out, Failure))
+        return out
+
+    def _request(self, item: Any, hint: np.ndarray | None) -> np.ndarray | Failure:
+        """One input: every attempt is a request the endpoint counts (``ledger.requests``);
+        transport errors, retryable statuses, malformed JSON and replies outside the label set
+        are retried with backoff; 401/403 fail the run (``EndpointError``)."""
         import httpx
 
         body = {
@@ -137,32 +146,47 @@ class OpenAIChatModel(LargeModel):
         delay = self.cfg.backoff
         last = "no attempt"
         for attempt in range(self.cfg.max_retries + 1):
+            if self.tripped_:
+                return Failure(CIRCUIT_OPEN.format(n=self.max_consecutive_failures))
             if attempt:
-                self.ledger.retries += 1
+                self.ledger.add(retries=1)
                 time.sleep(delay)
                 delay *= 2
             try:
                 resp = self._http().post("/chat/completions", json=body)
-            except httpx.HTTPError as err:
+            except httpx.ConnectError as err:  # never reached the endpoint: not a request
                 last = f"{type(err).__name__}: {err} (is {self.cfg.base_url} reachable?)"
                 continue
+            except httpx.HTTPError as err:  # sent, then timed out or cut: the endpoint saw it
+                self.ledger.add(requests=1)
+                last = f"{type(err).__name__}: {err} (is {self.cfg.base_url} reachable?)"
+                continue
+            self.ledger.add(requests=1)
+            if resp.status_code in (401, 403):
+                raise EndpointError(
+                    f"HTTP {resp.status_code} from {self.cfg.base_url}: the endpoint refused "
+                    f"the credentials; put a valid key in ${self.cfg.api_key_env}"
+                )
             if resp.status_code in _RETRY_STATUS:
                 last = f"HTTP {resp.status_code}: {resp.text[:200]}"
                 continue
             if resp.status_code >= 400:
                 return Failure(f"HTTP {resp.status_code}: {resp.text[:200]} (not retried)")
-            self.ledger.requests += 1
             try:
                 data = resp.json()
                 reply = data["choices"][0]["message"]["content"] or ""
             except (ValueError, KeyError, IndexError, TypeError):
-                return Failure(f"malformed response: {resp.text[:200]}")
+                last = f"malformed response: {resp.text[:200]}"
+                continue
             usage = data.get("usage") or {}
-            self.ledger.prompt_tokens += int(usage.get("prompt_tokens", 0) or 0)
-            self.ledger.completion_tokens += int(usage.get("completion_tokens", 0) or 0)
+            self.ledger.add(
+                prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
+                completion_tokens=int(usage.get("completion_tokens", 0) or 0),
+            )
             idx = parse_label(reply, self.task.label_names)
             if idx is None:
-                return Failure(f"reply outside the label set: {reply[:120]!r}")
+                last = f"reply outside the label set: {reply[:120]!r}"
+                continue
             out = np.zeros(self.task.n_classes)
             out[idx] = 1.0
             return out
