@@ -8,6 +8,7 @@ with one status (e.g. 401, 500), with a body that is not JSON, or only after a d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -82,10 +83,9 @@ class LLMServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                try:
+                # a client that gave up (a timeout) is what a hung server sees
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a timeout): what a hung server sees
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
