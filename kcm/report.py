@@ -109,6 +109,11 @@ def summary_report(ws: Workspace, cfg: KCMConfig) -> dict[str, Any]:
         "accuracy_matrix_few": matrix.result(few),
         "accuracy_matrix_state": matrix.to_dict(),
         "large_ledger": ledger_totals(costs),
+        # every request by what it was for: answering the stream, scoring the held-out views
+        "large_ledger_by_purpose": {
+            "serve": ledger_totals(costs),
+            "evaluate": ledger_totals([c.get("eval_ledger", {}) for c in cycles]),
+        },
         "large_failures": [e for c in costs for e in c.get("errors", [])][:50],
         "quarantined": {
             k: v.reason for k, v in ledger.batches.items() if v.status == "quarantined"

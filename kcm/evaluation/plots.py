@@ -57,6 +57,8 @@ def plot_tradeoff(
     for name, c in curves.items():
         ax.plot(c["rate"], c["accuracy"], marker=".", label=name)
     for name, v in (references or {}).items():
+        if v is None:  # a baseline that could not be measured (e.g. the endpoint was down)
+            continue
         ax.axhline(v, ls="--", lw=1, color="grey")
         ax.annotate(name, (0.01, v), fontsize=8, va="bottom", color="grey")
     if point is not None:

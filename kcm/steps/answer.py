@@ -61,8 +61,7 @@ def call_large(cfg: KCMConfig, ws: Workspace, name: str, start: int, end: int) -
         idx = np.flatnonzero(r["to_large"])[start:end]
         hints = r["hints"][idx] if "hints" in r.files else None
     batch = ws.load_batch(name)
-    large = large_model(ws, cfg)
-    before = large.ledger.snapshot()
+    large = large_model(ws, cfg).session()  # this chunk's own ledger: its cost, exactly
     out = ask_large(large, batch, idx, hints)
     np.savez_compressed(
         ws.run_dir(name) / f"large-{start:06d}.npz",
@@ -73,9 +72,9 @@ def call_large(cfg: KCMConfig, ws: Workspace, name: str, start: int, end: int) -
         keys=out.keys if out.keys is not None else np.full(len(idx), "", dtype=str),
         errors=np.array(out.errors if out.errors is not None else np.full(len(idx), ""), dtype=str),
     )
-    delta = large.ledger.since(before)
-    failed = list(large.ledger.failed[-int(delta["failures"]) :]) if delta["failures"] else []
-    return {"batch": name, "start": start, "end": end, **delta, "errors": failed[:20]}
+    cost = large.ledger.snapshot()
+    failed = list(large.ledger.failed)
+    return {"batch": name, "start": start, "end": end, **cost, "errors": failed[:20]}
 
 
 def routed_of(ws: Workspace, name: str, system: CollaborationSystem, batch: Batch) -> Routed:

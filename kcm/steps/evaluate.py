@@ -4,6 +4,7 @@ on the held-out traffic and balanced views, with the baselines and the accuracy-
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -21,6 +22,8 @@ from kcm.steps.learn import load_baseline
 from kcm.steps.systems import champion, system_at
 from kcm.system import CollaborationSystem
 from kcm.workspace import Workspace
+
+log = logging.getLogger(__name__)
 
 
 def few_mask(view: Batch, groups: dict[int, str]) -> np.ndarray:
@@ -79,9 +82,13 @@ def score_view(
     # the promotion gate compares two versions' tails at one rate with it
     m["few_curve"] = group_tradeoff_curve(p.confidence, small, lo.answer, y, few_mask(view, groups))
     m["reliability"] = reliability(p.confidence, small == y)
+    answered = lo.answered_by == "large"
+    if not answered.any():  # the large model answered nothing: no accuracy to report
+        log.warning("%s view: the large model answered none of %d samples", view.name, len(y))
     m["baselines"] = {
-        "large_only": float((lo.answer == y).mean()),
-        "large_only_few": few_accuracy(lo.answer, view, groups),
+        "large_only": float((lo.answer == y).mean()) if answered.any() else None,
+        "large_only_answered": float(answered.mean()),
+        "large_only_few": few_accuracy(lo.answer, view, groups) if answered.any() else None,
         "small_only": float((so == y).mean()),
         "small_only_few": few_accuracy(so, view, groups),
         "cascade": float((ca.answer == y).mean()),
@@ -104,11 +111,13 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
     row = prequential(cfg, ws, name, groups)
     row.update(cycle=len(ledger.cycles), version=version)
     cand = system_at(ws, cfg, version)
+    cand.large = cand.large.session()  # what evaluating costs is counted apart
     baseline = load_baseline(ws, cand, version)
     views: dict[str, Any] = {}
     for vname in ("traffic", "balanced"):
         view = ws.view(vname, task)
         views[vname], labels = score_view(cand, baseline, view, groups)
+    row["eval_ledger"] = cand.large.ledger.snapshot()
     per = {k: per_class(v, view.gold, task.n_classes) for k, v in labels.items()}  # balanced
     batch = ws.load_batch(name, task)
     classes = np.unique(batch.gold[batch.gold >= 0]).tolist()

@@ -8,6 +8,7 @@ the large model's distribution with the small model's, ``p ∝ p_large · p_smal
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -89,6 +90,15 @@ class LargeModel(ABC):
         self.hint_top_k = 3
         self.tripped_ = False
         self._streak = 0
+
+    def session(self) -> LargeModel:
+        """This model with a ledger and a circuit breaker of its own (the fitted state, the
+        answer store and the connections are shared): one per concurrent caller, so that
+        what each caller paid is exactly what it sent, whatever runs beside it."""
+        view = copy.copy(self)
+        view.ledger = CallLedger()
+        view.tripped_, view._streak = False, 0
+        return view
 
     def note(self, ok: bool) -> None:
         """Count an item's outcome for the circuit breaker (thread-safe)."""

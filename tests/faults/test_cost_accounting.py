@@ -1,0 +1,58 @@
+"""The fault suite, part 3: what a run reports it paid equals what the endpoint counted.
+
+A real kcm run (digits, in-process and through the Prefect flows with the large-model chunks
+in parallel threads) against a counting OpenAI-compatible server on loopback, which fails
+its first requests with 503 so that retries are part of the count."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kcm_app.cli import main
+from tests.llm_server import LLMServer
+
+pytestmark = pytest.mark.slow
+
+DIGITS = [str(i) for i in range(10)]
+
+
+@pytest.mark.parametrize("in_process", [True, False], ids=["in-process", "flows"])
+def test_reported_requests_equal_what_the_endpoint_received(
+    tmp_path: Path, in_process: bool
+) -> None:
+    out = tmp_path / "o"
+    with LLMServer(DIGITS, fail_first=6) as srv:
+        args = [
+            "run",
+            "--no-progress",
+            *(["--in-process"] if in_process else []),
+            "--out",
+            str(out),
+            "--set",
+            "large.backend=openai",
+            "--set",
+            f"large.openai.base_url={srv.base_url}",
+            "--set",
+            "large.openai.backoff=0.01",
+            "--set",
+            "data.stream.n_batches=2",
+            "--set",
+            "flow.large_chunk_size=16",
+            "--set",
+            "registry.enabled=false",
+            "--set",
+            "dvc.enabled=false",
+            "--set",
+            "eval.plots=false",
+        ]
+        assert main(args) == 0
+        received = len(srv.requests)
+    rep = json.loads((out / "report.json").read_text())
+    by = rep["large_ledger_by_purpose"]
+    assert by["serve"]["requests"] + by["evaluate"]["requests"] == received
+    assert by["serve"]["retries"] + by["evaluate"]["retries"] == 6
+    assert by["serve"]["requests"] > 0 and by["evaluate"]["requests"] > 0
+    assert rep["large_ledger"] == by["serve"]
