@@ -73,11 +73,15 @@ def set_aliases(name: str, version: int | str, decision: Decision) -> None:
         c.set_registered_model_alias(name, CHAMPION, str(version))
 
 
-def champion_version(name: str) -> int | None:
+def alias_version(name: str, alias: str) -> int | None:
     try:
-        return int(MlflowClient().get_model_version_by_alias(name, CHAMPION).version)
+        return int(MlflowClient().get_model_version_by_alias(name, alias).version)
     except mlflow.exceptions.MlflowException:
         return None
+
+
+def champion_version(name: str) -> int | None:
+    return alias_version(name, CHAMPION)
 
 
 def drop_version(name: str, version: int | str) -> None:
@@ -234,8 +238,9 @@ def track_cycle(
 ) -> dict[str, Any]:
     """One MLflow run for the cycle: config as params, the cycle's metrics (step = cycle),
     lineage tags, report and per-class artifacts; the system logged as a pyfunc model and
-    registered. A failure after registration removes the version, so no alias ever points at
-    a half-registered model."""
+    registered. No alias moves here: ``register`` moves them after the ledger has committed
+    the cycle (``set_aliases``), so an alias never points at an uncommitted version. A
+    failure after registration removes the version."""
     from kcm.config import config_to_dict
 
     reg = cfg.registry
@@ -265,7 +270,6 @@ def track_cycle(
             c.set_model_version_tag(
                 reg.model_name, str(mv), "kcm.workspace_id", ws.load_ledger().workspace_id
             )
-            set_aliases(reg.model_name, mv, decision)
         except BaseException:
             drop_version(reg.model_name, mv)
             raise

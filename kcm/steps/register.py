@@ -14,6 +14,7 @@ import numpy as np
 from kcm.config import KCMConfig
 from kcm.evaluation.gate import GateTolerances, decide_promotion
 from kcm.evaluation.metrics import AccuracyMatrix
+from kcm.failpoints import reach
 from kcm.steps.systems import now, system_at
 from kcm.system import CollaborationSystem
 from kcm.workspace import Ledger, Workspace, atomic_write_text
@@ -151,7 +152,12 @@ def register(
     atomic_write_text(
         reports / f"{Path(name).stem}.json", json.dumps(report, indent=1, default=float)
     )
-    ws.save_ledger(ledger)
+    ws.save_ledger(ledger)  # the commit point of the cycle
+    reach("register:committed")
+    if r.enabled:  # aliases move only once the ledger holds the cycle (see sync_champion)
+        from kcm.adapters import mlflow_registry
+
+        mlflow_registry.set_aliases(r.model_name, report["mlflow"]["model_version"], decision)
     log.info("batch %s: %s", name, decision.summary())
     return {
         "batch": name,

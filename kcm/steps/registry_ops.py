@@ -29,15 +29,50 @@ def _registry(cfg: KCMConfig, ws: Workspace) -> Any:
     return mlflow_registry
 
 
+def committed_versions(ws: Workspace) -> dict[int, dict[str, Any]]:
+    """Registered model version -> the committed cycle of this workspace that produced it."""
+    out = {}
+    for c in ws.load_ledger().cycles:
+        mv = (c.get("mlflow") or {}).get("model_version")
+        if mv is not None:
+            out[int(mv)] = c
+    return out
+
+
 def _belongs(reg: Any, info: dict[str, Any], ws: Workspace, workspace_id: str) -> bool:
     """A registered version that a committed cycle of this workspace produced: tagged with
-    its id (or, registered before ids existed, by a run of this workspace's folder)."""
+    its id (or, registered before ids existed, by a run of this workspace's folder), and
+    named by the ledger (a version registered by a cycle that crashed before its commit is
+    not: it is refused, never promoted)."""
     if info["system_version"] is None:
         return False  # half-registered (no committed cycle tagged it)
+    if info["version"] not in committed_versions(ws):
+        return False
     tagged = info["tags"].get("kcm.workspace_id")
     if tagged is not None:
         return bool(tagged == workspace_id)
     return bool(reg.run_tags(info["run_id"]).get("kcm.workspace") == str(ws.root))
+
+
+def _finish_last_commit(cfg: KCMConfig, ws: Workspace, reg: Any) -> None:
+    """A run killed between the ledger commit and the alias move: move them now. (Every
+    committed version becomes the challenger, so a challenger alias that does not name the
+    last committed version is exactly that case; a person's promote never moves it.)"""
+    cycles = [c for c in ws.load_ledger().cycles if (c.get("mlflow") or {}).get("model_version")]
+    if not cycles:
+        return
+    last, name = cycles[-1], cfg.registry.model_name
+    mv = int(last["mlflow"]["model_version"])
+    if reg.alias_version(name, reg.CHALLENGER) == mv:
+        return
+    from kcm.evaluation.gate import Decision
+
+    gate = last.get("gate") or {}
+    decision = Decision(bool(gate.get("promote")), list(gate.get("reasons") or []))
+    log.warning(
+        "model %s version %d: committed but its aliases were not moved; moving them", name, mv
+    )
+    reg.set_aliases(name, mv, decision)
 
 
 def sync_champion(cfg: KCMConfig, ws: Workspace) -> int | None:
@@ -47,6 +82,7 @@ def sync_champion(cfg: KCMConfig, ws: Workspace) -> int | None:
     if not cfg.registry.enabled or not ws.exists():
         return ledger.champion
     reg = _registry(cfg, ws)
+    _finish_last_commit(cfg, ws, reg)
     version = reg.champion_version(cfg.registry.model_name)
     if version is None:
         return ledger.champion

@@ -1,0 +1,88 @@
+"""The fault suite, part 4: the registry never points at what the ledger has not committed.
+
+A real run (digits, MLflow registry on, DVC off) is SIGKILLed right after the ledger commit
+of its cycle, before the aliases move; the next run finishes the commit. A version
+registered by a cycle that never committed is refused by ``kcm promote``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kcm.config import load_config
+from kcm.errors import KCMError
+from kcm.steps import promote, sync_champion
+from kcm.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+SETS = [
+    "large.backend=callable",
+    "large.callable.target=tests.helpers:digits_large",
+    "judge.epochs=10",
+    "data.stream.n_batches=2",
+    "dvc.enabled=false",
+    "eval.plots=false",
+]
+
+
+def _run(out: Path, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:
+    args = [sys.executable, "-m", "kcm_app.cli", "run", "--in-process", "--no-progress"]
+    for s in SETS:
+        args += ["--set", s]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{out}/mlflow/mlflow.db"}
+    env.pop("KCM_FAILPOINT", None)
+    if failpoint:
+        env["KCM_FAILPOINT"] = failpoint
+    return subprocess.run(
+        [*args, "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def test_killed_between_commit_and_alias_move_the_next_run_finishes_it(tmp_path: Path) -> None:
+    out = tmp_path / "ws"
+    killed = _run(out, "register:committed")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    from mlflow import MlflowClient
+
+    # (never mlflow.set_tracking_uri here: it would leak into kcm's own store resolution)
+    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow/mlflow.db")
+    ws = Workspace(out)
+    ledger = ws.load_ledger()
+    assert len(ledger.cycles) == 1  # committed ...
+    mv = ledger.cycles[0]["mlflow"]["model_version"]
+    assert not client.get_model_version("kcm-system", str(mv)).aliases  # ... aliases not moved
+
+    cfg = load_config(out / "params.resolved.yaml")
+    sync_champion(cfg, ws)  # what every run does first
+    aliases = client.get_model_version("kcm-system", str(mv)).aliases
+    assert "challenger" in aliases
+    if ledger.cycles[0]["gate"]["promote"]:
+        assert "champion" in aliases
+    assert len(client.search_model_versions("name = 'kcm-system'")) == 1  # not registered twice
+
+
+def test_a_version_whose_cycle_never_committed_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "ws"
+    first = _run(out)
+    assert first.returncode == 0, first.stderr[-2000:]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow/mlflow.db")
+    ws = Workspace(out)
+    ledger = ws.load_ledger()
+    versions = {int(v.version) for v in client.search_model_versions("name = 'kcm-system'")}
+    committed = {c["mlflow"]["model_version"] for c in ledger.cycles}
+    assert versions == committed
+    # forget the last commit, as if the run had died just before writing the ledger
+    orphan = ledger.cycles.pop()["mlflow"]["model_version"]
+    ws.save_ledger(ledger)
+    cfg = load_config(out / "params.resolved.yaml")
+    with pytest.raises(KCMError, match="not registered by a committed cycle"):
+        promote(cfg, ws, orphan, who="test")
