@@ -270,6 +270,11 @@ def validate_frame(
             for f in failures
             if f["expectation"] in TABLE_LEVEL or f.get("error")
         )
+        if n > cfg.max_rows:
+            names += (
+                f": {n} rows, more than validation.max_rows={cfg.max_rows}; split the file "
+                "into smaller batches (or raise validation.max_rows)"
+            )
         missing = [c for c in [*task.input_cols, task.label_col] if c not in df.columns]
         if missing:
             names += (

@@ -301,7 +301,12 @@ class ValidateConfig(Section):
     """Great Expectations checks every incoming batch must pass before any model sees it."""
 
     min_rows: int = Field(1, ge=1)
-    max_rows: int = Field(1_000_000, ge=1)
+    max_rows: int = Field(
+        50_000,
+        ge=1,
+        description="the largest batch accepted: a bigger file is quarantined with a message "
+        "asking to split it (learning cost is bounded per batch)",
+    )
     min_text_chars: int = Field(1, ge=0)
     max_text_chars: int = Field(5000, ge=1)
     feature_margin: float = Field(

@@ -100,3 +100,9 @@ def test_a_cell_that_is_not_a_number_fails_validation_not_a_later_step() -> None
     assert item["column"] == "f1" and item["examples"] == ["abc"]
     strict = validate_frame(df, NUM, ValidateConfig(on_bad_rows="quarantine"), "num", None)
     assert strict.decision == "quarantine"
+
+
+def test_a_batch_above_the_size_limit_is_quarantined_with_the_fix() -> None:
+    r = validate_frame(_text(120), TEXT, ValidateConfig(max_rows=100), "big")
+    assert r.decision == "quarantine"
+    assert "120 rows, more than validation.max_rows=100; split the file" in r.reason
