@@ -1,7 +1,7 @@
 """The fault suite, part 3: what a run reports it paid equals what the endpoint counted.
 
-A real kcm run (digits, in-process and through the Prefect flows with the large-model chunks
-in parallel threads) against a counting OpenAI-compatible server on loopback, which fails
+A real kcm run (digits, through the Prefect flows with the large-model chunks in parallel
+threads: the case where per-chunk costs used to overlap) against a counting OpenAI-compatible server on loopback, which fails
 its first requests with 503 so that retries are part of the count."""
 
 from __future__ import annotations
@@ -19,16 +19,12 @@ pytestmark = pytest.mark.slow
 DIGITS = [str(i) for i in range(10)]
 
 
-@pytest.mark.parametrize("in_process", [True, False], ids=["in-process", "flows"])
-def test_reported_requests_equal_what_the_endpoint_received(
-    tmp_path: Path, in_process: bool
-) -> None:
+def test_reported_requests_equal_what_the_endpoint_received(tmp_path: Path) -> None:
     out = tmp_path / "o"
     with LLMServer(DIGITS, fail_first=6) as srv:
         args = [
             "run",
             "--no-progress",
-            *(["--in-process"] if in_process else []),
             "--out",
             str(out),
             "--set",
