@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kcm.env import OFFLINE_ENV
+from kcm.procs import popen_tied
 
 
 def _say(msg: str, *args: Any) -> None:
@@ -49,12 +50,12 @@ def start_local_server(home: Path, timeout: float = 120.0) -> tuple[subprocess.P
     env = {**OFFLINE_ENV, **os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     logfile = open(home / "server.log", "ab")  # noqa: SIM115 - handed to the child process
-    proc = subprocess.Popen(
+    # its own process group, and gone with us even after a SIGKILL (kcm.procs)
+    proc = popen_tied(
         [*_prefect_exe(), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=logfile,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + timeout

@@ -173,3 +173,39 @@ def test_an_overlapping_flow_run_exits_naming_the_holder(tmp_path: Path) -> None
     assert f"in use by another kcm run (pid {os.getpid()}" in proc.stderr
     assert len(list(inbox.iterdir())) == 3
     assert not (tmp_path / "state" / "ledger.json").exists()
+
+
+def test_a_child_started_by_kcm_dies_with_it_even_after_sigkill(tmp_path: Path) -> None:
+    """The Prefect server ``kcm serve`` starts is spawned this way (``kcm.procs``)."""
+    pidfile = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from kcm.procs import popen_tied\n"
+            "c = popen_tied([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+            f"open({str(pidfile)!r}, 'w').write(str(c.pid)); time.sleep(120)",
+        ],
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 60
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    os.kill(child, 0)  # alive
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return  # gone (reaped by init)
+        try:  # a zombie awaiting init counts as gone
+            state = Path(f"/proc/{child}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            return
+        if state == "Z":
+            return
+        time.sleep(0.1)
+    pytest.fail(f"child {child} outlived its SIGKILLed parent")
