@@ -13,9 +13,12 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 from kcm.data.batch import batch_from_frame
+from kcm.errors import DataError
 
 
 class KCMSystemModel(mlflow.pyfunc.PythonModel):
@@ -30,10 +33,16 @@ class KCMSystemModel(mlflow.pyfunc.PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         system = self.system
-        df = pd.DataFrame(model_input)
-        if system.task.label_col not in df.columns:
-            df = df.assign(**{system.task.label_col: None})
-        batch = batch_from_frame(df, system.task, "request")
+        try:
+            df = pd.DataFrame(model_input)
+            if system.task.label_col not in df.columns:
+                df = df.assign(**{system.task.label_col: None})
+            batch = batch_from_frame(df, system.task, "request")
+        except (DataError, ValueError, TypeError) as err:
+            # the client's mistake: a 400 that names it, not a 500 with a stack trace
+            raise MlflowException(
+                f"bad request: {err}", error_code=INVALID_PARAMETER_VALUE
+            ) from None
         p = system.predict(batch)
         names = np.asarray(system.task.label_names, dtype=object)
         return pd.DataFrame(

@@ -258,6 +258,18 @@ def test_mlflow_models_serve_answers_with_the_routing_applied(
             assert str(p["answer"]) in names
             assert 0.0 <= p["confidence"] <= 1.0
             assert p["answered_by"] in {"small", "large", "small-fallback"}
+        # malformed requests: a 4xx that names the problem, never a stack trace
+        missing = {"dataframe_split": {"columns": ["nope"], "data": [[1.0]]}}
+        r = httpx.post(f"http://127.0.0.1:{port}/invocations", json=missing, timeout=60)
+        assert 400 <= r.status_code < 500, r.text
+        assert "nope" in r.text and "Traceback" not in r.text and str(REPO) not in r.text
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            content=b"{not json",
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
+        assert 400 <= r.status_code < 500, r.text
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
