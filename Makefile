@@ -19,8 +19,11 @@ $(STAMP): pyproject.toml | $(BIN)/python
 demo: $(STAMP)  ## the main job on the embedded defaults (digits)
 	$(BIN)/kcm run --out runs/demo
 
+# test processes (pytest-xdist): one per core; JOBS=0 runs the tests in one process
+JOBS ?= auto
+
 test: $(STAMP)  ## the whole test suite
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## unit and contract tests only
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from kcm.config import KCMConfig
+from kcm.failpoints import reach
 from kcm.lock import exclusive
 from kcm.models.large.base import EndpointError
 from kcm.progress import CycleProgress
@@ -43,7 +44,12 @@ def process_batch(
 ) -> dict[str, Any]:
     """One cycle: validate -> route -> call_large -> learn -> evaluate -> register."""
     t0 = time.perf_counter()
-    step = on_step or (lambda _s: None)
+
+    def step(name: str) -> None:
+        reach(f"cycle:after-{name}")  # the fault suite kills the run here
+        if on_step is not None:
+            on_step(name)
+
     v = validate(cfg, ws, name)
     step("validate")
     if not v["ok"]:
