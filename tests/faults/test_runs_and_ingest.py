@@ -209,3 +209,36 @@ def test_a_child_started_by_kcm_dies_with_it_even_after_sigkill(tmp_path: Path) 
             return
         time.sleep(0.1)
     pytest.fail(f"child {child} outlived its SIGKILLed parent")
+
+
+@pytest.mark.slow
+def test_a_project_deleted_and_started_over_at_the_same_path_runs(tmp_path: Path) -> None:
+    """Through the Prefect flows: nothing cached outside the workspace outlives it."""
+    import shutil
+
+    out = tmp_path / "proj"
+    args = [
+        sys.executable,
+        "-m",
+        "kcm_app.cli",
+        "run",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        "data.stream.n_batches=2",
+        "--set",
+        "registry.enabled=false",
+        "--set",
+        "dvc.enabled=false",
+        "--set",
+        "eval.plots=false",
+    ]
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}  # shared by both runs
+    first = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    shutil.rmtree(out)
+    again = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    ledger = json.loads((out / "state" / "ledger.json").read_text())
+    assert len(ledger["cycles"]) == 2
