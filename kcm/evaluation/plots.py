@@ -180,13 +180,17 @@ def plot_stream(
 
     plt = _plt()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.6))
-    for name, e in sorted(stream.items(), key=lambda kv: kv[0] != reference):
+    # one distinct colour per method (tab10 repeats after ten: kcm would share its blue);
+    # the reference in black, drawn thickest
+    palette = plt.get_cmap("tab20").colors
+    for i, (name, e) in enumerate(sorted(stream.items(), key=lambda kv: kv[0] != reference)):
         c = e["curves"]
         lw = 2.6 if name == reference else 1.3
-        (line,) = a1.plot(c["cumulative_calls"], c["cumulative_accuracy"], lw=lw, label=name)
-        a2.plot(
-            range(len(c["large_call_rate"])), c["large_call_rate"], lw=lw, color=line.get_color()
+        colour = "black" if name == reference else palette[(2 * i) % 20 + (2 * i) // 20 % 2]
+        (line,) = a1.plot(
+            c["cumulative_calls"], c["cumulative_accuracy"], lw=lw, label=name, color=colour
         )
+        a2.plot(range(len(c["large_call_rate"])), c["large_call_rate"], lw=lw, color=colour)
         n = sum(c["n"])
         for share, acc in e.get("points", []):
             a1.plot([share * n], [acc], "x", color=line.get_color(), ms=6)
