@@ -23,7 +23,7 @@ demo: $(STAMP)  ## the main job on the embedded defaults (digits)
 JOBS ?= auto
 
 test: $(STAMP)  ## the whole test suite
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadfile --durations=15 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)  ## unit and contract tests only
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

@@ -22,7 +22,7 @@ def _tie_to(parent: int) -> Callable[[], None]:
             libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the tie was made
-            os._exit(1)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     return tie
 

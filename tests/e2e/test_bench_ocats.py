@@ -27,9 +27,6 @@ def test_ocats_scenario_on_a_slice(tmp_path: Path) -> None:
         str(DATA),
         "--seeds",
         "0",
-        "1",
-        "--jobs",
-        "2",
         "--stream-limit",
         "200",
         "--out",
@@ -40,7 +37,6 @@ def test_ocats_scenario_on_a_slice(tmp_path: Path) -> None:
     result = json.loads((out / "bench.json").read_text())
     rows = {r["method"]: r for r in result["rows"]}
     assert set(rows) == {"large_only", "cascade", *SYSTEMS, *PEERS}
-    assert [p["seed"] for p in result["per_seed"]] == [0, 1]  # two worker processes
     gpt4 = rows["large_only"]["stream_accuracy"]["mean"]
     assert 0.7 < gpt4 < 0.95  # GPT-4's recorded answers against the gold labels
     for name, row in rows.items():

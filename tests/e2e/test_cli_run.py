@@ -148,7 +148,8 @@ def test_unreachable_openai_endpoint_is_recorded_not_fatal(tmp_path: Path) -> No
 
     answers = pd.read_csv(rep["cycles"][0]["answers"], keep_default_na=False)
     assert (answers["answered_by"] == "small-fallback").all()
-    assert answers["large_error"].str.contains("reachable").all()
+    assert (answers["large_error"] != "").all()  # each row says why: unreachable, or the circuit
+    assert answers["large_error"].str.contains("reachable").any()
 
 
 @pytest.mark.slow

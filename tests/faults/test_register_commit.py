@@ -67,22 +67,10 @@ def test_killed_between_commit_and_alias_move_the_next_run_finishes_it(tmp_path:
         assert "champion" in aliases
     assert len(client.search_model_versions("name = 'kcm-system'")) == 1  # not registered twice
 
-
-def test_a_version_whose_cycle_never_committed_is_refused(tmp_path: Path) -> None:
-    out = tmp_path / "ws"
-    first = _run(out)
-    assert first.returncode == 0, first.stderr[-2000:]
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow/mlflow.db")
-    ws = Workspace(out)
+    # a version no committed cycle names (as if the run had died just before the ledger
+    # write) is refused by promote
     ledger = ws.load_ledger()
-    versions = {int(v.version) for v in client.search_model_versions("name = 'kcm-system'")}
-    committed = {c["mlflow"]["model_version"] for c in ledger.cycles}
-    assert versions == committed
-    # forget the last commit, as if the run had died just before writing the ledger
     orphan = ledger.cycles.pop()["mlflow"]["model_version"]
     ws.save_ledger(ledger)
-    cfg = load_config(out / "params.resolved.yaml")
     with pytest.raises(KCMError, match="not registered by a committed cycle"):
         promote(cfg, ws, orphan, who="test")
