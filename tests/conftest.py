@@ -23,6 +23,18 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)  # tests use their own SQLite stores
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "120"
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
+# Under pytest-xdist (`make test`: one worker per core) each worker gets its share of the
+# cores for torch, and so do the processes it starts: workers with a thread per core each spin
+# against one another and the heavy tests run several times slower.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+if _WORKERS > 1:
+    _THREADS = str(max(1, (os.cpu_count() or 1) // _WORKERS))
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_var] = _THREADS
+    import torch
+
+    torch.set_num_threads(int(_THREADS))
+
 REPO = Path(__file__).resolve().parents[1]
 BANKING77 = (REPO / ".." / "shared" / "data" / "banking77").resolve()
 
