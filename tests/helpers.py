@@ -44,3 +44,12 @@ def inputs_asked() -> list[list[str]]:
 
 def calls_made() -> list[int]:
     return [len(c) for c in inputs_asked()]
+
+
+#: settings that keep an end-to-end run to its own folder and quick (no registry, DVC, plots)
+QUIET = ("registry.enabled=false", "dvc.enabled=false", "eval.plots=false")
+
+
+def set_args(*settings: str) -> list[str]:
+    """``--set KEY=VALUE`` for each setting, as the CLI takes them."""
+    return [a for s in settings for a in ("--set", s)]

@@ -6,7 +6,6 @@ Written once, whole (atomic rename locally), before the batch is learned."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pandas as pd
@@ -50,5 +49,5 @@ def deliver(cfg: KCMConfig, ws: Workspace, name: str, batch: Batch, preds: Predi
         return str(path)
     url = f"{root.rstrip('/')}/{stem}.csv"
     with fsspec.open(url, "wb") as fh:
-        fh.write(io.BytesIO(data).getvalue())
+        fh.write(data)
     return url

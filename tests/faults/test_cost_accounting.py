@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kcm_app.cli import main
+from tests.helpers import QUIET, set_args
 from tests.llm_server import LLMServer
 
 pytestmark = pytest.mark.slow
@@ -27,22 +28,14 @@ def test_reported_requests_equal_what_the_endpoint_received(tmp_path: Path) -> N
             "--no-progress",
             "--out",
             str(out),
-            "--set",
-            "large.backend=openai",
-            "--set",
-            f"large.openai.base_url={srv.base_url}",
-            "--set",
-            "large.openai.backoff=0.01",
-            "--set",
-            "data.stream.n_batches=2",
-            "--set",
-            "flow.large_chunk_size=16",
-            "--set",
-            "registry.enabled=false",
-            "--set",
-            "dvc.enabled=false",
-            "--set",
-            "eval.plots=false",
+            *set_args(
+                "large.backend=openai",
+                f"large.openai.base_url={srv.base_url}",
+                "large.openai.backoff=0.01",
+                "data.stream.n_batches=2",
+                "flow.large_chunk_size=16",
+                *QUIET,
+            ),
         ]
         assert main(args) == 0
         received = len(srv.requests)

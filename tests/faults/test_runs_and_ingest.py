@@ -18,6 +18,7 @@ from kcm.config import KCMConfig, with_overrides
 from kcm.lock import WorkspaceBusy, exclusive
 from kcm.steps import ingest
 from kcm.workspace import Workspace
+from tests.helpers import QUIET, set_args
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -225,14 +226,7 @@ def test_a_project_deleted_and_started_over_at_the_same_path_runs(tmp_path: Path
         "--out",
         str(out),
         "--no-progress",
-        "--set",
-        "data.stream.n_batches=2",
-        "--set",
-        "registry.enabled=false",
-        "--set",
-        "dvc.enabled=false",
-        "--set",
-        "eval.plots=false",
+        *set_args("data.stream.n_batches=2", *QUIET),
     ]
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}  # shared by both runs
     first = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
