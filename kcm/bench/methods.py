@@ -71,6 +71,13 @@ METHODS_TABLE: tuple[Method, ...] = (
     Method("kcm_no_distill", ("distill.enabled=false",), "system", scored=True),
     # kcm with an accuracy budget instead of ε (routing.max_loss: the long-stream setting)
     Method("kcm_max_loss", ("routing.max_loss=0.02",), "system", scored=True),
+    # the same, learning only what the large model said (no self-training on its own answers)
+    Method(
+        "kcm_teacher_only",
+        ("routing.max_loss=0.02", "distill.w_js=0", "distill.temperature=1"),
+        "system",
+        scored=True,
+    ),
     # a logistic regression on the small model's confidence, margin and entropy
     Method("learned_router", ("judge.kind=logreg",), "system", scored=True),
     Method(
