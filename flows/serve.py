@@ -74,7 +74,7 @@ def start_local_server(home: Path, timeout: float = 120.0) -> tuple[subprocess.P
     )
 
 
-def stop_server(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+def stop_server(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     """Stop the server and every process it started (its own process group)."""
     if proc.poll() is not None:
         return
@@ -88,10 +88,10 @@ def stop_server(proc: subprocess.Popen[bytes], grace: float = 20.0) -> None:
         proc.wait(timeout=10)
 
 
-def _finish_runs(exclude: int | None, grace: float = 45.0) -> None:
-    """Give flow runs still in flight (child processes) ``grace`` seconds to finish while the
-    server is still up, then stop them; a stopped run leaves its batch pending (nothing is
-    committed before ``register``)."""
+def _stop_runs(exclude: int | None, grace: float) -> None:
+    """Stop the flow runs still in flight (child processes) while the server is still up: SIGTERM
+    (each reports its crash and exits), ``grace`` seconds, then SIGKILL. A stopped run leaves its
+    batch pending (nothing is committed before ``register``; every step survives a kill)."""
     import psutil
 
     me = psutil.Process()
@@ -103,15 +103,23 @@ def _finish_runs(exclude: int | None, grace: float = 45.0) -> None:
     ]
     if not kids:
         return
-    _say("waiting up to %.0fs for %d running process(es) to finish", grace, len(kids))
+    _say("stopping %d running process(es) (at most %.0fs)", len(kids), grace)
+    for k in kids:
+        with contextlib.suppress(psutil.Error):
+            k.terminate()
     _, alive = psutil.wait_procs(kids, timeout=grace)
     for k in alive:
         with contextlib.suppress(psutil.Error):
-            k.terminate()
-    _, alive = psutil.wait_procs(alive, timeout=10)
-    for k in alive:
-        with contextlib.suppress(psutil.Error):
             k.kill()
+
+
+def _stop_grace(config_path: Path) -> float:
+    from kcm.config import load_config
+
+    try:
+        return float(load_config(config_path).flow.stop_grace)
+    except Exception:  # a config that no longer loads must not keep the server from stopping
+        return 10.0
 
 
 def _cmdline(proc: object) -> list[str]:
@@ -174,7 +182,7 @@ def serve(
     except KeyboardInterrupt:
         _say("stopping")
     finally:
-        _finish_runs(exclude=server.pid if server else None)
+        _stop_runs(exclude=server.pid if server else None, grace=_stop_grace(config_path))
         if server is not None:
             stop_server(server)
             _say("Prefect server stopped")

@@ -15,6 +15,7 @@ from typing import Any
 
 from kcm import registry
 from kcm.env import apply_offline_env
+from kcm.procs import stop_within
 from kcm_app.bench_cmd import add_bench_parser
 from kcm_app.registry_cmds import cmd_lineage, cmd_promote, cmd_rollback
 
@@ -119,7 +120,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg_path = _workdir_config(args, cfg, out)
     cfg = load_config(cfg_path)
     console = Console(stderr=True)
-    with tempfile.TemporaryDirectory(prefix="kcm-inbox-") as inbox:
+    with (
+        stop_within(cfg.flow.stop_grace),
+        tempfile.TemporaryDirectory(prefix="kcm-inbox-") as inbox,
+    ):
         feed(cfg, inbox)
         if args.in_process:
             report = _run_in_process(cfg, out, inbox, show=not args.no_progress)
@@ -181,7 +185,8 @@ def cmd_continual(args: argparse.Namespace) -> int:
     _prefect_home(workdir)
     from flows.continual import continual_flow
 
-    state = continual_flow(config_path=str(cfg_path), inbox=args.inbox, return_state=True)
+    with stop_within(cfg.flow.stop_grace):
+        state = continual_flow(config_path=str(cfg_path), inbox=args.inbox, return_state=True)
     result = state.result(raise_on_failure=False)
     if state.is_failed():
         sys.stderr.write(f"kcm: kcm-continual failed: {state.message}\n")

@@ -350,6 +350,12 @@ class FlowConfig(Section):
         description="seconds a run waits for another run of the same workspace to finish "
         "before it gives up with a message naming that run (one run per workspace)",
     )
+    stop_grace: float = Field(
+        10.0,
+        gt=0.0,
+        description="seconds a run gets after SIGTERM/SIGINT to stop on its own before it and "
+        "its child processes are killed (every step survives a kill)",
+    )
 
 
 class RegistryConfig(Section):
