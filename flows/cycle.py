@@ -11,7 +11,6 @@ Markdown of the artifacts is rendered by ``kcm.report``; this module only publis
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -116,8 +115,8 @@ def publish(cfg: dict[str, Any], report: dict[str, Any], registered: dict[str, A
     if registered.get("plots"):
         create_markdown_artifact(
             key="kcm-cycle-plots",
-            markdown=reports.plots_markdown(report, registered["plots"]),
-            description=f"plots of cycle {report['cycle']} ({Path(registered['plots'][0]).parent})",
+            markdown=reports.plots_markdown(report, [str(ws.path(p)) for p in registered["plots"]]),
+            description=f"plots of cycle {report['cycle']} ({ws.path(registered['plots'][0]).parent})",
         )
     create_table_artifact(
         key="kcm-per-class-accuracy",

@@ -143,6 +143,18 @@ class Workspace:
         if "://" not in self.inbox and not Path(self.inbox).is_absolute():
             self.inbox = str(self.root / self.inbox)
 
+    def rel(self, path: str | Path) -> str:
+        """How the ledger and reports name a path: relative to the workspace when inside it
+        (a moved or copied workspace goes on), else as given (a URL, another folder)."""
+        if "://" in str(path):
+            return str(path)
+        p = Path(path).resolve()
+        return str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p)
+
+    def path(self, name: str | Path) -> Path:
+        """The inverse of ``rel``: a workspace-relative name as a path."""
+        return self.root / name
+
     # folders
     @property
     def batches(self) -> Path:

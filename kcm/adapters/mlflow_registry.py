@@ -8,6 +8,7 @@ a tracking server. Weights travel inside the model as the saved system folder
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from kcm.env import apply_offline_env
 from kcm.errors import RegistryError
 from kcm.evaluation.gate import Decision
 
+log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 
 
@@ -37,25 +39,73 @@ def tracking_uri(workdir: str | Path, configured: str | None = None) -> str:
 
 
 def setup(workdir: str | Path, experiment: str = "kcm", configured: str | None = None) -> str:
-    """Point mlflow at the tracking store and make sure the experiment exists."""
+    """Point mlflow at the tracking store and make sure the experiment exists. A local SQLite
+    store keeps its artifacts beside it (not in ``./mlruns``); one that was moved or copied
+    with its workspace is rebased onto its new place first (``rebase_local_store``)."""
     apply_offline_env()
     uri = tracking_uri(workdir, configured)
+    location = None
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///") :]).resolve()
+        art = db.parent / "artifacts"
+        art.mkdir(parents=True, exist_ok=True)
+        location = art.as_uri()
+        rebase_local_store(db, experiment, location)
+    elif uri.startswith("sqlite:"):
+        raise ValueError(f"tracking URI {uri!r}: use sqlite:///path/to/mlflow.db")
     mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(experiment)
-    if exp is None:
-        location = None
-        if uri.startswith("sqlite:///"):  # local store: keep artifacts next to it, not in ./mlruns
-            db = Path(uri[len("sqlite:///") :])
-            art = db.resolve().parent / "artifacts"
-            art.mkdir(parents=True, exist_ok=True)
-            location = art.as_uri()
-        elif uri.startswith("sqlite:"):
-            raise ValueError(f"tracking URI {uri!r}: use sqlite:///path/to/mlflow.db")
-        exp_id = mlflow.create_experiment(experiment, artifact_location=location)
-    else:
-        exp_id = exp.experiment_id
+    exp_id = exp.experiment_id if exp else mlflow.create_experiment(experiment, location)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
+
+
+#: the columns of MLflow's SQL schema that hold an artifact location
+_LOCATIONS = (
+    ("experiments", "artifact_location"),
+    ("runs", "artifact_uri"),
+    ("logged_models", "artifact_location"),
+    ("model_versions", "storage_location"),
+    ("model_versions", "source"),
+)
+
+
+def rebase_local_store(db: Path, experiment: str, location: str) -> int:
+    """A SQLite store names its artifacts by absolute ``file://`` URIs, so a workspace that was
+    moved or copied would go on reading and writing the old folder (another project's, for a
+    copy). When the experiment's artifact location is another ``.../artifacts`` folder than
+    the one beside ``db``, every location under it is rewritten to the same place under
+    ``location``, in one transaction. Returns the rows changed (0: nothing moved)."""
+    import sqlite3
+
+    if not db.is_file():
+        return 0
+    con = sqlite3.connect(db, timeout=60)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "experiments" not in tables:
+            return 0
+        row = con.execute(
+            "SELECT artifact_location FROM experiments WHERE name = ?", (experiment,)
+        ).fetchone()
+        old = row[0] if row else None
+        if not old or old == location or not old.endswith("/artifacts"):
+            return 0
+        changed = 0
+        with con:
+            for table, col in _LOCATIONS:
+                if table not in tables:
+                    continue
+                cur = con.execute(
+                    f"UPDATE {table} SET {col} = ? || substr({col}, ?) "  # names: _LOCATIONS
+                    f"WHERE {col} = ? OR substr({col}, 1, ?) = ?",
+                    (location, len(old) + 1, old, len(old) + 1, old + "/"),
+                )
+                changed += cur.rowcount
+        log.info("tracking store moved: %s -> %s (%d locations rebased)", old, location, changed)
+        return changed
+    finally:
+        con.close()
 
 
 def set_aliases(name: str, version: int | str, decision: Decision) -> None:
@@ -260,7 +310,7 @@ def track_cycle(
         mlflow.log_dict({"gate": decision.promote, "reasons": decision.reasons}, "gate.json")
         mlflow.log_text(_per_class_csv(ws.meta(), report), "per_class_accuracy.csv")
         for png in report.get("plots", []):
-            mlflow.log_artifact(png, artifact_path="plots")
+            mlflow.log_artifact(str(ws.path(png)), artifact_path="plots")
         info = log_system(ws.system_dir(version), example, reg.model_name, system)
         mv = info.registered_model_version
         try:

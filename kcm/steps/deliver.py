@@ -37,7 +37,8 @@ def answers_frame(batch: Batch, preds: Predictions, task: Task) -> pd.DataFrame:
 
 
 def deliver(cfg: KCMConfig, ws: Workspace, name: str, batch: Batch, preds: Predictions) -> str:
-    """Write the answers of batch ``name``; returns where they are."""
+    """Write the answers of batch ``name``; returns where they are (relative to the workspace
+    when inside it)."""
     import fsspec
 
     data = answers_frame(batch, preds, ws.task()).to_csv(index=False).encode()
@@ -46,7 +47,7 @@ def deliver(cfg: KCMConfig, ws: Workspace, name: str, batch: Batch, preds: Predi
     if "://" not in root:
         path = Path(root) / f"{stem}.csv"
         atomic_write_bytes(path, data)
-        return str(path)
+        return ws.rel(path)
     url = f"{root.rstrip('/')}/{stem}.csv"
     with fsspec.open(url, "wb") as fh:
         fh.write(data)

@@ -166,6 +166,7 @@ def _version(ws: Workspace, ledger: Ledger, name: str, cfg: KCMConfig) -> None:
     from kcm.adapters.dvc_store import version_file
 
     update = version_file(ws.root, ws.batches / name, cfg.dvc.remote, cfg.dvc.remote_name)
+    update["dvc_remote_url"] = ws.rel(update["dvc_remote_url"])
     ledger.batches[name] = ledger.batches[name].model_copy(update=update)
     ws.save_ledger(ledger)
 

@@ -79,7 +79,7 @@ def cycle_plots(
                 input_names=plots.judge_input_names(feats.dense.shape[1]),
             )
         )
-    return [str(p) for p in paths]
+    return [ws.rel(p) for p in paths]  # relative: the workspace may move
 
 
 def lineage_of(ledger: Ledger, name: str) -> dict[str, Any]:

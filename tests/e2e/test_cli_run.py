@@ -146,7 +146,7 @@ def test_unreachable_openai_endpoint_is_recorded_not_fatal(tmp_path: Path) -> No
     assert rep["large_ledger"]["failures"] >= rep["cycles"][0]["n"]
     import pandas as pd  # the answers say who answered and why the large model did not
 
-    answers = pd.read_csv(rep["cycles"][0]["answers"], keep_default_na=False)
+    answers = pd.read_csv(out / rep["cycles"][0]["answers"], keep_default_na=False)  # relative
     assert (answers["answered_by"] == "small-fallback").all()
     assert (answers["large_error"] != "").all()  # each row says why: unreachable, or the circuit
     assert answers["large_error"].str.contains("reachable").any()

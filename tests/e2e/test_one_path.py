@@ -135,4 +135,4 @@ def test_every_processed_batch_has_its_answers_delivered(learned: Workspace) -> 
     assert set(answers["answered_by"]) <= {"small", "large", "small-fallback"}
     cycle = ledger.cycles[0]
     assert (answers["answered_by"] != "small").sum() == cycle["large_calls"]
-    assert cycle["answers"] == str(path)
+    assert cycle["answers"] == str(path.relative_to(learned.root))  # the workspace may move
