@@ -1,8 +1,9 @@
 """The fault suite, part 3: what a run reports it paid equals what the endpoint counted.
 
 A real kcm run (digits, through the Prefect flows with the large-model chunks in parallel
-threads: the case where per-chunk costs used to overlap) against a counting OpenAI-compatible server on loopback, which fails
-its first requests with 503 so that retries are part of the count."""
+threads, the case where per-chunk costs used to overlap, or on Dask worker processes) against
+a counting OpenAI-compatible server on loopback, which fails its first requests with 503 so
+that retries are part of the count."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ pytestmark = pytest.mark.slow
 DIGITS = [str(i) for i in range(10)]
 
 
-def test_reported_requests_equal_what_the_endpoint_received(tmp_path: Path) -> None:
+@pytest.mark.parametrize("runner", ["threads", "dask"])
+def test_reported_requests_equal_what_the_endpoint_received(tmp_path: Path, runner: str) -> None:
+    if runner == "dask":
+        pytest.importorskip("prefect_dask")
     out = tmp_path / "o"
     with LLMServer(DIGITS, fail_first=6) as srv:
         args = [
@@ -34,6 +38,8 @@ def test_reported_requests_equal_what_the_endpoint_received(tmp_path: Path) -> N
                 "large.openai.backoff=0.01",
                 "data.stream.n_batches=2",
                 "flow.large_chunk_size=16",
+                f"flow.task_runner={runner}",
+                "flow.max_workers=2",
                 *QUIET,
             ),
         ]
