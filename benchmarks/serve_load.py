@@ -152,13 +152,12 @@ def load(url: str, rows: pd.DataFrame, n: int, clients: int) -> dict[str, Any]:
     return out
 
 
-def malformed(url: str, rows: pd.DataFrame) -> list[dict[str, Any]]:
+def malformed(url: str, rows: pd.DataFrame, col: str) -> list[dict[str, Any]]:
     """Each bad payload, the status it got, and whether the reply names the problem without a
-    stack trace or a server path."""
+    stack trace or a server path. ``col``: one of the model's input columns."""
     good = _body(rows.iloc[[0]])
-    col = good["dataframe_split"]["columns"][0]
     wrong_type = json.loads(json.dumps(good))
-    wrong_type["dataframe_split"]["data"][0][0] = "abc"
+    wrong_type["dataframe_split"]["data"][0][good["dataframe_split"]["columns"].index(col)] = "abc"
     depth = 100_000
     cases: list[tuple[str, bytes, str]] = [
         ("invalid JSON", b"{not json", "json"),
@@ -246,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
             for c in args.clients:
                 print(f"{args.requests} requests from {c} client(s) ...", flush=True)
                 runs.append(load(url, rows, args.requests, c))
-            bad = malformed(url, rows)
+            from kcm.workspace import Workspace
+
+            bad = malformed(url, rows, Workspace(workdir).task().input_cols[0])
         finally:
             stop(proc)
     result = {

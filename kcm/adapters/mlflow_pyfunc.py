@@ -28,6 +28,7 @@ class KCMSystemModel(mlflow.pyfunc.PythonModel):
         from kcm.persist import load_system
 
         self.system = load_system(context.artifacts["system"])
+        guard_scoring_server()
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -52,6 +53,32 @@ class KCMSystemModel(mlflow.pyfunc.PythonModel):
                 "answered_by": p.answered_by.astype(str),
             }
         )
+
+
+def guard_scoring_server() -> None:
+    """In ``mlflow models serve``: a JSON payload nested deeper than Python's recursion limit
+    makes the scoring server's JSON parsing raise ``RecursionError``, which it does not catch
+    (only ``JSONDecodeError``): a 500. Wrapped here, at model load, into a 400 that says so.
+    A no-op outside the scoring server, or if MLflow renames its parser."""
+    import sys
+
+    server = sys.modules.get("mlflow.pyfunc.scoring_server")
+    parse = getattr(server, "_parse_json_data", None)
+    if parse is None or getattr(parse, "kcm_guarded", False):
+        return
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return parse(*args, **kwargs)
+        except RecursionError:
+            raise MlflowException(
+                "bad request: the JSON payload is nested too deeply to parse; send the rows "
+                "as a flat 'dataframe_split' (columns + data)",
+                error_code=INVALID_PARAMETER_VALUE,
+            ) from None
+
+    guarded.kcm_guarded = True  # type: ignore[attr-defined]
+    setattr(server, "_parse_json_data", guarded)  # noqa: B010 - a module of MLflow's
 
 
 def requirements() -> list[str]:

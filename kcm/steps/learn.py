@@ -3,6 +3,7 @@ result as the new challenger; train the labels-only baseline alongside."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from kcm.steps.systems import challenger
 from kcm.system import CollaborationSystem
 from kcm.workspace import Workspace
 
+log = logging.getLogger(__name__)
+
 
 def baseline_path(ws: Workspace, version: int) -> Path:
     return ws.state / "baseline" / f"v{version:04d}.safetensors"
@@ -25,6 +28,24 @@ def baseline_path(ws: Workspace, version: int) -> Path:
 def load_baseline(ws: Workspace, system: CollaborationSystem, version: int) -> SmallModel:
     """The labels-only small model (``small_only``) trained alongside version ``version``."""
     return load_small(system.new_small(seed_offset=7), baseline_path(ws, version))
+
+
+def drop_uncommitted(ws: Workspace, last_committed: int) -> list[int]:
+    """Saved versions above the last committed one were left by a cycle that was killed before
+    its commit (one run per workspace: nobody else is writing them): removed, so the saved
+    systems are exactly the ledger's. Returns the versions removed."""
+    import shutil
+
+    gone = []
+    for d in sorted((ws.state / "systems").glob("v[0-9]*")):
+        v = int(d.name[1:])
+        if d.is_dir() and v > last_committed:
+            shutil.rmtree(d)
+            baseline_path(ws, v).unlink(missing_ok=True)
+            gone.append(v)
+    if gone:
+        log.info("removed version(s) %s of a cycle killed before its commit", gone)
+    return gone
 
 
 def learn(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
@@ -36,8 +57,10 @@ def learn(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
     from kcm.distill.losses import cross_entropy
     from kcm.persist import save_system
 
-    base_version = ws.load_ledger().challenger
+    ledger = ws.load_ledger()
+    base_version = ledger.challenger
     assert base_version is not None
+    drop_uncommitted(ws, max([int(c["version"]) for c in ledger.cycles], default=0))
     system = challenger(ws, cfg)
     batch = ws.load_batch(name)
     preds = assemble(ws, name, system, batch)
