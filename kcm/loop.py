@@ -81,17 +81,17 @@ def tracking(cfg: KCMConfig, ws: Workspace, active: bool = True) -> Iterator[str
     if not (active and cfg.registry.enabled):
         yield None
         return
-    from kcm.adapters import mlflow_registry
+    from kcm.adapters import mlflow_tracking
 
-    run_id = mlflow_registry.start_parent(
-        ws.root, cfg.registry.experiment, cfg.registry.tracking_uri
+    run_id = mlflow_tracking.start_parent(
+        ws.root, cfg.registry.experiment, cfg.registry.tracking_uri, cfg=cfg
     )
     failed = True
     try:
         yield run_id
         failed = False
     finally:
-        mlflow_registry.end_parent(run_id, failed)
+        mlflow_tracking.end_parent(run_id, failed)
 
 
 def prepare(cfg: KCMConfig, ws: Workspace) -> list[str]:

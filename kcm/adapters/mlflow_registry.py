@@ -14,11 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from kcm.adapters.mlflow_pyfunc import log_system
-from kcm.config import flatten
 from kcm.env import apply_offline_env
 from kcm.errors import RegistryError
 from kcm.evaluation.gate import Decision
@@ -194,141 +191,6 @@ def code_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def start_parent(
-    workdir: str | Path, experiment: str, configured: str | None = None, name: str = "kcm-continual"
-) -> str:
-    """A parent run for one continual invocation; cycles are nested under it."""
-    setup(workdir, experiment, configured)
-    run = MlflowClient().create_run(
-        mlflow.get_experiment_by_name(experiment).experiment_id,
-        run_name=name,
-        tags={"kcm.kind": "continual"},
-    )
-    return str(run.info.run_id)
-
-
-def end_parent(run_id: str, failed: bool = False) -> None:
-    MlflowClient().set_terminated(run_id, "FAILED" if failed else "FINISHED")
-
-
-_VIEW_KEYS = ("accuracy", "accuracy_many", "accuracy_medium", "accuracy_few", "large_call_rate")
-
-
-def _metrics(report: dict[str, Any]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key in (*_VIEW_KEYS, "large_calls", "judge_auroc", "small_accuracy", "seconds"):
-        if report.get(key) is not None:
-            out[f"batch_{key}"] = float(report[key])
-    for view in ("traffic", "balanced"):
-        for key in (*_VIEW_KEYS, "judge_auroc"):
-            v = report.get(view, {}).get(key)
-            if v is not None:
-                out[f"{view}_{key}"] = float(v)
-        for key, v in report.get(view, {}).get("baselines", {}).items():
-            if v is not None:
-                out[f"{view}_baseline_{key}"] = float(v)
-    for key, v in (report.get("forgetting") or {}).items():
-        if v is not None:
-            out[key] = float(v)
-    for key, v in (report.get("large_ledger") or {}).items():
-        if isinstance(v, (int, float)):
-            out[f"large_{key}"] = float(v)
-    return out
-
-
-def _run_tags(
-    ws: Any,
-    name: str,
-    version: int,
-    decision: Decision,
-    parent_run_id: str | None,
-    answers: str | None = None,
-) -> dict[str, str]:
-    record = ws.load_ledger().batches.get(name)
-    tags = {
-        "kcm.batch": name,
-        "kcm.batch_sha256": record.sha256 if record else "",
-        "kcm.system_version": str(version),
-        "kcm.workspace": str(ws.root),
-        "kcm.git_commit": code_commit() or "unknown",
-        "kcm.gate": "promote" if decision.promote else "refuse",
-    }
-    if record is not None and record.dvc_md5:
-        tags["kcm.batch_dvc_md5"] = record.dvc_md5
-    if answers:
-        tags["kcm.answers"] = answers  # the batch's delivered answers (kcm.steps.deliver)
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    return tags
-
-
-def _per_class_csv(meta: dict[str, Any], report: dict[str, Any]) -> str:
-    names = meta["task"]["label_names"]
-    return pd.DataFrame(
-        {
-            "class": names,
-            "group": [meta["groups"].get(str(i), "") for i in range(len(names))],
-            "accuracy": report.get("per_class", []) or [None] * len(names),
-        }
-    ).to_csv(index=False)
-
-
-def track_cycle(
-    cfg: Any,
-    ws: Any,
-    name: str,
-    version: int,
-    report: dict[str, Any],
-    decision: Decision,
-    lineage: dict[str, Any],
-    parent_run_id: str | None = None,
-    system: Any = None,
-) -> dict[str, Any]:
-    """One MLflow run for the cycle: config as params, the cycle's metrics (step = cycle),
-    lineage tags, report and per-class artifacts; the system logged as a pyfunc model and
-    registered. No alias moves here: ``register`` moves them after the ledger has committed
-    the cycle (``set_aliases``), so an alias never points at an uncommitted version. A
-    failure after registration removes the version."""
-    from kcm.config import config_to_dict
-
-    reg = cfg.registry
-    setup(ws.root, reg.experiment, reg.tracking_uri)
-    tags = _run_tags(ws, name, version, decision, parent_run_id, report.get("answers"))
-    task = ws.task()
-    example = ws.view("traffic", task).to_frame(task, with_labels=False).head(3)
-    step = int(report.get("cycle", 0))
-    with mlflow.start_run(run_name=f"cycle-{step}-{name}", tags=tags) as run:
-        params = {
-            k: ("" if v is None else str(v))[:500] for k, v in flatten(config_to_dict(cfg)).items()
-        }
-        mlflow.log_params(params)
-        mlflow.log_metrics(_metrics(report), step=step)
-        mlflow.log_dict({k: v for k, v in report.items() if k != "matrix_state"}, "report.json")
-        mlflow.log_dict(lineage, "lineage.json")
-        mlflow.log_dict({"gate": decision.promote, "reasons": decision.reasons}, "gate.json")
-        mlflow.log_text(_per_class_csv(ws.meta(), report), "per_class_accuracy.csv")
-        for png in report.get("plots", []):
-            mlflow.log_artifact(str(ws.path(png)), artifact_path="plots")
-        info = log_system(ws.system_dir(version), example, reg.model_name, system)
-        mv = info.registered_model_version
-        try:
-            c = MlflowClient()
-            c.set_model_version_tag(reg.model_name, str(mv), "kcm.system_version", str(version))
-            c.set_model_version_tag(reg.model_name, str(mv), "kcm.batch", name)
-            c.set_model_version_tag(
-                reg.model_name, str(mv), "kcm.workspace_id", ws.load_ledger().workspace_id
-            )
-        except BaseException:
-            drop_version(reg.model_name, mv)
-            raise
-    return {
-        "run_id": run.info.run_id,
-        "model_version": int(mv),
-        "model_name": reg.model_name,
-        "promoted": decision.promote,
-    }
 
 
 def _version(name: str, version: int | str) -> Any:

@@ -293,7 +293,7 @@ class EvalConfig(Section):
     )
     plots: bool = Field(True, description="draw each cycle's PNG plots (MLflow, Prefect, DVC)")
     kan_plot_inputs: int = Field(
-        6, ge=0, description="KAN judge plot: inputs kept (pykan drawing is slow); 0: no plot"
+        4, ge=0, description="KAN judge plot: its most influential inputs drawn; 0: no plot"
     )
 
 

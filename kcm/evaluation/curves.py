@@ -92,15 +92,25 @@ def ceiling(small: np.ndarray, large: np.ndarray, gold: np.ndarray, rate: float)
     return label
 
 
-def reliability(confidence: np.ndarray, event: np.ndarray, bins: int = 10) -> dict[str, Any]:
-    """Per equal-width confidence bin: mean confidence, observed frequency of ``event`` and
-    count; plus the expected calibration error (ECE)."""
+def reliability(
+    confidence: np.ndarray, event: np.ndarray, bins: int = 10, strategy: str = "quantile"
+) -> dict[str, Any]:
+    """Per confidence bin: mean confidence, observed frequency of ``event`` and count; the
+    expected calibration error (ECE) over those bins; and a 40-bin histogram of the confidences.
+    ``strategy``: ``quantile`` (bins of equal count: a judge's scores crowd near 1, and
+    equal-width bins put nearly all of them in the last one) or ``uniform``."""
+    if strategy not in ("quantile", "uniform"):
+        raise ValueError(f"strategy={strategy!r}: choose 'quantile' or 'uniform'")
     c = np.clip(np.asarray(confidence, float), 0.0, 1.0)
     e = np.asarray(event, bool)
-    idx = np.minimum((c * bins).astype(int), bins - 1)
+    if strategy == "quantile" and len(c):
+        edges = np.unique(np.quantile(c, np.linspace(0, 1, bins + 1)))
+    else:
+        edges = np.linspace(0, 1, bins + 1)
+    idx = np.clip(np.searchsorted(edges[1:-1], c, side="right"), 0, max(len(edges) - 2, 0))
     conf, freq, count = [], [], []
     ece = 0.0
-    for b in range(bins):
+    for b in range(max(len(edges) - 1, 1)):
         m = idx == b
         k = int(m.sum())
         count.append(k)
@@ -111,4 +121,15 @@ def reliability(confidence: np.ndarray, event: np.ndarray, bins: int = 10) -> di
         else:
             conf.append(None)
             freq.append(None)
-    return {"bins": bins, "confidence": conf, "frequency": freq, "count": count, "ece": ece}
+    hist, hist_edges = np.histogram(c, bins=40, range=(0.0, 1.0))
+    return {
+        "bins": len(count),
+        "strategy": strategy,
+        "edges": [float(x) for x in edges],
+        "confidence": conf,
+        "frequency": freq,
+        "count": count,
+        "ece": ece,
+        "hist": hist.tolist(),
+        "hist_edges": [float(x) for x in hist_edges],
+    }

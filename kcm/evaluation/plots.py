@@ -1,13 +1,13 @@
-"""PNG plots of a cycle: the accuracy/large-call trade-off, the accuracy matrix, the judge's
-reliability diagram and the KAN judge's learned activations (drawn by pykan).
+"""PNG plots of a cycle: the run's dashboard (accuracy, large-call rate and calls saved per
+cycle), the accuracy/large-call trade-off, the accuracy matrix, the judge's reliability
+diagram and what the judge learned from its most influential inputs.
 
-Each function writes one PNG and returns its path; matplotlib (Agg) and pykan are imported
-lazily. Nothing is written outside the path given.
+Each function writes one PNG and returns its path; matplotlib (Agg) is imported lazily.
+Nothing is written outside the path given.
 """
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,9 @@ def plot_tradeoff(
 def plot_matrix(
     R: Sequence[Sequence[float | None]], path: str | Path, title: str = "accuracy matrix R[i][j]"
 ) -> Path:
-    """Heat map of R[i][j] (accuracy on batch j's classes after cycle i)."""
+    """Heat map of R[i][j] (accuracy on batch j's classes after cycle i). The colour scale
+    spans the values present (not 0-1, where 0.89 and 0.96 look the same), and each number is
+    printed in black or white, whichever reads on its cell."""
     plt = _plt()
     n = len(R)
     a = np.full((max(n, 1), max(n, 1)), np.nan)
@@ -80,39 +82,58 @@ def plot_matrix(
         for j, v in enumerate(row):
             if v is not None:
                 a[i, j] = v
-    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * n, 0.8 + 0.6 * n))
-    im = ax.imshow(a, vmin=0, vmax=1, cmap="viridis")
+    seen = a[~np.isnan(a)]
+    lo, hi = (float(seen.min()), float(seen.max())) if len(seen) else (0.0, 1.0)
+    if hi - lo < 0.05:  # nearly equal values: a narrow scale would exaggerate noise
+        mid = (hi + lo) / 2
+        lo, hi = max(0.0, mid - 0.025), min(1.0, mid + 0.025)
+    fig, ax = plt.subplots(figsize=(1.6 + 0.75 * n, 1.2 + 0.65 * n))
+    cmap = plt.get_cmap("viridis")
+    im = ax.imshow(a, vmin=lo, vmax=hi, cmap=cmap)
     for i in range(n):
         for j in range(n):
             if not np.isnan(a[i, j]):
-                ax.text(j, i, f"{a[i, j]:.2f}", ha="center", va="center", fontsize=8, color="w")
+                r, g, b, _ = cmap((a[i, j] - lo) / max(hi - lo, 1e-9))
+                ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+                text = f"{a[i, j]:.3f}" if n <= 8 else f"{a[i, j]:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=8.5, color=ink)
     ax.set(xlabel="batch j (its classes)", ylabel="after cycle i", title=title)
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
-    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.colorbar(im, ax=ax, fraction=0.046, label=f"accuracy (scale {lo:.2f}-{hi:.2f})")
     return _save(fig, path)
 
 
 def plot_reliability(rel: dict[str, Any], path: str | Path, what: str = "judge") -> Path:
-    """Reliability diagram from ``kcm.evaluation.curves.reliability``."""
+    """Reliability diagram from ``kcm.evaluation.curves.reliability`` (equal-count bins, so
+    every point rests on as many samples), over a histogram of the confidences."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    fig, (ax, hx) = plt.subplots(
+        2, 1, figsize=(5, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1.1]}
+    )
     conf = [c for c in rel["confidence"] if c is not None]
     freq = [f for c, f in zip(rel["confidence"], rel["frequency"], strict=True) if c is not None]
-    cnt = [k for k in rel["count"] if k]
-    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect calibration")
-    ax.plot(conf, freq, marker="o", label=f"{what} (ECE {rel['ece']:.3f})")
-    for c, f, k in zip(conf, freq, cnt, strict=True):
-        ax.annotate(str(k), (c, f), fontsize=7, xytext=(3, -8), textcoords="offset points")
+    edges = rel.get("edges") or [0.0, 1.0]
+    lo = max(0.0, np.floor(min(edges + conf) * 10) / 10 - 0.05) if conf else 0.0
+    each = max(rel["count"]) if rel["count"] else 0
+    ax.plot([lo, 1], [lo, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    ax.plot(conf, freq, marker="o", label=f"{what} (ECE {rel['ece']:.3f}; ~{each} samples a point)")
     ax.set(
-        xlabel="confidence C_x (bin mean)",
         ylabel="observed: small model right",
-        xlim=(0, 1),
-        ylim=(0, 1),
-        title="reliability of the judge",
+        xlim=(lo, 1.0),
+        ylim=(min(lo, min(freq, default=lo)) - 0.02, 1.02),
+        title=f"reliability of the {what} ({rel.get('strategy', 'uniform')} bins)",
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
+    if rel.get("hist"):
+        he = np.asarray(rel["hist_edges"])
+        hx.bar(he[:-1], rel["hist"], width=np.diff(he), align="edge", color="tab:blue", alpha=0.5)
+    for x in edges[1:-1]:
+        hx.axvline(x, color="grey", lw=0.6, ls=":")
+    hx.set(xlabel="confidence C_x", ylabel="samples")
+    hx.grid(alpha=0.3)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -121,44 +142,105 @@ def plot_kan(
     inputs: np.ndarray,
     small_proba: np.ndarray,
     path: str | Path,
-    top_inputs: int = 6,
-    top_hidden: int = 5,
+    top_inputs: int = 4,
     input_names: Sequence[str] | None = None,
 ) -> Path:
-    """The KAN judge's learned activation functions, drawn by pykan's ``KAN.plot``.
-
-    The network is exported with ``to_pykan()``; a full [in, hidden, 2] drawing takes about a
-    minute, so the plot keeps the ``top_inputs`` inputs and ``top_hidden`` hidden nodes with
-    the highest pykan attribution scores on these samples (pykan's own ``prune_input`` and
-    ``prune_node``)."""
+    """What the judge learned, readably: for its ``top_inputs`` most influential inputs, the
+    mean C_x as that input sweeps the KAN grid's range [-1, 1] with every other input as
+    observed (partial dependence through the whole network), over the histogram of where the
+    samples lie. Influence: the range of that curve."""
     import torch
 
     plt = _plt()
     z = judge.scaled_inputs(inputs, small_proba)
-    model = judge.to_pykan()
-    names = list(input_names or [f"x{i}" for i in range(z.shape[1])])
+    n, d = z.shape
+    names = list(input_names or [f"x{i}" for i in range(d)])
+    grid = torch.linspace(-1, 1, 41)
+
+    def conf(zz: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(judge.net_(zz), dim=1)
+        return p[:, 1] if judge.target == "correctness" else p.max(dim=1).values
+
+    curves = []
     with torch.no_grad():
-        model(z)
-        model.attribute(plot=False)
-        keep = torch.argsort(model.node_scores[0], descending=True)[:top_inputs].tolist()
-        model = model.prune_input(active_inputs=keep, log_history=False)
-        model(z)
-        model.attribute(plot=False)
-        hid = torch.argsort(model.node_scores[1], descending=True)[:top_hidden].tolist()
-        model = model.prune_node(active_neurons_id=[hid], log_history=False)
-        model(z)
-    out_names = ["wrong", "right"] if judge.target == "correctness" else None
-    with tempfile.TemporaryDirectory() as scratch:  # pykan draws each edge into a folder
-        model.plot(
-            folder=scratch,
-            beta=3,
-            scale=1.0,
-            in_vars=[names[i] for i in keep],
-            out_vars=out_names,
-            title=f"KAN judge: top {len(keep)} inputs, {len(hid)} hidden nodes",
+        for i in range(d):
+            zz = z.repeat(len(grid), 1)
+            zz[:, i] = grid.repeat_interleave(n)
+            curves.append(conf(zz).reshape(len(grid), n).mean(dim=1).numpy())
+    influence = np.array([c.max() - c.min() for c in curves])
+    keep = np.argsort(-influence)[: max(1, top_inputs)]
+    cols = min(len(keep), 2 if len(keep) <= 4 else 3)
+    rows = int(np.ceil(len(keep) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.1 * rows), squeeze=False)
+    for ax, i in zip(axes.flat, keep, strict=False):
+        hx = ax.twinx()
+        hx.hist(z[:, i].numpy(), bins=30, range=(-1, 1), color="grey", alpha=0.25)
+        hx.set_yticks([])
+        ax.set_zorder(hx.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        ax.plot(grid.numpy(), curves[i], color="tab:blue", lw=2)
+        ax.set(
+            title=f"{names[i]} (moves C_x by {influence[i]:.2f})",
+            xlabel="input, scaled to the grid",
+            ylabel="mean C_x",
+            xlim=(-1, 1),
         )
-        fig = plt.gcf()
-        return _save(fig, path)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keep) :]:
+        ax.axis("off")
+    fig.suptitle(
+        f"What the {type(judge).__name__} learned: its {len(keep)} most influential inputs"
+    )
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_dashboard(cycles: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path:
+    """The run's headline picture, one point per cycle: accuracy (the batch as answered, the
+    held-out traffic view, the large model alone), the large-call rate, and cumulative calls
+    made against samples answered (the gap: calls saved)."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _plt()
+    x = [int(c.get("cycle", i)) for i, c in enumerate(cycles)]
+    delivered = [c.get("accuracy") for c in cycles]
+    traffic = [(c.get("traffic") or {}).get("accuracy") for c in cycles]
+    large = [((c.get("traffic") or {}).get("baselines") or {}).get("large_only") for c in cycles]
+    rate = [c.get("large_call_rate") for c in cycles]
+    n = np.cumsum([int(c.get("n", 0)) for c in cycles])
+    calls = np.cumsum([int(c.get("large_calls", 0)) for c in cycles])
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.9))
+    a1.plot(x, delivered, marker="o", label="the batch, as answered")
+    a1.plot(x, traffic, marker="s", label="held-out traffic view")
+    if any(v is not None for v in large):
+        a1.plot(x, large, ls="--", color="grey", label="large model alone (traffic)")
+    a1.set(xlabel="cycle", ylabel="accuracy", title="accuracy per cycle")
+    a1.legend(fontsize=8, loc="best")
+    a2.bar(x, [r or 0.0 for r in rate], color="tab:orange")
+    a2.set(
+        xlabel="cycle",
+        ylabel="large-call rate",
+        ylim=(0, 1.03),
+        title="share sent to the large model",
+    )
+    a3.plot(x, n, marker=".", label="samples answered")
+    a3.plot(x, calls, marker=".", label="large-model calls")
+    a3.fill_between(
+        x,
+        calls,
+        n,
+        alpha=0.15,
+        color="tab:green",
+        label=f"calls saved: {int(n[-1] - calls[-1]) if len(n) else 0}",
+    )
+    a3.set(xlabel="cycle", ylabel="cumulative", title="calls saved so far")
+    a3.legend(fontsize=8, loc="upper left")
+    for a in (a1, a2, a3):
+        a.grid(alpha=0.3)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
 
 
 def judge_input_names(n_dense: int) -> list[str]:

@@ -29,9 +29,10 @@ def cycle_plots(
     report: dict[str, Any],
     system: CollaborationSystem | None = None,
 ) -> list[str]:
-    """Draw the cycle's PNGs into ``state/runs/<batch>/plots/``: the accuracy vs large-call
-    rate curve (threshold sweep on the traffic view), the accuracy matrix, the judge's
-    reliability diagram and, for a KAN judge, its activations drawn by pykan."""
+    """Draw the cycle's PNGs into ``state/runs/<batch>/plots/``: the run's dashboard (every
+    cycle so far), the accuracy vs large-call rate curve (threshold sweep on the traffic view),
+    the accuracy matrix, the judge's reliability diagram and, for a KAN judge, what it learned
+    from its most influential inputs."""
     if not cfg.eval.plots:
         return []
     from kcm.evaluation import plots
@@ -40,6 +41,11 @@ def cycle_plots(
     t = report["traffic"]
     cycle = report.get("cycle", 0)
     paths = [
+        plots.plot_dashboard(
+            [*ws.load_ledger().cycles, report],
+            out / "dashboard.png",
+            title=f"{ws.root.name}: cycles 0-{cycle}",
+        ),
         plots.plot_tradeoff(
             t["curves"],
             out / "tradeoff.png",
@@ -123,9 +129,9 @@ def register(
     candidate = system_at(ws, cfg, version) if (cfg.eval.plots or r.enabled) else None
     report["plots"] = cycle_plots(cfg, ws, name, report, candidate)
     if r.enabled:
-        from kcm.adapters import mlflow_registry
+        from kcm.adapters import mlflow_tracking
 
-        report["mlflow"] = mlflow_registry.track_cycle(
+        report["mlflow"] = mlflow_tracking.track_cycle(
             cfg,
             ws,
             name,

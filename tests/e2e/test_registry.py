@@ -93,7 +93,31 @@ def test_two_cycles_are_tracked_registered_and_their_data_versioned(
     runs = {int(v.tags["kcm.system_version"]): c.get_run(v.run_id) for v in versions.values()}
     parents = {r.data.tags["mlflow.parentRunId"] for r in runs.values()}
     assert len(parents) == 1
-    assert c.get_run(parents.pop()).info.status == "FINISHED"
+    parent = c.get_run(parent_id := parents.pop())
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["routing.epsilon"] == "0.98"  # the run's settings
+    for key in (
+        "traffic_accuracy",
+        "traffic_large_call_rate",
+        "balanced_accuracy_few",
+        "large_calls",
+    ):
+        assert sorted(m.step for m in c.get_metric_history(parent_id, key)) == [0, 1], key
+    assert [m.step for m in c.get_metric_history(parent_id, "bwt")] == [1]  # from cycle 1 on
+    for v in versions.values():  # the batch as an MLflow dataset input, DVC md5 as digest
+        inputs = c.get_run(v.run_id).inputs.dataset_inputs
+        batch = v.tags["kcm.batch"]
+        assert [i.dataset.name for i in inputs] == [batch]
+        assert inputs[0].dataset.digest == ledger.batches[batch].dvc_md5
+        assert {t.key: t.value for t in inputs[0].tags}["dvc_file"] == ledger.batches[
+            batch
+        ].dvc_file
+        assert f"batch {batch}" in v.description and (
+            "promoted" in v.description or "refused" in v.description
+        )
+        model = c.get_logged_model(v.source.rsplit("/", 1)[-1])  # the LoggedModel has metrics
+        assert {m.key for m in model.metrics} >= {"traffic_accuracy", "traffic_large_call_rate"}
+    assert "predict(df)" in c.get_registered_model(name).description
     history = c.get_metric_history(versions[2].run_id, "traffic_accuracy")
     assert [m.step for m in history] == [1]
     for key in (
@@ -270,6 +294,19 @@ def test_mlflow_models_serve_answers_with_the_routing_applied(
             timeout=60,
         )
         assert 400 <= r.status_code < 500, r.text
+        deep = b"[" * 100_000 + b"]" * 100_000  # RecursionError in MLflow's parser: was a 500
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            content=deep,
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
+        assert 400 <= r.status_code < 500 and "nested too deeply" in r.text, r.text[:500]
+        col = ws.task().input_cols[0]
+        word = json.loads(json.dumps(body))
+        word["dataframe_split"]["data"][0][word["dataframe_split"]["columns"].index(col)] = "abc"
+        r = httpx.post(f"http://127.0.0.1:{port}/invocations", json=word, timeout=60)
+        assert 400 <= r.status_code < 500 and "Traceback" not in r.text, r.text[:500]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
