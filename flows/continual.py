@@ -9,7 +9,7 @@ import json
 import time
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, tags, task
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -18,6 +18,7 @@ from prefect.artifacts import (
 from prefect.cache_policies import NONE
 from prefect.states import Failed
 
+from flows import events
 from flows.common import config_params, resolve, task_runner
 from flows.cycle import bootstrap_task, cycle_flow, ingest_task
 from kcm import loop, steps
@@ -53,7 +54,16 @@ def continual_flow(
     workdir: str | None = None,
     inbox: str | None = None,
 ) -> Any:
-    """Bootstrap the workspace if needed, ingest the inbox, run a cycle per pending batch."""
+    """Bootstrap the workspace if needed, ingest the inbox, run a cycle per pending batch.
+
+    Args:
+        config_path: the project's params.yaml (default: ./params.yaml if present, else the
+            built-in defaults); `kcm config` prints what it resolves to.
+        overrides: KEY=VALUE settings on top of it, e.g. ["routing.epsilon=0.95"].
+        workdir: the project folder (default: the config's flow.workdir).
+        inbox: where new batches arrive: a folder, file:// or fsspec URL (default: the
+            config's flow.inbox, data/inbox in the project).
+    """
     log = get_run_logger()
     extra = list(overrides or [])
     if workdir:
@@ -68,6 +78,16 @@ def continual_flow(
     except WorkspaceBusy as err:
         log.error("%s", err)
         return Failed(message=str(err))
+
+
+def run_tags(c: Any, ws: Any) -> list[str]:
+    """Prefect tags of a project's runs: its folder, dataset and registered model's name."""
+    return [
+        "kcm",
+        f"project:{ws.root.name}",
+        f"dataset:{c.data.dataset}",
+        f"model:{c.registry.model_name}",
+    ]
 
 
 def _continual(cfg: dict[str, Any], c: Any, ws: Any) -> Any:
@@ -87,7 +107,10 @@ def _continual(cfg: dict[str, Any], c: Any, ws: Any) -> Any:
         else None
     )
     try:
-        with loop.tracking(c, ws, active=bool(pending)) as parent:  # FAILED on an exception
+        with (
+            tags(*run_tags(c, ws)),  # every cycle's flow and task runs: filterable in the UI
+            loop.tracking(c, ws, active=bool(pending)) as parent,  # FAILED on an exception
+        ):
             for i, name in enumerate(pending):
                 if progress is not None and i:
                     update_progress_artifact(
@@ -104,6 +127,7 @@ def _continual(cfg: dict[str, Any], c: Any, ws: Any) -> Any:
                     endpoint = "EndpointError" in str(state.message)  # not the batch's fault
                     if not endpoint and steps.record_failure(c, ws, name, str(state.message)):
                         quarantined.append(name)  # failed flow.max_attempts times: set aside
+                        events.emit(c, ws, "quarantined", batch=name, reason=str(state.message))
                         continue
                     log.error(
                         "cycle for %s did not complete (%s); it stays pending and will be retried",
@@ -131,6 +155,7 @@ def _continual(cfg: dict[str, Any], c: Any, ws: Any) -> Any:
         log.error(
             "the large-model endpoint failed repeatedly on %s: the small model answered", down
         )
+        events.emit(c, ws, "endpoint_down", batches=down)
         return Failed(
             name="EndpointDown",
             message=f"the large-model circuit opened on {', '.join(down)}: the endpoint failed "

@@ -11,13 +11,19 @@ Markdown of the artifacts is rendered by ``kcm.report``; this module only publis
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.cache_policies import NONE
 from prefect.states import Failed
 
+from flows import events
 from flows.common import resolve
 from kcm import report as reports
 from kcm import steps
@@ -40,13 +46,13 @@ def ingest_task(cfg: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-@task(name="validate", cache_policy=NONE)
+@task(name="validate", task_run_name="validate-{name}", cache_policy=NONE)
 def validate_task(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     c, ws = resolve(cfg)
     return steps.validate(c, ws, name)
 
 
-@task(name="route", cache_policy=NONE)
+@task(name="route", task_run_name="route-{name}", cache_policy=NONE)
 def route_task(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     c, ws = resolve(cfg)
     return steps.route(c, ws, name)
@@ -78,13 +84,13 @@ def learn_task(cfg: dict[str, Any], name: str) -> dict[str, Any]:
     return steps.learn(c, ws, name)
 
 
-@task(name="evaluate", cache_policy=NONE)
+@task(name="evaluate", task_run_name="evaluate-{name}-v{version}", cache_policy=NONE)
 def evaluate_task(cfg: dict[str, Any], name: str, version: int) -> dict[str, Any]:
     c, ws = resolve(cfg)
     return steps.evaluate(c, ws, name, version)
 
 
-@task(name="register", cache_policy=NONE)
+@task(name="register", task_run_name="register-{name}-v{version}", cache_policy=NONE)
 def register_task(
     cfg: dict[str, Any],
     name: str,
@@ -131,8 +137,17 @@ def cycle_flow(cfg: dict[str, Any], name: str, parent_run_id: str | None = None)
     log = get_run_logger()
     t0 = time.perf_counter()
     v = validate_task(cfg, name)
+    if v.get("data_docs"):  # GX's Data Docs page of this batch's validation
+        create_link_artifact(
+            key="kcm-data-docs",
+            link=Path(v["data_docs"]).resolve().as_uri(),
+            link_text=f"Data Docs: validation of {name}",
+            description=f"Great Expectations validation of {name}",
+        )
     if not v["ok"]:
         log.error("batch %s quarantined: %s (report: %s)", name, v["reason"], v["report"])
+        c, ws = resolve(cfg)
+        events.emit(c, ws, "quarantined", batch=name, reason=v["reason"], report=str(v["report"]))
         return Failed(name="Quarantined", message=f"batch {name} quarantined: {v['reason']}")
     if v.get("n_dropped"):
         log.warning("batch %s: %d bad row(s) dropped and reported", name, v["n_dropped"])
@@ -151,6 +166,7 @@ def cycle_flow(cfg: dict[str, Any], name: str, parent_run_id: str | None = None)
     report = reports.with_costs(evaluate_task(cfg, name, learned["version"]), calls, t0, learned)
     registered = register_task(cfg, name, learned["version"], report, parent_run_id)
     publish(cfg, report, registered)
+    events.after_cycle(*resolve(cfg), report, registered)
     log.info(
         "batch %s: accuracy %.3f, large-call rate %.3f; system v%04d is the challenger",
         name,

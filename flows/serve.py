@@ -47,7 +47,7 @@ def start_local_server(home: Path, timeout: float = 120.0) -> tuple[subprocess.P
 
     home.mkdir(parents=True, exist_ok=True)
     port = _free_port()
-    env = {**OFFLINE_ENV, **os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false"}
+    env = {**OFFLINE_ENV, **os.environ, "PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "true"}
     env.pop("PREFECT_API_URL", None)
     logfile = open(home / "server.log", "ab")  # noqa: SIM115 - handed to the child process
     # its own process group, and gone with us even after a SIGKILL (kcm.procs)
@@ -152,7 +152,9 @@ def serve(
         server, url = start_local_server(home)
         os.environ["PREFECT_API_URL"] = url
         os.environ["PREFECT_HOME"] = str(home)
-        _say("Prefect server ready at %s (pid %d)", url, server.pid)
+        _say(
+            "Prefect server ready at %s (pid %d); its UI: %s", url, server.pid, url[: -len("/api")]
+        )
     url = os.environ["PREFECT_API_URL"]
     state_file.parent.mkdir(parents=True, exist_ok=True)
     state_file.write_text(
@@ -177,7 +179,12 @@ def serve(
         # one run at a time: a scheduled run never overlaps the previous one (this runner: limit;
         # every runner of the deployment: global_limit)
         continual_flow.serve(
-            name="kcm-continual", parameters=params, limit=1, global_limit=1, **schedule
+            name="kcm-continual",
+            parameters=params,
+            limit=1,
+            global_limit=1,
+            tags=["kcm"],
+            **schedule,
         )
     except KeyboardInterrupt:
         _say("stopping")

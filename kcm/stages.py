@@ -7,9 +7,11 @@ cycle           bootstrap + stream -> <dir>/workspace/  (every batch: route, cal
 evaluate        workspace   -> <dir>/metrics.json, <dir>/plots/
 ```
 Each stage reads ``params.yaml`` (``kcm stage NAME``). The ``cycle`` stage does not ``dvc add``
-the stream batches again (they are the ``prepare`` stage's versioned output) and tracks to the
-MLflow store under ``./mlflow/`` unless ``registry.tracking_uri`` or ``MLFLOW_TRACKING_URI``
-says otherwise.
+the stream batches again (they are the ``prepare`` stage's versioned output) and tracks to an
+MLflow store of its own inside its output (``<dir>/workspace/mlflow/``), so neither ``dvc
+repro`` nor ``dvc exp run`` ever touches the production registry (``MLFLOW_TRACKING_URI`` is
+ignored there; a ``registry.tracking_uri`` in params.yaml is used with the model name
+``<registry.model_name>-pipeline``).
 """
 
 from __future__ import annotations
@@ -63,9 +65,16 @@ def cycle(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
     for f in sorted((folder / "prepared" / "stream").glob("batch-*.csv")):
         shutil.copy(f, Path(ws.inbox) / f.name)
     updates: dict[str, Any] = {"dvc": cfg.dvc.model_copy(update={"enabled": False})}
-    if cfg.registry.tracking_uri is None:
-        uri = f"sqlite:///{(Path.cwd() / 'mlflow' / 'mlflow.db').resolve()}"
-        updates["registry"] = cfg.registry.model_copy(update={"tracking_uri": uri})
+    # A pipeline run (dvc repro, each dvc exp run) registers into its own store, inside its
+    # workspace output, whatever MLFLOW_TRACKING_URI says: an experiment never moves the
+    # production registry's aliases. A store named in params.yaml is used, under the model
+    # name "<registry.model_name>-pipeline".
+    reg = cfg.registry
+    if reg.tracking_uri is None:
+        own = {"tracking_uri": f"sqlite:///{ws.root}/mlflow/mlflow.db"}
+    else:
+        own = {"model_name": f"{reg.model_name}-pipeline"}
+    updates["registry"] = reg.model_copy(update=own)
     report = loop.run(cfg.model_copy(update=updates), ws)
     return {"cycles": len(report["cycles"]), "final": report["final"]["accuracy"]}
 

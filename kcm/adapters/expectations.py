@@ -1,4 +1,10 @@
-"""Batch validation with Great Expectations (GX Core 1.x, an ephemeral context).
+"""Batch validation with Great Expectations (GX Core 1.x).
+
+With a project folder (the workspace's ``gx/``, ``validation.data_docs``) validation runs as
+GX's docs show it: a file data context holding the suite as reviewable JSON
+(``gx/expectations/kcm_batch_suite.json``), a validation definition and a Checkpoint whose
+action builds the Data Docs (``gx/uncommitted/data_docs/local_site/index.html``, one page per
+batch, named after it); without one, an ephemeral context.
 
 The suite is built in code from the task (``batch_suite``): required columns and row count
 are table-level checks (a failure quarantines the batch); non-null inputs, text lengths,
@@ -11,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,6 +44,8 @@ class ValidationReport:
     failures: list[dict[str, Any]] = field(default_factory=list)
     statistics: dict[str, Any] = field(default_factory=dict)
     new_classes: list[str] = field(default_factory=list)
+    data_docs: str | None = None  # the Data Docs page of this validation (a GX project)
+    gx_result: dict[str, Any] | None = None  # GX's own validation result, as JSON
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +59,7 @@ class ValidationReport:
             "failures": self.failures,
             "statistics": self.statistics,
             "new_classes": self.new_classes,
+            "data_docs": self.data_docs,
         }
 
     def summary(self) -> str:
@@ -181,13 +191,27 @@ def _numbers(
     return out, found
 
 
+SUITE, CHECKPOINT = "kcm_batch_suite", "kcm_batch_checkpoint"
+RESULT_FORMAT = {"result_format": "COMPLETE", "unexpected_index_column_names": []}
+
+
+def _get_or_add(get: Any, add: Any, name: str) -> Any:
+    try:
+        return get(name)
+    except Exception:  # GX raises a different error type per store when a name is missing
+        return add(name)
+
+
 def _run_suite(
     data: pd.DataFrame,
     task: Task,
     cfg: ValidateConfig,
     feature_ranges: dict[str, tuple[float, float]] | None,
-) -> Any:
-    """GX's validation result of the batch suite on ``data`` (an ephemeral context)."""
+    batch: str = "batch",
+    project: Path | None = None,
+) -> tuple[Any, str | None]:
+    """GX's validation result of the batch suite on ``data``, and the Data Docs page of it
+    (None without a project)."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
@@ -195,22 +219,48 @@ def _run_suite(
     for name in [n for n in logging.root.manager.loggerDict if n.startswith("great_expectations")]:
         logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("great_expectations").setLevel(logging.WARNING)
-    ctx = gx.get_context(mode="ephemeral")
-    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
-    asset = ctx.data_sources.add_pandas("incoming").add_dataframe_asset("batch")
-    definition = asset.add_batch_definition_whole_dataframe("whole")
     expectations = batch_suite(task, cfg, feature_ranges)
     if task.id_col in data.columns:
         expectations.append(gxe.ExpectColumnValuesToBeUnique(column=task.id_col))
     # built in one go: adding expectations one by one re-serialises the suite each time
-    suite = ctx.suites.add(gx.ExpectationSuite(name="kcm_batch_suite", expectations=expectations))
-    vd = ctx.validation_definitions.add(
-        gx.ValidationDefinition(name="kcm", data=definition, suite=suite)
+    suite_obj = gx.ExpectationSuite(name=SUITE, expectations=expectations)
+    if project is None:
+        ctx = gx.get_context(mode="ephemeral")
+        ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = ctx.data_sources.add_pandas("incoming").add_dataframe_asset("batch")
+        definition = asset.add_batch_definition_whole_dataframe("whole")
+        suite = ctx.suites.add(suite_obj)
+        vd = ctx.validation_definitions.add(
+            gx.ValidationDefinition(name="kcm", data=definition, suite=suite)
+        )
+        return vd.run(batch_parameters={"dataframe": data}, result_format=RESULT_FORMAT), None
+    from great_expectations.checkpoint import UpdateDataDocsAction
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    ctx = gx.get_context(mode="file", project_root_dir=str(project))
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    source = _get_or_add(ctx.data_sources.get, ctx.data_sources.add_pandas, "incoming")
+    asset = _get_or_add(source.get_asset, source.add_dataframe_asset, "batch")
+    definition = _get_or_add(
+        asset.get_batch_definition, asset.add_batch_definition_whole_dataframe, "whole"
     )
-    return vd.run(
-        batch_parameters={"dataframe": data},
-        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": []},
+    suite = ctx.suites.add_or_update(suite_obj)
+    vd = ctx.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name="kcm_batch", data=definition, suite=suite)
     )
+    checkpoint = ctx.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=CHECKPOINT,
+            validation_definitions=[vd],
+            actions=[UpdateDataDocsAction(name="update_data_docs")],
+            result_format=RESULT_FORMAT,
+        )
+    )
+    out = checkpoint.run(batch_parameters={"dataframe": data}, run_id=RunIdentifier(run_name=batch))
+    res = next(iter(out.run_results.values()))
+    site = project / "gx" / "uncommitted" / "data_docs" / "local_site"
+    pages = sorted((site / "validations" / SUITE / batch).glob("*/*.html"))
+    return res, str(pages[-1] if pages else site / "index.html")
 
 
 def _failures(res: Any) -> tuple[list[dict[str, Any]], set[int], bool]:
@@ -249,11 +299,29 @@ def validate_frame(
     cfg: ValidateConfig,
     batch: str,
     feature_ranges: dict[str, tuple[float, float]] | None = None,
+    project: str | Path | None = None,
 ) -> ValidationReport:
-    """Run the suite on ``df`` and decide: accept, drop the bad rows, or quarantine."""
+    """Run the suite on ``df`` and decide: accept, drop the bad rows, or quarantine.
+    ``project``: a folder for the GX project (suite, checkpoint, Data Docs); None: ephemeral."""
     data = _prepare(df, task).reset_index(drop=True)
     data, not_numbers = _numbers(data, task)
-    res = _run_suite(data, task, cfg, feature_ranges)
+    res, docs = _run_suite(
+        data, task, cfg, feature_ranges, batch, None if project is None else Path(project)
+    )
+    report = _decide(df, data, not_numbers, res, task, cfg, batch)
+    report.data_docs, report.gx_result = docs, res.to_json_dict()
+    return report
+
+
+def _decide(
+    df: pd.DataFrame,
+    data: pd.DataFrame,
+    not_numbers: list[tuple[dict[str, Any], list[int]]],
+    res: Any,
+    task: Task,
+    cfg: ValidateConfig,
+    batch: str,
+) -> ValidationReport:
     failures, bad, table_failed = _failures(res)
     for item, rows in not_numbers:  # cells a later step could not read: named, row-level
         failures.append(item)
@@ -276,11 +344,8 @@ def validate_frame(
                 "into smaller batches (or raise validation.max_rows)"
             )
         missing = [c for c in [*task.input_cols, task.label_col] if c not in df.columns]
-        if missing:
-            names += (
-                f": missing column(s) {missing} (columns: {list(df.columns)[:20]}); "
-                f"send batches with {[*task.input_cols, task.label_col]}, labels may be empty"
-            )
+        if missing:  # only what is missing, once (not every expected column)
+            names = f"missing column(s) {missing}: add them to the batch (labels may be empty)"
         return ValidationReport(
             batch,
             False,

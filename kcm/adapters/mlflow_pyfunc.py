@@ -107,6 +107,7 @@ def requirements() -> list[str]:
 
 
 MODEL_CODE = Path(__file__).with_name("mlflow_model.py")
+KCM_PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def log_system(
@@ -135,5 +136,9 @@ def log_system(
         signature=infer_signature(example, output),
         input_example=example,
         pip_requirements=requirements(),
+        # kcm itself travels with the model (it is not on PyPI): MLflow puts this copy of
+        # the package on sys.path when it loads the model, so `mlflow models serve` works in
+        # an environment built from the requirements alone
+        code_paths=[str(KCM_PACKAGE)],
         registered_model_name=registered_name,
     )

@@ -30,9 +30,10 @@ _USER_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def tracking_uri(workdir: str | Path, configured: str | None = None) -> str:
-    """``MLFLOW_TRACKING_URI`` if the user set it, else ``registry.tracking_uri``, else the
-    embedded default: SQLite under ``<workdir>/mlflow/``."""
-    return _USER_URI or configured or f"sqlite:///{Path(workdir).resolve()}/mlflow/mlflow.db"
+    """``registry.tracking_uri`` if configured, else ``MLFLOW_TRACKING_URI`` if the user set
+    it, else the embedded default: SQLite under ``<workdir>/mlflow/`` (the setting's documented
+    order; the DVC pipeline relies on it to keep experiments out of the production store)."""
+    return configured or _USER_URI or f"sqlite:///{Path(workdir).resolve()}/mlflow/mlflow.db"
 
 
 def setup(workdir: str | Path, experiment: str = "kcm", configured: str | None = None) -> str:

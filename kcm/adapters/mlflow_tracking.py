@@ -86,6 +86,8 @@ def _metrics(report: dict[str, Any]) -> dict[str, float]:
     for key, v in (report.get("forgetting") or {}).items():
         if v is not None:
             out[key] = float(v)
+    if report.get("drift"):
+        out["drift_score"] = float(report["drift"]["score"])
     for key, v in (report.get("large_ledger") or {}).items():
         if isinstance(v, (int, float)):
             out[f"large_{key}"] = float(v)

@@ -295,6 +295,10 @@ class EvalConfig(Section):
     kan_plot_inputs: int = Field(
         4, ge=0, description="KAN judge plot: its most influential inputs drawn; 0: no plot"
     )
+    forgetting_few_alarm: float = Field(
+        0.05, ge=0, description="forgetting on the Few group above this emits kcm.forgetting.few"
+    )
+    drift_alarm: float = Field(0.4, gt=0, le=1, description="drift score (KS) raising kcm.drift")
 
 
 class ValidateConfig(Section):
@@ -320,6 +324,9 @@ class ValidateConfig(Section):
     )
     allow_new_classes: bool = Field(
         False, description="true: unknown labels are kept as unlabeled rows and reported"
+    )
+    data_docs: bool = Field(
+        True, description="GX project in <workdir>/gx: saved suite, Checkpoint, Data Docs"
     )
 
 

@@ -8,6 +8,9 @@ or processes, and a crashed cycle resumes. ``route.npz`` records the hint actual
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +22,26 @@ from kcm.errors import KCMError
 from kcm.models.large import LargeOutput
 from kcm.steps.systems import champion, large_model
 from kcm.system import CollaborationSystem
-from kcm.workspace import Workspace
+from kcm.workspace import Workspace, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+def reference_path(ws: Workspace, version: int) -> Path:
+    """Version ``version``'s C_x on the traffic view (written by evaluate): drift's reference."""
+    return ws.eval_dir / f"confidence-v{version:04d}.npy"
+
+
+def batch_drift(cfg: KCMConfig, ws: Workspace, confidence: np.ndarray) -> dict[str, Any] | None:
+    """The batch's drift score against the answering version's reference (None before any
+    version was evaluated)."""
+    from kcm.evaluation.drift import drift_score
+
+    version = ws.load_ledger().answering_version
+    path = reference_path(ws, version) if version is not None else None
+    if path is None or not path.is_file() or not len(confidence):
+        return None
+    return drift_score(confidence, np.load(path, allow_pickle=False), cfg.eval.drift_alarm)
 
 
 def route(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
@@ -42,6 +64,10 @@ def route(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
     if r.hints is not None:
         arrays["hints"] = r.hints
     np.savez_compressed(ws.run_dir(name) / "route.npz", **arrays)
+    drift = batch_drift(cfg, ws, r.confidence)
+    atomic_write_text(ws.run_dir(name) / "drift.json", json.dumps(drift))
+    if drift and drift["alarm"]:
+        log.warning("batch %s drifts: score %.2f > %.2f", name, drift["score"], drift["bound"])
     n_large = int(r.to_large.sum())
     size = cfg.flow.large_chunk_size
     chunks = [[s, min(s + size, n_large)] for s in range(0, n_large, size)]
@@ -51,6 +77,7 @@ def route(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
         "n_large": n_large,
         "epsilon": r.epsilon,
         "chunks": chunks,
+        "drift": drift,
     }
 
 

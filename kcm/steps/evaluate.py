@@ -4,6 +4,7 @@ on the held-out traffic and balanced views, with the baselines and the accuracy-
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -17,7 +18,7 @@ from kcm.evaluation.curves import group_tradeoff_curve, reliability, tradeoff_cu
 from kcm.evaluation.metrics import AccuracyMatrix, PerClassAccuracy, auroc
 from kcm.evaluation.report import view_metrics
 from kcm.models.small import SmallModel
-from kcm.steps.answer import assemble
+from kcm.steps.answer import assemble, reference_path
 from kcm.steps.learn import load_baseline
 from kcm.steps.systems import champion, system_at
 from kcm.system import CollaborationSystem
@@ -94,7 +95,7 @@ def score_view(
         "cascade": float((ca.answer == y).mean()),
         "cascade_few": few_accuracy(ca.answer, view, groups),
     }
-    return m, {"system": p.answer, "small_only": so, "small": small}
+    return m, {"system": p.answer, "small_only": so, "small": small, "confidence": p.confidence}
 
 
 def per_class(label: np.ndarray, y: np.ndarray, n_classes: int) -> list[float | None]:
@@ -117,8 +118,12 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
     for vname in ("traffic", "balanced"):
         view = ws.view(vname, task)
         views[vname], labels = score_view(cand, baseline, view, groups)
+        if vname == "traffic":  # this version's C_x on traffic: the reference of drift scores
+            np.save(reference_path(ws, version), labels["confidence"].astype(np.float32))
     row["eval_ledger"] = cand.large.ledger.snapshot()
-    per = {k: per_class(v, view.gold, task.n_classes) for k, v in labels.items()}  # balanced
+    per = {
+        k: per_class(v, view.gold, task.n_classes) for k, v in labels.items() if k != "confidence"
+    }  # balanced
     batch = ws.load_batch(name, task)
     classes = np.unique(batch.gold[batch.gold >= 0]).tolist()
     few = [c for c, g in groups.items() if g == "few"]
@@ -142,4 +147,6 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
         matrix_state={k: m.to_dict() for k, m in matrices.items()},
         eval_seconds=time.perf_counter() - t0,
     )
+    drift = ws.run_dir(name) / "drift.json"
+    row["drift"] = json.loads(drift.read_text()) if drift.is_file() else None
     return row

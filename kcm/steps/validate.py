@@ -28,6 +28,8 @@ def quarantine(ws: Workspace, name: str, report: Any) -> None:
             shutil.move(str(src), ws.quarantine / f"{name}{suffix}")
     atomic_write_text(ws.quarantine / f"{name}.report.json", json.dumps(report.to_dict(), indent=1))
     atomic_write_text(ws.quarantine / f"{name}.summary.md", report.summary())
+    if getattr(report, "gx_result", None):  # GX's own result, beside kcm's report
+        atomic_write_text(ws.quarantine / f"{name}.gx.json", json.dumps(report.gx_result, indent=1))
     ledger = ws.load_ledger()
     ledger.batches[name] = ledger.batches[name].model_copy(
         update={"status": "quarantined", "reason": report.reason, "at": now()}
@@ -105,6 +107,7 @@ def validate(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
                 cfg.validation,
                 name,
                 {k: tuple(v) for k, v in ranges.items()} if ranges else None,
+                project=ws.root if cfg.validation.data_docs else None,
             )
     if report.decision == "quarantine" or df is None:
         quarantine(ws, name, report)
@@ -114,6 +117,7 @@ def validate(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
             "batch": name,
             "reason": report.reason,
             "report": str(ws.quarantine / f"{name}.report.json"),
+            "data_docs": report.data_docs,
         }
     run = ws.run_dir(name)
     run.mkdir(parents=True, exist_ok=True)
@@ -139,4 +143,5 @@ def validate(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
         "n_rows": len(clean),
         "n_dropped": len(report.bad_rows),
         "decision": report.decision,
+        "data_docs": report.data_docs,
     }

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
-def _run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def _run(
+    args: list[str], cwd: Path, timeout: float = 600, **extra: str
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -30,6 +32,7 @@ def _run(args: list[str], cwd: Path, timeout: float = 600) -> subprocess.Complet
         "GIT_COMMITTER_EMAIL": "kcm@example.invalid",
     }
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(extra)
     out = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert out.returncode == 0, (
         f"{' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
@@ -76,7 +79,13 @@ def test_dvc_repro_and_exp_run_reproduce_the_pipeline(tmp_path: Path) -> None:
     # an experiment with another epsilon re-runs the cycles only, and the setting takes effect
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-qm", "pipeline run"], repo)
-    exp = _run([str(BIN / "dvc"), "exp", "run", "-S", "routing.epsilon=0.9"], repo).stdout
+    # ... and never touches the production registry, even with MLFLOW_TRACKING_URI naming it
+    prod = f"sqlite:///{tmp_path / 'production.db'}"
+    exp = _run(
+        [str(BIN / "dvc"), "exp", "run", "-S", "routing.epsilon=0.9"],
+        repo,
+        MLFLOW_TRACKING_URI=prod,
+    ).stdout
     assert "Running stage 'cycle'" in exp
     assert "Running stage 'prepare'" not in exp and "Running stage 'pretrain_large'" not in exp
     assert yaml.safe_load((repo / "params.yaml").read_text())["routing"]["epsilon"] == 0.9
@@ -85,3 +94,16 @@ def test_dvc_repro_and_exp_run_reproduce_the_pipeline(tmp_path: Path) -> None:
     assert changed["traffic"]["large_call_rate"] < metrics["traffic"]["large_call_rate"]
     ledger = json.loads((pipe / "workspace" / "state" / "ledger.json").read_text())
     assert [c["epsilon"] for c in ledger["cycles"]] == [0.9, 0.9]
+    assert not (tmp_path / "production.db").exists()  # not even created
+    assert not (repo / "mlflow").exists()
+    from mlflow import MlflowClient
+
+    own = MlflowClient(tracking_uri=f"sqlite:///{pipe / 'workspace' / 'mlflow' / 'mlflow.db'}")
+    assert len(own.search_model_versions("name = 'kcm-system'")) == 2  # the experiment's own
+    keep = "Experiment|routing.epsilon|traffic.accuracy|traffic.large_call_rate|large_calls"
+    table = _run(
+        [str(BIN / "dvc"), "exp", "show", "--no-pager", "--csv", "--drop", ".*", "--keep", keep],
+        repo,
+    ).stdout
+    header = table.splitlines()[0].split(",")
+    assert {"routing.epsilon", "traffic.accuracy", "traffic.large_call_rate"} <= set(header), header

@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,6 +58,22 @@ def _tree_hashes(root: Path) -> dict[str, str]:
     }
 
 
+def _wait_events(name: str, ws: Workspace, n: int, timeout: float = 60) -> list[Any]:
+    """The events of that name about this workspace (they reach the API asynchronously)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    deadline, found = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50)
+        found = [e for e in page.events if e.resource.get("kcm.workspace") == str(ws.root)]
+        if len(found) >= n:
+            break
+        time.sleep(1)
+    return found
+
+
 def test_continual_flow_runs_every_batch_and_the_matrix_grows_across_runs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: None
 ) -> None:
@@ -85,12 +103,21 @@ def test_continual_flow_runs_every_batch_and_the_matrix_grows_across_runs(
     keys = {a.key for a in arts}
     assert {"kcm-cycle", "kcm-cycle-plots", "kcm-per-class-accuracy", "kcm-continual"} <= keys
     plots = next(a for a in arts if a.key == "kcm-cycle-plots")
-    # linked as files (not inlined into the Prefect database): trade-off, reliability, matrix, KAN
+    # linked as files (not inlined into the Prefect database): dashboard, trade-off,
+    # reliability, matrix, KAN
     links = re.findall(r"\((file://[^)]+\.png)\)", plots.data)
-    assert len(links) == 4 and "base64" not in plots.data
+    assert len(links) == 5 and "base64" not in plots.data
     assert all(Path(urllib.parse.urlparse(u).path).is_file() for u in links)
     cycle = next(a for a in arts if a.key == "kcm-cycle")
     assert "promoted" in cycle.data and "MLflow: model `kcm-system`" in cycle.data
+    with get_client(sync_client=True) as client:  # tagged, and task runs named by batch
+        runs = client.read_flow_runs()
+        tasks = client.read_task_runs()
+    cycles = [r for r in runs if r.name.startswith("cycle-")]
+    assert cycles and all({"kcm", f"project:{ws.root.name}"} <= set(r.tags) for r in cycles)
+    names = {t.name for t in tasks}
+    first = sorted(p.name for p in ws.batches.glob("0000-*.csv"))[0]
+    assert {f"validate-{first}", f"route-{first}", f"learn-{first}"} <= names
 
 
 def test_malformed_batches_are_quarantined_and_models_untouched(
@@ -120,6 +147,10 @@ def test_malformed_batches_are_quarantined_and_models_untouched(
     assert state.is_completed(), state.message
     result = state.result()
     assert len(result["quarantined"]) == 4 and len(result["processed"]) == 1
+    # one kcm.batch.quarantined event each, with what an automation needs
+    events = _wait_events("kcm.batch.quarantined", ws, 4)
+    assert sorted(e.payload["batch"] for e in events) == sorted(result["quarantined"])
+    assert all(e.payload["reason"] and e.resource["kcm.model"] == "kcm-system" for e in events)
     for name in result["quarantined"]:
         assert (ws.quarantine / name).is_file()
         rep = json.loads((ws.quarantine / f"{name}.report.json").read_text())

@@ -67,6 +67,8 @@ def test_serve_starts_a_server_runs_on_schedule_and_stops_cleanly(tmp_path: Path
         info = _wait(lambda: state.is_file() and json.loads(state.read_text()), 180, "the server")
         server_pid, api = info["server_pid"], info["api_url"]
         assert server_pid and _alive(server_pid) and api.startswith("http://127.0.0.1:")
+        ui = httpx.get(api.removesuffix("/api"), timeout=30)  # the UI link it prints works
+        assert ui.status_code == 200 and "<html" in ui.text.lower(), ui.status_code
 
         def completed() -> list:
             body = {

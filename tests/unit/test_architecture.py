@@ -115,3 +115,17 @@ def test_no_private_name_crosses_a_module(path: Path) -> None:
 def test_modules_stay_small(path: Path) -> None:
     n = len(path.read_text().splitlines())
     assert n <= 400, f"{_name(path)} has {n} lines: split it by concern"
+
+
+def test_the_shipped_mlflow_folder_does_not_shadow_the_library() -> None:
+    """``mlflow/`` at the top level holds the workspace's store and a README, no package: with
+    the repository on sys.path, ``import mlflow`` is still the installed library."""
+    import subprocess
+    import sys
+
+    code = "import mlflow, pathlib; print(pathlib.Path(mlflow.__file__).resolve())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert "site-packages" in out.stdout, out.stdout
+    assert not (REPO / "mlflow" / "__init__.py").exists()

@@ -106,3 +106,42 @@ def test_a_batch_above_the_size_limit_is_quarantined_with_the_fix() -> None:
     r = validate_frame(_text(120), TEXT, ValidateConfig(max_rows=100), "big")
     assert r.decision == "quarantine"
     assert "120 rows, more than validation.max_rows=100; split the file" in r.reason
+
+
+def test_a_missing_column_is_named_alone_and_once() -> None:
+    wide = Task(
+        kind="numeric",
+        label_names=("a", "b"),
+        feature_cols=tuple(f"px{i}" for i in range(64)),
+        label_col="label",
+    )
+    df = pd.DataFrame({f"px{i}": [0.0, 1.0] for i in range(64)} | {"id": ["0", "1"]})
+    r = validate_frame(df, wide, ValidateConfig(), "no-label")
+    assert r.decision == "quarantine"
+    assert "missing column(s) ['label']" in r.reason and "px63" not in r.reason
+    assert r.reason.count("label") <= 3  # the column, once, and the hint about empty labels
+
+
+def test_in_a_project_validation_runs_through_a_checkpoint_and_builds_data_docs(tmp_path) -> None:
+    df = _text()
+    df.loc[3, "text"] = None
+    r = validate_frame(
+        df, TEXT, ValidateConfig(max_bad_fraction=0.05), "0001-batch-x.csv", project=tmp_path
+    )
+    assert r.decision == "drop_rows" and r.bad_rows == [3]  # the same decision as ephemeral
+    gx = tmp_path / "gx"
+    suite = gx / "expectations" / "kcm_batch_suite.json"
+    import json
+
+    kinds = {e["type"] for e in json.loads(suite.read_text())["expectations"]}
+    assert "expect_column_values_to_not_be_null" in kinds  # the suite, reviewable JSON
+    assert (gx / "checkpoints" / "kcm_batch_checkpoint.json").is_file()
+    page = tmp_path / r.data_docs
+    assert page.is_file() and "0001-batch-x.csv" in str(page)  # a page per batch, named after it
+    assert (
+        "0001-batch-x.csv"
+        in (gx / "uncommitted" / "data_docs" / "local_site" / "index.html").read_text()
+    )
+    assert r.gx_result is not None and r.gx_result["success"] is False  # GX's own result
+    again = validate_frame(_text(), TEXT, ValidateConfig(), "0002-batch-y.csv", project=tmp_path)
+    assert again.decision == "accept" and "0002-batch-y.csv" in again.data_docs
