@@ -98,7 +98,8 @@ def reliability(
     """Per confidence bin: mean confidence, observed frequency of ``event`` and count; the
     expected calibration error (ECE) over those bins; and a 40-bin histogram of the confidences.
     ``strategy``: ``quantile`` (bins of equal count: a judge's scores crowd near 1, and
-    equal-width bins put nearly all of them in the last one) or ``uniform``."""
+    equal-width bins put nearly all of them in the last one) or ``uniform``. The histogram
+    spans the scores' own range (from their 1st percentile)."""
     if strategy not in ("quantile", "uniform"):
         raise ValueError(f"strategy={strategy!r}: choose 'quantile' or 'uniform'")
     c = np.clip(np.asarray(confidence, float), 0.0, 1.0)
@@ -121,7 +122,9 @@ def reliability(
         else:
             conf.append(None)
             freq.append(None)
-    hist, hist_edges = np.histogram(c, bins=40, range=(0.0, 1.0))
+    # the histogram spans where the scores are; a judge whose scores crowd near 1 (median above
+    # 0.9) is drawn on a logit scale, with bins of equal width on it, so the crowd spreads out
+    hist, hist_edges, scale = _histogram(c)
     return {
         "bins": len(count),
         "strategy": strategy,
@@ -132,4 +135,21 @@ def reliability(
         "ece": ece,
         "hist": hist.tolist(),
         "hist_edges": [float(x) for x in hist_edges],
+        "scale": scale,
     }
+
+
+def _histogram(c: np.ndarray, bins: int = 40) -> tuple[np.ndarray, np.ndarray, str]:
+    if not len(c):
+        return np.zeros(bins, int), np.linspace(0, 1, bins + 1), "linear"
+    if np.median(c) <= 0.9:
+        lo = float(np.floor(np.quantile(c, 0.01) * 20) / 20)
+        hist, edges = np.histogram(c, bins=bins, range=(min(lo, 0.95), 1.0))
+        return hist, edges, "linear"
+    eps = 1e-4
+    lo = float(np.clip(np.quantile(c, 0.01), eps, 0.5))
+    hi = float(np.clip(c.max(), 0.99, 1 - eps))
+    z = np.linspace(np.log(lo / (1 - lo)), np.log(hi / (1 - hi)), bins + 1)
+    edges = 1 / (1 + np.exp(-z))
+    hist, _ = np.histogram(np.clip(c, edges[0], edges[-1]), bins=edges)
+    return hist, edges, "logit"

@@ -113,25 +113,38 @@ def plot_reliability(rel: dict[str, Any], path: str | Path, what: str = "judge")
     )
     conf = [c for c in rel["confidence"] if c is not None]
     freq = [f for c, f in zip(rel["confidence"], rel["frequency"], strict=True) if c is not None]
-    edges = rel.get("edges") or [0.0, 1.0]
-    lo = max(0.0, np.floor(min(edges + conf) * 10) / 10 - 0.05) if conf else 0.0
+    edges = [x for x in (rel.get("edges") or []) if x > 0]
+    scale = rel.get("scale", "linear")
+    he = np.asarray(rel.get("hist_edges") or [0.0, 1.0])
+    lo = max(0.0, min([float(he[0]), *conf]) - 0.02) if scale == "linear" else float(he[0])
+    hi = 1.0 if scale == "linear" else float(he[-1])
+    grid = np.linspace(lo, hi, 200) if scale == "linear" else he
     each = max(rel["count"]) if rel["count"] else 0
-    ax.plot([lo, 1], [lo, 1], ls="--", color="grey", lw=1, label="perfect calibration")
+    ax.plot(grid, grid, ls="--", color="grey", lw=1, label="perfect calibration")
     ax.plot(conf, freq, marker="o", label=f"{what} (ECE {rel['ece']:.3f}; ~{each} samples a point)")
     ax.set(
         ylabel="observed: small model right",
-        xlim=(lo, 1.0),
         ylim=(min(lo, min(freq, default=lo)) - 0.02, 1.02),
         title=f"reliability of the {what} ({rel.get('strategy', 'uniform')} bins)",
     )
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
     if rel.get("hist"):
-        he = np.asarray(rel["hist_edges"])
         hx.bar(he[:-1], rel["hist"], width=np.diff(he), align="edge", color="tab:blue", alpha=0.5)
     for x in edges[1:-1]:
         hx.axvline(x, color="grey", lw=0.6, ls=":")
-    hx.set(xlabel="confidence C_x", ylabel="samples")
+    if scale == "logit":  # scores crowd near 1: spread them (ticks at 0.5, 0.9, 0.99, ...)
+        from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+        hx.set_xscale("logit")
+        ticks = [t for t in (0.1, 0.5, 0.9, 0.99, 0.999, 0.9999) if lo <= t <= hi]
+        hx.xaxis.set_major_locator(FixedLocator(ticks))
+        hx.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        hx.xaxis.set_minor_locator(NullLocator())
+    hx.set_xlim(lo, hi)
+    hx.set(
+        xlabel="confidence C_x" + (" (logit scale)" if scale == "logit" else ""), ylabel="samples"
+    )
     hx.grid(alpha=0.3)
     fig.tight_layout()
     return _save(fig, path)
@@ -189,7 +202,8 @@ def plot_kan(
     for ax in list(axes.flat)[len(keep) :]:
         ax.axis("off")
     fig.suptitle(
-        f"What the {type(judge).__name__} learned: its {len(keep)} most influential inputs"
+        f"What the {type(judge).__name__.removesuffix('Judge')} judge learned: "
+        f"its {len(keep)} most influential inputs"
     )
     fig.tight_layout()
     return _save(fig, path)
