@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kcm.env import OFFLINE_ENV
-from kcm.procs import popen_tied
+from kcm.procs import popen_tied, stop_processes
 
 
 def _say(msg: str, *args: Any) -> None:
@@ -104,13 +104,7 @@ def _stop_runs(exclude: int | None, grace: float) -> None:
     if not kids:
         return
     _say("stopping %d running process(es) (at most %.0fs)", len(kids), grace)
-    for k in kids:
-        with contextlib.suppress(psutil.Error):
-            k.terminate()
-    _, alive = psutil.wait_procs(kids, timeout=grace)
-    for k in alive:
-        with contextlib.suppress(psutil.Error):
-            k.kill()
+    stop_processes(kids, grace)
 
 
 def _stop_grace(config_path: Path) -> float:

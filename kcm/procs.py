@@ -41,18 +41,24 @@ def popen_tied(cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     )
 
 
+def stop_processes(procs: Sequence[Any], wait: float) -> None:
+    """SIGTERM each (psutil) process, give them ``wait`` seconds, then SIGKILL what is left."""
+    import psutil
+
+    for k in procs:
+        with contextlib.suppress(psutil.Error):
+            k.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=wait)
+    for k in alive:
+        with contextlib.suppress(psutil.Error):
+            k.kill()
+
+
 def kill_children(wait: float = 3.0) -> None:
     """Terminate every process this one started (recursively), then kill what is left."""
     import psutil
 
-    kids = psutil.Process().children(recursive=True)
-    for k in kids:
-        with contextlib.suppress(psutil.Error):
-            k.terminate()
-    _, alive = psutil.wait_procs(kids, timeout=wait)
-    for k in alive:
-        with contextlib.suppress(psutil.Error):
-            k.kill()
+    stop_processes(psutil.Process().children(recursive=True), wait)
 
 
 @contextlib.contextmanager

@@ -53,3 +53,22 @@ QUIET = ("registry.enabled=false", "dvc.enabled=false", "eval.plots=false")
 def set_args(*settings: str) -> list[str]:
     """``--set KEY=VALUE`` for each setting, as the CLI takes them."""
     return [a for s in settings for a in ("--set", s)]
+
+
+def wait_for_ping(proc: Any, port: int, log: Path, timeout: float = 180) -> None:
+    """Wait until ``mlflow models serve`` (``proc``) answers /ping on ``port``; fail with the
+    tail of its log if it exits or does not come up."""
+    import contextlib
+    import time
+
+    import httpx
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
+                return
+        time.sleep(1)
+    pytest.fail(f"mlflow models serve did not come up: {log.read_text()[-3000:]}")

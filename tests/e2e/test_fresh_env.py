@@ -14,13 +14,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 
+from tests import helpers
 from tests.conftest import REPO
 from tests.helpers import set_args
 
@@ -85,15 +85,7 @@ def test_the_champion_serves_from_a_virtualenv_of_its_requirements(tmp_path: Pat
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
-                    break
-            time.sleep(1)
-        else:
-            pytest.fail((tmp_path / "serve.log").read_text()[-3000:])
+        helpers.wait_for_ping(proc, port, tmp_path / "serve.log", timeout=240)
         rows = pd.read_parquet(ws / "state" / "eval" / "traffic.parquet").head(5)
         rows = rows.drop(columns=[c for c in rows.columns if c == "label" or c.endswith("__eval")])
         body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}

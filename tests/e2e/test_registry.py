@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from kcm import loop, steps
 from kcm.config import KCMConfig, load_config
 from kcm.steps.systems import champion
 from kcm.workspace import Workspace
+from tests import helpers
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -258,19 +258,7 @@ def test_mlflow_models_serve_answers_with_the_routing_applied(
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ping", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            pytest.fail(
-                "mlflow models serve did not come up: " + (tmp_path / "serve.log").read_text()
-            )
+        helpers.wait_for_ping(proc, port, tmp_path / "serve.log", timeout=180)
         rows = _traffic_rows(ws, 10)
         body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
         r = httpx.post(f"http://127.0.0.1:{port}/invocations", json=body, timeout=60)
