@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+
+from kcm.procs import stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,12 +84,7 @@ def serve(workdir: Path, model: str, log: Path) -> tuple[subprocess.Popen[bytes]
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_group(proc, grace=30)
 
 
 def traffic_rows(workdir: Path) -> pd.DataFrame:

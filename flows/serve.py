@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kcm.env import OFFLINE_ENV
-from kcm.procs import popen_tied, stop_processes
+from kcm.procs import popen_tied, stop_group, stop_processes
 
 
 def _say(msg: str, *args: Any) -> None:
@@ -76,16 +76,7 @@ def start_local_server(home: Path, timeout: float = 120.0) -> tuple[subprocess.P
 
 def stop_server(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
     """Stop the server and every process it started (its own process group)."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+    stop_group(proc, grace)
 
 
 def _stop_runs(exclude: int | None, grace: float) -> None:

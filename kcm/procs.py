@@ -54,6 +54,21 @@ def stop_processes(procs: Sequence[Any], wait: float) -> None:
             k.kill()
 
 
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """Stop a child started in its own session (``popen_tied``, ``start_new_session``) and
+    every process it started: SIGTERM to its group, ``grace`` seconds, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 def kill_children(wait: float = 3.0) -> None:
     """Terminate every process this one started (recursively), then kill what is left."""
     import psutil
