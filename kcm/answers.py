@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from kcm.data.batch import Batch
+from kcm.data.batch import OUT_OF_SCOPE, Batch
 from kcm.features import Features
 from kcm.models.large import LargeModel, LargeOutput
 
@@ -39,7 +39,7 @@ class Routed:
 class Predictions:
     """What the system answered for a batch, and why."""
 
-    answer: np.ndarray  # the class answered for each sample
+    answer: np.ndarray  # the class answered for each sample (OUT_OF_SCOPE: none fits)
     confidence: np.ndarray
     to_large: np.ndarray
     answered_by: np.ndarray
@@ -57,6 +57,11 @@ class Predictions:
     @property
     def large_call_rate(self) -> float:
         return float(self.to_large.mean()) if len(self.to_large) else 0.0
+
+    @property
+    def out_of_scope(self) -> np.ndarray:
+        """Samples the large model answered out of scope (answer ``OUT_OF_SCOPE``)."""
+        return self.answer == OUT_OF_SCOPE
 
 
 def inputs_at(batch: Batch, idx: np.ndarray) -> Any:
@@ -80,7 +85,8 @@ def ask_large(
 
 def merge(routed: Routed, out: LargeOutput | None, idx: np.ndarray | None = None) -> Predictions:
     """The answers: the small model's where routed small, the large model's (hinted) where it
-    answered samples ``idx``, the small model's as fallback where the call failed."""
+    answered samples ``idx``, the small model's as fallback where the call failed, and
+    ``OUT_OF_SCOPE`` where the large model said no class fits."""
     sp = routed.small_proba
     label = sp.argmax(axis=1)
     final = sp.copy()
@@ -94,6 +100,7 @@ def merge(routed: Routed, out: LargeOutput | None, idx: np.ndarray | None = None
         ok_idx = idx[out.ok]
         final[ok_idx] = out.answer[out.ok]
         label[ok_idx] = out.answer[out.ok].argmax(axis=1)
+        label[idx[out.oos()]] = OUT_OF_SCOPE
         answered_by[idx[~out.ok]] = "small-fallback"
         keys[idx] = out.keys
         if out.errors is not None:
@@ -125,8 +132,10 @@ def merge(routed: Routed, out: LargeOutput | None, idx: np.ndarray | None = None
 
 def teacher_labels(large: LargeModel, batch: Batch) -> np.ndarray:
     """The large model's answer to every sample of ``batch``, without a hint (-1 where the
-    call failed): what a peer policy receives when it asks (``kcm.bench.online``)."""
+    call failed, ``OUT_OF_SCOPE`` where no class fits): what a peer policy receives when it
+    asks (``kcm.bench.online``)."""
     out = ask_large(large, batch, np.arange(len(batch)), None)
     label = np.full(len(batch), -1, dtype=np.int64)
     label[out.ok] = out.raw[out.ok].argmax(axis=1)
+    label[out.oos()] = OUT_OF_SCOPE
     return label

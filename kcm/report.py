@@ -23,7 +23,14 @@ LEDGER_COUNTS = (
     "circuit_open",
     "skipped",
 )
-_VIEW_ONLY = ("traffic", "balanced", "forgetting", "forgetting_small_only", "forgetting_small")
+_VIEW_ONLY = (
+    "traffic",
+    "balanced",
+    "out_of_scope_view",
+    "forgetting",
+    "forgetting_small_only",
+    "forgetting_small",
+)
 
 
 def machine() -> str:
@@ -99,6 +106,7 @@ def summary_report(ws: Workspace, cfg: KCMConfig) -> dict[str, Any]:
         "cycles": [{k: v for k, v in c.items() if k not in _VIEW_ONLY} for c in cycles],
         "final": {k: v for k, v in last["traffic"].items() if k != "baselines"},
         "final_balanced": {k: v for k, v in last["balanced"].items() if k != "baselines"},
+        "final_out_of_scope": last.get("out_of_scope_view"),  # classes held back from the task
         "large_only": base("large_only"),
         "small_only": base("small_only"),
         "cascade": base("cascade"),
@@ -147,6 +155,15 @@ def cycle_markdown(report: dict[str, Any], registered: dict[str, Any]) -> str:
             f"{_fmt(m['large_call_rate'])} |"
         )
     bl = t["baselines"]
+    o = report.get("out_of_scope_view")
+    if report.get("out_of_scope") or report.get("oos_recall") is not None or o:
+        line = f"answered `out_of_scope`: {report.get('out_of_scope', 0)} of the batch"
+        if o:
+            line += (
+                f"; held-back classes' test inputs: {_fmt(o['oos_recall'])} answered "
+                f"out_of_scope, {_fmt(o['oos_confident_wrong'])} answered by the small model"
+            )
+        md += ["", line]
     md += [
         "",
         f"baselines on traffic: large_only {_fmt(bl['large_only'])}, small_only "

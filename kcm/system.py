@@ -19,7 +19,7 @@ import numpy as np
 from kcm import routing
 from kcm.answers import Predictions, Routed, ask_large, merge
 from kcm.config import KCMConfig
-from kcm.data.batch import Batch, Task
+from kcm.data.batch import NO_LABEL, OUT_OF_SCOPE, Batch, Task
 from kcm.distill import Records, ReplayBuffer, distill
 from kcm.features import Features, NumericFeaturizer, TextFeaturizer, make_featurizer
 from kcm.judge import NeuralJudge, make_judge, memory_features
@@ -41,11 +41,12 @@ class TrainReport:
 
 
 def class_weights(target: np.ndarray, beta: float) -> np.ndarray | None:
-    """Per-sample weights ∝ (samples of the same class)^-β, mean 1; None for β = 0."""
+    """Per-sample weights ∝ (samples of the same class)^-β, mean 1; None for β = 0
+    (out-of-scope samples count as one more class)."""
     if beta == 0.0:
         return None
-    counts = np.bincount(target, minlength=int(target.max()) + 1).astype(np.float64)
-    w = counts[target] ** -beta
+    _, inverse, counts = np.unique(target, return_inverse=True, return_counts=True)
+    w = counts[inverse].astype(np.float64) ** -beta
     return w / w.mean()
 
 
@@ -239,12 +240,18 @@ class CollaborationSystem:
 
     # -- learning -------------------------------------------------------------------
     def records_for(self, batch: Batch, preds: Predictions) -> Records:
-        """What can be learned from a routed batch: labels, large outputs, judge outputs."""
+        """What can be learned from a routed batch: labels, large outputs, judge outputs.
+        An input the large model answered out of scope keeps that as its target (the judge
+        learns the small model is wrong on it) and no distribution to distil."""
         n, c = len(batch), self.task.n_classes
-        large_ok = ~np.isnan(preds.large_raw).any(axis=1)
+        oos = preds.out_of_scope
+        large = preds.large_raw.copy()
+        large[oos] = np.nan
+        large_ok = ~np.isnan(large).any(axis=1)
         target = batch.label.copy()
-        fill = (target < 0) & large_ok
-        target[fill] = preds.large_raw[fill].argmax(axis=1)
+        fill = (target == NO_LABEL) & large_ok
+        target[fill] = large[fill].argmax(axis=1)
+        target[(target == NO_LABEL) & oos] = OUT_OF_SCOPE
         judge_t = np.full((n, c), np.nan)
         if self.trained_:
             easy = ~preds.to_large
@@ -256,7 +263,7 @@ class CollaborationSystem:
             features=preds.features,
             label=batch.label.copy(),
             target=target,
-            large=preds.large_raw.copy(),
+            large=large,
             judge=judge_t,
             cycle=np.full(n, self.cycle_, dtype=np.int64),
         )
@@ -310,7 +317,9 @@ class CollaborationSystem:
         return oof, X
 
     def _fit_judge(self, data: Records) -> tuple[int, float | None]:
-        known = np.flatnonzero(data.target >= 0)
+        # out-of-scope samples teach a correctness judge that the small model is wrong there
+        oos = (data.target == OUT_OF_SCOPE) & (self.cfg.judge.target == "correctness")
+        known = np.flatnonzero((data.target >= 0) | oos)
         if len(known) < max(4, self.cfg.judge.folds):
             log.warning(
                 "only %d samples with a known answer: the judge is not retrained", len(known)

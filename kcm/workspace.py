@@ -229,7 +229,8 @@ class Workspace:
         return {int(k): v for k, v in self.meta()["groups"].items()}
 
     def view(self, name: str, task: Task | None = None) -> Batch:
-        """A held-out evaluation view: ``traffic`` or ``balanced``."""
+        """A held-out evaluation view: ``traffic``, ``balanced`` or (with classes held back
+        from the task) ``out_of_scope``."""
         task = task or self.task()
         df = read_table(self.eval_dir / f"{name}.parquet", str_cols=(task.label_col,))
         return batch_from_frame(df, task, name)

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from kcm.config import ValidateConfig
-from kcm.data.batch import Task
+from kcm.data.batch import OUT_OF_SCOPE_LABEL, Task
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,9 @@ def batch_suite(
                 )
     if not cfg.allow_new_classes:
         exps.append(
-            gxe.ExpectColumnValuesToBeInSet(column=task.label_col, value_set=list(task.label_names))
+            gxe.ExpectColumnValuesToBeInSet(
+                column=task.label_col, value_set=[*task.label_names, OUT_OF_SCOPE_LABEL]
+            )
         )
     return exps
 
@@ -329,7 +331,7 @@ def _decide(
     new_classes: list[str] = []
     if task.label_col in data.columns:
         labels = data[task.label_col].dropna().astype(str)
-        new_classes = sorted(set(labels) - set(task.label_names))
+        new_classes = sorted(set(labels) - {*task.label_names, OUT_OF_SCOPE_LABEL})
     stats = dict(res.statistics)
     n = len(data)
     if table_failed:

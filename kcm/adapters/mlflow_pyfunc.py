@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from kcm.data.batch import batch_from_frame
+from kcm.data.batch import batch_from_frame, names_of
 from kcm.errors import DataError
 
 
@@ -45,10 +44,9 @@ class KCMSystemModel(mlflow.pyfunc.PythonModel):
                 f"bad request: {err}", error_code=INVALID_PARAMETER_VALUE
             ) from None
         p = system.predict(batch)
-        names = np.asarray(system.task.label_names, dtype=object)
         return pd.DataFrame(
             {
-                "answer": names[p.answer],
+                "answer": names_of(system.task, p.answer),
                 "confidence": p.confidence.astype(float),
                 "answered_by": p.answered_by.astype(str),
             }

@@ -68,13 +68,18 @@ def end_parent(run_id: str, failed: bool = False) -> None:
 
 
 _VIEW_KEYS = ("accuracy", "accuracy_many", "accuracy_medium", "accuracy_few", "large_call_rate")
+_OOS_KEYS = ("out_of_scope", "oos_recall", "oos_confident_wrong")
 
 
 def _metrics(report: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
-    for key in (*_VIEW_KEYS, "large_calls", "judge_auroc", "small_accuracy", "seconds"):
+    for key in (*_VIEW_KEYS, *_OOS_KEYS, "large_calls", "judge_auroc", "small_accuracy", "seconds"):
         if report.get(key) is not None:
             out[f"batch_{key}"] = float(report[key])
+    for key in _OOS_KEYS:  # the held-back classes' test queries (data.out_of_scope_classes)
+        v = (report.get("out_of_scope_view") or {}).get(key)
+        if v is not None:
+            out[f"oos_view_{key}"] = float(v)
     for view in ("traffic", "balanced"):
         for key in (*_VIEW_KEYS, "judge_auroc"):
             v = report.get(view, {}).get(key)

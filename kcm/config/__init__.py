@@ -15,22 +15,25 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from kcm.config.sections import (
+from kcm.config.large import (
     CallableConfig,
+    EmbeddingHeadConfig,
+    LargeConfig,
+    MLPTeacherConfig,
+    OpenAIConfig,
+    OutOfScopeConfig,
+    ReplayConfig,
+)
+from kcm.config.sections import (
     DataConfig,
     DistillConfig,
     DVCConfig,
-    EmbeddingHeadConfig,
     EvalConfig,
     FeaturesConfig,
     FlowConfig,
     GroupsConfig,
     JudgeConfig,
-    LargeConfig,
-    MLPTeacherConfig,
-    OpenAIConfig,
     RegistryConfig,
-    ReplayConfig,
     RoutingConfig,
     Section,
     SmallConfig,
@@ -162,6 +165,7 @@ FROZEN: tuple[str, ...] = (
     "data.test_fraction",
     "data.pretrain_fraction",
     "data.imbalance_factor",
+    "data.out_of_scope_classes",
     "data.groups",
     "eval.traffic_size",
     "features",
@@ -239,6 +243,7 @@ __all__ = [
     "LargeConfig",
     "MLPTeacherConfig",
     "OpenAIConfig",
+    "OutOfScopeConfig",
     "RegistryConfig",
     "ReplayConfig",
     "RoutingConfig",

@@ -12,6 +12,22 @@ import pandas as pd
 from kcm.errors import DataError
 
 NO_LABEL = -1
+#: an input of no known class (a user's out-of-scope query): its label, gold class or answer
+OUT_OF_SCOPE = -2
+#: the label an out-of-scope answer is delivered as (and read back from a label column)
+OUT_OF_SCOPE_LABEL = "out_of_scope"
+
+
+def label_name(task: Task, k: int) -> str:
+    """The name of class ``k`` of ``task``, ``out_of_scope`` for ``OUT_OF_SCOPE``."""
+    return OUT_OF_SCOPE_LABEL if k == OUT_OF_SCOPE else task.label_names[k]
+
+
+def names_of(task: Task, y: np.ndarray) -> np.ndarray:
+    """Label names of ``y`` (None where unknown, ``out_of_scope`` for ``OUT_OF_SCOPE``)."""
+    names = np.asarray(task.label_names, dtype=object)
+    out = np.where(y >= 0, names[np.clip(y, 0, None)], None)
+    return np.where(y == OUT_OF_SCOPE, OUT_OF_SCOPE_LABEL, out)
 
 
 @dataclass(frozen=True)
@@ -125,15 +141,10 @@ class Batch:
             for j, name in enumerate(task.feature_cols or ()):
                 cols[name] = mat[:, j]
         if with_labels:
-            names = np.asarray(task.label_names, dtype=object)
-            cols[task.label_col] = np.where(
-                self.label >= 0, names[np.clip(self.label, 0, None)], None
-            )
-            hidden = (self.label < 0) & (self.gold >= 0)
+            cols[task.label_col] = names_of(task, self.label)
+            hidden = (self.label == NO_LABEL) & (self.gold != NO_LABEL)
             if hidden.any():  # keep the gold class for scoring a simulation, apart from the label
-                cols[task.eval_col] = np.where(
-                    self.gold >= 0, names[np.clip(self.gold, 0, None)], None
-                )
+                cols[task.eval_col] = names_of(task, self.gold)
         return pd.DataFrame(cols)
 
 
@@ -161,7 +172,8 @@ def batch_from_frame(
     """Turn a DataFrame in the task's layout into a Batch, refusing bad input loudly.
 
     An empty frame, a missing column, a label outside the task's label set or a NaN
-    feature raises ``DataError`` naming the problem and the fix; nothing is half-used.
+    feature raises ``DataError`` naming the problem and the fix; nothing is half-used. The
+    label ``out_of_scope`` (when not a class of the task) marks an input of no known class.
     """
     where = f"batch '{name}'" if name else "batch"
     if len(df) == 0:
@@ -199,7 +211,7 @@ def batch_from_frame(
             )
         inputs = mat
     if task.label_col in df.columns:
-        index = task.label_index()
+        index = {OUT_OF_SCOPE_LABEL: OUT_OF_SCOPE, **task.label_index()}
         raw = df[task.label_col]
         present = raw.notna()
         labels = raw[present].astype(str)
@@ -220,11 +232,11 @@ def batch_from_frame(
         )
     gold = y.copy()
     if task.eval_col in df.columns:  # simulations: the gold class of rows whose label is hidden
-        index = task.label_index()
+        index = {OUT_OF_SCOPE_LABEL: OUT_OF_SCOPE, **task.label_index()}
         hidden_gold = df[task.eval_col].map(
             lambda v: index.get(str(v), NO_LABEL) if pd.notna(v) else NO_LABEL
         )
-        gold = np.where(y >= 0, y, hidden_gold.to_numpy(dtype=np.int64))
+        gold = np.where(y != NO_LABEL, y, hidden_gold.to_numpy(dtype=np.int64))
     if task.id_col in df.columns:
         ids = df[task.id_col].astype(str).to_numpy(dtype=object)
     else:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
 from kcm.config import DataConfig, GroupsConfig, KCMConfig, StreamConfig
-from kcm.data.batch import NO_LABEL, Batch, Task, batch_from_frame
+from kcm.data.batch import NO_LABEL, OUT_OF_SCOPE, Batch, Task, batch_from_frame, concat_batches
 from kcm.data.sources import load_source, read_table, stratified_split
 from kcm.errors import DataError
 
@@ -122,6 +122,55 @@ def split_stream(
     return batches, start
 
 
+def hold_out_classes(
+    task: Task, splits: list[Batch], k: int, seed: int
+) -> tuple[Task, list[Batch], list[Batch], tuple[str, ...]]:
+    """Hold ``k`` classes (seeded) back from ``task``: the task without them, each split's
+    in-scope rows (classes renumbered) and its held-back rows (label and gold
+    ``OUT_OF_SCOPE``), and the held-back class names."""
+    if not 0 < k <= task.n_classes - 2:
+        raise DataError(
+            f"data.out_of_scope_classes={k}: hold back between 1 and {task.n_classes - 2} of "
+            f"the {task.n_classes} classes (at least 2 must stay in the task)"
+        )
+    held = np.sort(np.random.default_rng(seed + 5).choice(task.n_classes, k, replace=False))
+    kept = np.setdiff1d(np.arange(task.n_classes), held)
+    new = np.full(task.n_classes, NO_LABEL, np.int64)
+    new[kept] = np.arange(len(kept))
+    reduced = replace(task, label_names=tuple(task.label_names[c] for c in kept))
+    ins, outs = [], []
+    for b in splits:
+        out = np.isin(b.gold, held)
+        a, o = b.subset(np.flatnonzero(~out)), b.subset(np.flatnonzero(out))
+        a.label = np.where(a.label >= 0, new[np.clip(a.label, 0, None)], a.label)
+        a.gold = np.where(a.gold >= 0, new[np.clip(a.gold, 0, None)], a.gold)
+        o.label = np.where(o.label >= 0, OUT_OF_SCOPE, o.label)
+        o.gold = np.full(len(o), OUT_OF_SCOPE, np.int64)
+        ins.append(a)
+        outs.append(o)
+    return reduced, ins, outs, tuple(task.label_names[c] for c in held)
+
+
+def mix_out_of_scope(
+    stream: list[Batch], oos: Batch, per_class: int, n_held: int, cfg: StreamConfig, seed: int
+) -> list[Batch]:
+    """Spread ``per_class × n_held`` out-of-scope rows evenly over the stream's batches
+    (seeded; labels hidden like the rest, for ``1 - label_fraction`` of them)."""
+    rng = np.random.default_rng(seed + 6)
+    take = rng.permutation(len(oos))[: per_class * n_held]
+    where = np.resize(rng.permutation(len(stream)), len(take))
+    out = []
+    for b, batch in enumerate(stream):
+        extra = oos.subset(take[where == b])
+        if cfg.label_fraction < 1.0:
+            extra.label = np.where(
+                rng.random(len(extra)) >= cfg.label_fraction, NO_LABEL, extra.label
+            )
+        both = concat_batches([batch, extra], batch.name)
+        out.append(both.subset(rng.permutation(len(both))))
+    return out
+
+
 def traffic_view(test: Batch, class_weights: np.ndarray, size: int | None, seed: int) -> Batch:
     """The test set resampled (seeded, with replacement) to the stream's class proportions."""
     rng = np.random.default_rng(seed + 2)
@@ -154,6 +203,8 @@ class DataBundle:
     first_batch: dict[int, int]
     class_order: np.ndarray
     meta: dict[str, object] = field(default_factory=dict)
+    #: the test queries of classes held back from the task (``data.out_of_scope_classes``)
+    out_of_scope: Batch | None = None
 
     def group_names(self) -> dict[str, str]:
         return {self.task.label_names[c]: g for c, g in self.groups.items()}
@@ -182,6 +233,13 @@ def build_bundle(cfg: KCMConfig) -> DataBundle:
     the two test views."""
     data: DataConfig = cfg.data
     task, train, test = load_source(data, cfg.seed)
+    oos_train = oos_test = None
+    held: tuple[str, ...] = ()
+    if data.out_of_scope_classes:
+        task, (train, test), (oos_train, oos_test), held = hold_out_classes(
+            task, [train, test], data.out_of_scope_classes, cfg.seed
+        )
+        oos_test.name = "out_of_scope"
     rest, pre = stratified_split(train.gold, data.pretrain_fraction, cfg.seed)
     pretrain = train.subset(pre, "pretrain")
     remaining = train.subset(rest, "remaining")
@@ -191,6 +249,9 @@ def build_bundle(cfg: KCMConfig) -> DataBundle:
     bounds = group_bounds(data.groups, int(counts.max()))
     groups = assign_groups(counts, bounds)
     stream, first = split_stream(pool, task.n_classes, data.stream, cfg.seed)
+    if oos_train is not None:  # as many per held-back class as a typical class has
+        per_class = int(np.median(counts[counts > 0]))
+        stream = mix_out_of_scope(stream, oos_train, per_class, len(held), data.stream, cfg.seed)
     traffic = traffic_view(test, counts, cfg.eval.traffic_size, cfg.seed)
     return DataBundle(
         task=task,
@@ -204,7 +265,8 @@ def build_bundle(cfg: KCMConfig) -> DataBundle:
         bounds=bounds,
         first_batch=first,
         class_order=order,
-        meta={"dataset": data.dataset},
+        meta={"dataset": data.dataset, "out_of_scope_classes": list(held)},
+        out_of_scope=oos_test,
     )
 
 
@@ -217,8 +279,10 @@ def save_bundle(bundle: DataBundle, folder: str | Path) -> Path:
     folder = Path(folder)
     (folder / "stream").mkdir(parents=True, exist_ok=True)
     task = bundle.task
-    for name in ("pretrain", "pool", "test", "traffic"):
-        getattr(bundle, name).to_frame(task).to_parquet(folder / f"{name}.parquet", index=False)
+    for name in ("pretrain", "pool", "test", "traffic", "out_of_scope"):
+        if getattr(bundle, name) is not None:
+            part = getattr(bundle, name).to_frame(task)
+            part.to_parquet(folder / f"{name}.parquet", index=False)
     for i, b in enumerate(bundle.stream):
         b.to_frame(task).to_csv(folder / "stream" / f"batch-{i:03d}.csv", index=False)
     info = {
@@ -254,7 +318,9 @@ def load_bundle(folder: str | Path) -> DataBundle:
 
     splits = {n: read(folder / f"{n}.parquet", n) for n in ("pretrain", "pool", "test", "traffic")}
     stream = [read(p, p.stem) for p in sorted((folder / "stream").glob("batch-*.csv"))]
+    oos = folder / "out_of_scope.parquet"
     return DataBundle(
+        out_of_scope=read(oos, "out_of_scope") if oos.is_file() else None,
         task=task,
         stream=stream,
         class_counts=np.asarray(info["class_counts"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kcm.data.batch import OUT_OF_SCOPE
 from kcm.distill.records import Records
 
 
@@ -35,7 +36,8 @@ class ReplayBuffer:
         return 0 if self.records_ is None else len(self.records_)
 
     def add(self, records: Records) -> None:
-        keep = records.target >= 0  # only samples with a label or a large-model answer
+        # only samples with a label or a large-model answer (a class, or out of scope)
+        keep = (records.target >= 0) | (records.target == OUT_OF_SCOPE)
         new = records.subset(np.flatnonzero(keep))
         if len(new) == 0 or self.capacity == 0:
             return
@@ -65,4 +67,5 @@ class ReplayBuffer:
     def class_counts(self, n_classes: int) -> np.ndarray:
         if self.records_ is None:
             return np.zeros(n_classes, dtype=np.int64)
-        return np.bincount(self.records_.target, minlength=n_classes)
+        t = self.records_.target
+        return np.bincount(t[t >= 0], minlength=n_classes)

@@ -8,9 +8,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kcm.data.batch import NO_LABEL, OUT_OF_SCOPE
+
 
 class Accuracy:
-    """Fraction of correct answers among samples with a known label (label >= 0)."""
+    """Fraction of correct answers among samples with a known label (a class, or
+    ``OUT_OF_SCOPE``: right when answered out of scope)."""
 
     def __init__(self) -> None:
         self.reset()
@@ -20,7 +23,7 @@ class Accuracy:
         self.total = 0
 
     def update(self, pred: np.ndarray, true: np.ndarray) -> None:
-        known = np.asarray(true) >= 0
+        known = np.asarray(true) != NO_LABEL
         self.correct += int((np.asarray(pred)[known] == np.asarray(true)[known]).sum())
         self.total += int(known.sum())
 
@@ -72,6 +75,39 @@ class GroupAccuracy:
 
     def result(self) -> dict[str, float | None]:
         return {g: m.result() for g, m in self.acc.items()}
+
+
+class OutOfScope:
+    """How inputs of no known class fare. ``answered``: answers delivered as ``out_of_scope``;
+    on inputs whose gold is ``OUT_OF_SCOPE``: ``recall`` (answered out of scope) and
+    ``confident_wrong`` (the small model answered them itself: routed small, so confidently
+    and necessarily wrong)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.answered = 0
+        self.n_oos = 0
+        self.recalled = 0
+        self.small = 0
+
+    def update(self, pred: np.ndarray, true: np.ndarray, to_large: np.ndarray) -> None:
+        pred, true, to_large = np.asarray(pred), np.asarray(true), np.asarray(to_large, bool)
+        self.answered += int((pred == OUT_OF_SCOPE).sum())
+        oos = true == OUT_OF_SCOPE
+        self.n_oos += int(oos.sum())
+        self.recalled += int((pred[oos] == OUT_OF_SCOPE).sum())
+        self.small += int((~to_large[oos]).sum())
+
+    def result(self) -> dict[str, float | int | None]:
+        n = self.n_oos
+        return {
+            "answered": self.answered,
+            "n": n,
+            "recall": self.recalled / n if n else None,
+            "confident_wrong": self.small / n if n else None,
+        }
 
 
 class LargeCallRate:

@@ -209,10 +209,17 @@ def plot_kan(
     return _save(fig, path)
 
 
-def plot_dashboard(cycles: Sequence[dict[str, Any]], path: str | Path, title: str) -> Path:
+def plot_dashboard(
+    cycles: Sequence[dict[str, Any]],
+    path: str | Path,
+    title: str,
+    few_alarm: float | None = None,
+) -> Path:
     """The run's headline picture, one point per cycle: accuracy (the batch as answered, the
-    held-out traffic view, the large model alone), the large-call rate, and cumulative calls
-    made against samples answered (the gap: calls saved)."""
+    held-out traffic view, the large model alone), the large-call rate, cumulative calls
+    made against samples answered (the gap: calls saved), and the alarms a team acts on: the
+    batch's drift score and the Few group's forgetting against their bounds, and the share of
+    the batch answered ``out_of_scope`` (when any was)."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _plt()
@@ -223,7 +230,8 @@ def plot_dashboard(cycles: Sequence[dict[str, Any]], path: str | Path, title: st
     rate = [c.get("large_call_rate") for c in cycles]
     n = np.cumsum([int(c.get("n", 0)) for c in cycles])
     calls = np.cumsum([int(c.get("large_calls", 0)) for c in cycles])
-    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 3.9))
+    fig, axes = plt.subplots(2, 2, figsize=(12, 7.4))
+    (a1, a2), (a3, a4) = axes
     a1.plot(x, delivered, marker="o", label="the batch, as answered")
     a1.plot(x, traffic, marker="s", label="held-out traffic view")
     if any(v is not None for v in large):
@@ -249,12 +257,43 @@ def plot_dashboard(cycles: Sequence[dict[str, Any]], path: str | Path, title: st
     )
     a3.set(xlabel="cycle", ylabel="cumulative", title="calls saved so far")
     a3.legend(fontsize=8, loc="upper left")
-    for a in (a1, a2, a3):
+    alarms(a4, cycles, x, few_alarm)
+    for a in (a1, a2, a3, a4):
         a.grid(alpha=0.3)
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def alarms(
+    ax: Any, cycles: Sequence[dict[str, Any]], x: list[int], few_alarm: float | None
+) -> None:
+    """The dashboard's alarm panel: drift score, Few-group forgetting, out-of-scope share."""
+    drift = [(c.get("drift") or {}).get("score") for c in cycles]
+    bound = next((c["drift"]["bound"] for c in cycles if c.get("drift")), None)
+    few = [(c.get("forgetting") or {}).get("forgetting_few") for c in cycles]
+
+    def line(values: list[Any], **kw: Any) -> None:
+        pts = [(xi, v) for xi, v in zip(x, values, strict=True) if v is not None]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", **kw)
+
+    line(drift, color="tab:purple", label="drift score (KS of C_x)")
+    if bound is not None:
+        ax.axhline(bound, color="tab:purple", ls=":", label=f"drift bound {bound:g}")
+    line(few, color="tab:red", label="Few-group forgetting")
+    if few_alarm is not None:
+        ax.axhline(few_alarm, color="tab:red", ls=":", label=f"Few forgetting bound {few_alarm:g}")
+    oos = [c.get("out_of_scope") for c in cycles]
+    if any(oos):
+        share = [(o or 0) / max(int(c.get("n", 0)), 1) for o, c in zip(oos, cycles, strict=True)]
+        line(share, color="tab:brown", label="answered out_of_scope")
+    ax.set(xlabel="cycle", ylabel="score / share", ylim=(0, 1.03), title="alarms")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper left")
+    else:
+        ax.text(0.5, 0.5, "no drift or forgetting figures yet", ha="center", transform=ax.transAxes)
 
 
 def judge_input_names(n_dense: int) -> list[str]:

@@ -7,18 +7,21 @@ from typing import Any
 
 import numpy as np
 
-from kcm.evaluation.metrics import Accuracy, GroupAccuracy, LargeCallRate
+from kcm.evaluation.metrics import Accuracy, GroupAccuracy, LargeCallRate, OutOfScope
 
 
 def view_metrics(
     answer: np.ndarray, gold: np.ndarray, to_large: np.ndarray, groups: Mapping[int, str]
 ) -> dict[str, Any]:
-    """accuracy, accuracy per Many/Medium/Few, large-call rate and count on one view."""
-    acc, grp, rate = Accuracy(), GroupAccuracy(groups), LargeCallRate()
+    """accuracy, accuracy per Many/Medium/Few, large-call rate and count on one view; the
+    out-of-scope figures (answers delivered as ``out_of_scope``; on inputs of no known class,
+    the share recalled and the share the small model answered, confidently wrong)."""
+    acc, grp, rate, oos = Accuracy(), GroupAccuracy(groups), LargeCallRate(), OutOfScope()
     acc.update(answer, gold)
     grp.update(answer, gold)
     rate.update(to_large)
-    g = grp.result()
+    oos.update(answer, gold, to_large)
+    g, o = grp.result(), oos.result()
     return {
         "n": len(answer),
         "accuracy": acc.result(),
@@ -27,6 +30,9 @@ def view_metrics(
         "accuracy_few": g["few"],
         "large_call_rate": rate.result(),
         "large_calls": int(np.asarray(to_large).sum()),
+        "out_of_scope": o["answered"],
+        "oos_recall": o["recall"],
+        "oos_confident_wrong": o["confident_wrong"],
     }
 
 

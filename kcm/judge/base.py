@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kcm.config import JudgeConfig
+from kcm.data.batch import OUT_OF_SCOPE
 from kcm.errors import DataError, check_is_fitted
 from kcm.features import l2_rows
 
@@ -78,19 +79,20 @@ def memory_features(
     ``pred``. Neighbours are searched in ``space``/``ref_space`` when given (e.g. the small
     model's sparse TF-IDF rows, far more discriminative than a 32-d projection), else in
     ``dense``. ``ref_*`` is the reference memory (for training rows: a cross-fitting fold that
-    does not contain them).
+    does not contain them). Remembered out-of-scope samples are neighbours that never agree.
     """
     n = len(dense)
     out = np.zeros((n, 4), dtype=np.float32)
-    keep = ref_target >= 0
+    keep = (ref_target >= 0) | (ref_target == OUT_OF_SCOPE)
     ref, target = _unit(ref_dense[keep]), ref_target[keep]
     if len(ref) == 0 or n == 0:
         return out
     x = _unit(dense)
-    counts = np.bincount(target, minlength=n_classes)
+    cls = target >= 0
+    counts = np.bincount(target[cls], minlength=n_classes)
     out[:, 0] = np.log1p(counts[pred])
     cent = np.zeros((n_classes, ref.shape[1]), np.float32)
-    np.add.at(cent, target, ref)
+    np.add.at(cent, target[cls], ref[cls])
     cent = _unit(cent)
     out[:, 1] = (x * cent[pred]).sum(axis=1)
     if space is not None and ref_space is not None:
@@ -244,7 +246,8 @@ class NeuralJudge(Judge):
         if self.target not in TARGETS:
             raise ValueError(f"target={self.target!r}; choose one of {TARGETS}")
         y = np.asarray(y, dtype=np.int64)
-        keep = y >= 0
+        # an out-of-scope sample is one the small model is wrong on (correctness only)
+        keep = (y >= 0) | ((y == OUT_OF_SCOPE) & (self.target == "correctness"))
         if keep.sum() < 2:
             raise DataError(
                 f"the judge needs at least 2 samples with a known answer; got {keep.sum()}"

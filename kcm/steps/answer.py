@@ -98,6 +98,7 @@ def call_large(cfg: KCMConfig, ws: Workspace, name: str, start: int, end: int) -
         ok=out.ok,
         keys=out.keys if out.keys is not None else np.full(len(idx), "", dtype=str),
         errors=np.array(out.errors if out.errors is not None else np.full(len(idx), ""), dtype=str),
+        out_of_scope=out.oos(),
     )
     cost = large.ledger.snapshot()
     failed = list(large.ledger.failed)
@@ -147,6 +148,14 @@ def assemble(ws: Workspace, name: str, system: CollaborationSystem, batch: Batch
             keys=np.concatenate([p["keys"] for p in parts]),
             errors=np.concatenate(
                 [p["errors"] if "errors" in p.files else np.full(len(p["idx"]), "") for p in parts]
+            ),
+            out_of_scope=np.concatenate(
+                [
+                    p["out_of_scope"]
+                    if "out_of_scope" in p.files
+                    else np.zeros(len(p["idx"]), bool)
+                    for p in parts
+                ]
             ),
         )
     finally:

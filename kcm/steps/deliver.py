@@ -1,6 +1,7 @@
 """The batch's answers, where a downstream job reads them: one CSV per processed batch under
 ``flow.answers`` (default ``data/answers/`` in the workspace; a folder or an fsspec URL),
-named after the batch. One row per accepted input: the batch's row id, the label answered,
+named after the batch. One row per accepted input: the batch's row id, the label answered
+(``out_of_scope`` where the large model said no class fits),
 C_x, who answered (small / large / small-fallback) and, where the large call failed, why.
 Written once, whole (atomic rename locally), before the batch is learned."""
 
@@ -12,7 +13,7 @@ import pandas as pd
 
 from kcm.answers import Predictions
 from kcm.config import KCMConfig
-from kcm.data.batch import Batch, Task
+from kcm.data.batch import Batch, Task, label_name
 from kcm.workspace import Workspace, atomic_write_bytes
 
 
@@ -28,7 +29,7 @@ def answers_frame(batch: Batch, preds: Predictions, task: Task) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "id": list(batch.ids),
-            "label": [task.label_names[int(k)] for k in preds.answer],
+            "label": [label_name(task, int(k)) for k in preds.answer],
             "confidence": preds.confidence.astype(float),
             "answered_by": list(preds.answered_by),
             "large_error": list(errors),

@@ -120,6 +120,10 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
         views[vname], labels = score_view(cand, baseline, view, groups)
         if vname == "traffic":  # this version's C_x on traffic: the reference of drift scores
             np.save(reference_path(ws, version), labels["confidence"].astype(np.float32))
+    if (ws.eval_dir / "out_of_scope.parquet").is_file():  # classes held back from the task
+        oos_view = ws.view("out_of_scope", task)
+        p = cand.predict(oos_view)
+        views["out_of_scope"] = view_metrics(p.answer, oos_view.gold, p.to_large, groups)
     row["eval_ledger"] = cand.large.ledger.snapshot()
     per = {
         k: per_class(v, view.gold, task.n_classes) for k, v in labels.items() if k != "confidence"
@@ -140,6 +144,7 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
     row.update(
         traffic=views["traffic"],
         balanced=views["balanced"],
+        out_of_scope_view=views.get("out_of_scope"),
         per_class=per["system"],
         forgetting=matrices["matrix"].summary(few),
         forgetting_small_only=matrices["matrix_small_only"].summary(few),

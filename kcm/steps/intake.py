@@ -41,7 +41,10 @@ def bootstrap(cfg: KCMConfig, ws: Workspace, bundle: DataBundle | None = None) -
     if ws.system_dir(0).exists():  # a bootstrap that crashed before writing the ledger
         shutil.rmtree(ws.system_dir(0))
     save_system(system, ws.system_dir(0))
-    for name, view in (("traffic", bundle.traffic), ("balanced", bundle.test)):
+    views = [("traffic", bundle.traffic), ("balanced", bundle.test)]
+    if bundle.out_of_scope is not None:
+        views.append(("out_of_scope", bundle.out_of_scope))
+    for name, view in views:
         view.to_frame(task).to_parquet(ws.eval_dir / f"{name}.parquet", index=False)
     ranges = None
     if task.kind == "numeric":

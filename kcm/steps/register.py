@@ -45,6 +45,7 @@ def cycle_plots(
             [*ws.load_ledger().cycles, report],
             out / "dashboard.png",
             title=f"{ws.root.name}: cycles 0-{cycle}",
+            few_alarm=cfg.eval.forgetting_few_alarm,
         ),
         plots.plot_tradeoff(
             t["curves"],

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from kcm.config import KCMConfig
+from kcm.data.batch import OUT_OF_SCOPE_LABEL
 from kcm.data.sources import read_table
 from kcm.errors import DataError
 from kcm.steps.systems import now
@@ -126,7 +127,8 @@ def validate(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
         _keep_dropped_rows(ws, name, df, report)
     if report.new_classes:  # allowed by config: keep the rows, without their unknown label
         lab = clean[task.label_col]
-        clean = clean.assign(**{task.label_col: lab.where(lab.isin(task.label_names), None)})
+        known = lab.isin([*task.label_names, OUT_OF_SCOPE_LABEL])
+        clean = clean.assign(**{task.label_col: lab.where(known, None)})
         log.warning(
             "batch %s: labels outside the label set kept as unlabeled rows: %s",
             name,

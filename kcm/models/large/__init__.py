@@ -8,7 +8,7 @@ from kcm import registry
 from kcm.config import KCMConfig
 from kcm.data.batch import Task
 from kcm.models.cache import ResponseCache
-from kcm.models.large.base import Failure, LargeModel, LargeOutput, fuse
+from kcm.models.large.base import Failure, LargeModel, LargeOutput, fuse, out_of_scope_row
 
 BACKENDS = tuple(registry.LARGE_BACKENDS)
 
@@ -28,6 +28,8 @@ def make_large_model(cfg: KCMConfig, task: Task, cache_dir: str | Path | None = 
     model: LargeModel = registry.load("large.backend", backend).from_config(cfg, task, cache)
     model.hint_weight = cfg.large.hint_weight if cfg.large.hint else 0.0
     model.max_consecutive_failures = cfg.large.max_consecutive_failures
+    model.out_of_scope_below = cfg.large.out_of_scope.below
+    model.unknown_answers = cfg.large.out_of_scope.unknown_answers
     return model
 
 
@@ -38,5 +40,6 @@ __all__ = [
     "LargeOutput",
     "fuse",
     "make_large_model",
+    "out_of_scope_row",
     "resolve_backend",
 ]

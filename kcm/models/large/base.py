@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kcm.config import KCMConfig
-from kcm.data.batch import Batch, Task
+from kcm.data.batch import OUT_OF_SCOPE_LABEL, Batch, Task
 from kcm.errors import LargeModelError
 from kcm.models.cache import CallLedger, ResponseCache, input_key
 
@@ -38,6 +38,11 @@ class LargeOutput:
     ok: np.ndarray
     keys: np.ndarray | None = None  # the answer-cache key of each input
     errors: np.ndarray | None = None  # why each failed call failed ("" where ok)
+    out_of_scope: np.ndarray | None = None  # answered, but no class of the task fits
+
+    def oos(self) -> np.ndarray:
+        """``out_of_scope`` as a mask (all False when the backend never says it)."""
+        return np.zeros(len(self.ok), bool) if self.out_of_scope is None else self.out_of_scope
 
     def __len__(self) -> int:
         return len(self.ok)
@@ -45,6 +50,21 @@ class LargeOutput:
 
 class Failure(str):
     """A per-item failure message returned by ``_answer`` instead of a distribution."""
+
+
+def out_of_scope_row(n_classes: int) -> np.ndarray:
+    """What a backend returns for "no class of the task fits": no mass on any class."""
+    return np.zeros(n_classes)
+
+
+def out_of_scope_mask(raw: np.ndarray, ok: np.ndarray, below: float | None) -> np.ndarray:
+    """Rows answered out of scope: (almost) no mass on the task's classes, or, with the rule
+    ``below``, a top probability under it."""
+    mass = np.where(ok, np.nan_to_num(raw).sum(axis=1), 1.0)
+    oos = ok & (mass < 0.5)
+    if below is not None:
+        oos |= ok & (np.nan_to_num(raw).max(axis=1) < below)
+    return oos
 
 
 class EndpointError(LargeModelError):
@@ -81,6 +101,10 @@ class LargeModel(ABC):
     notes_itself: ClassVar[bool] = False
     #: open the circuit after this many consecutive failures (0: never)
     max_consecutive_failures: int = 0
+    #: the configured rule: a top probability under this is an out-of-scope answer (None: off)
+    out_of_scope_below: float | None = None
+    #: a reply naming no class of the task: "failure" or "out_of_scope"
+    unknown_answers: str = "failure"
 
     def __init__(self, task: Task, cache: ResponseCache | None = None) -> None:
         self.task = task
@@ -119,6 +143,25 @@ class LargeModel(ABC):
     def from_config(cls, cfg: KCMConfig, task: Task, cache: ResponseCache) -> LargeModel:
         """Build the backend from the configuration (its registry row points here)."""
         raise NotImplementedError(f"{cls.__name__} does not define from_config")
+
+    def row_of(self, reply: str) -> np.ndarray | Failure:
+        """The distribution of a reply that names a label: one-hot on a class of the task,
+        the out-of-scope row for ``out_of_scope`` (and, with ``unknown_answers`` =
+        ``out_of_scope``, for any other name), else a failure."""
+        c = self.task.n_classes
+        i = self.task.label_index().get(reply)
+        if i is not None:
+            row = np.zeros(c)
+            row[i] = 1.0
+            return row
+        if reply == OUT_OF_SCOPE_LABEL or self.unknown_answers == "out_of_scope":
+            return out_of_scope_row(c)
+        return Failure(f"answer outside the label set: {reply!r}")
+
+    def oos_suffix(self) -> str:
+        """Part of the cache key of backends whose replies name labels: an unknown name is
+        cached as out of scope only under ``unknown_answers=out_of_scope``."""
+        return ":oos" if self.unknown_answers == "out_of_scope" else ""
 
     # -- backend hooks -------------------------------------------------------------
     def fit(self, pretrain: Batch) -> LargeModel:
@@ -215,9 +258,17 @@ class LargeModel(ABC):
         for i, j in repeats:
             raw[i], errors[i] = raw[j], errors[j]
         ok = ~np.isnan(raw).any(axis=1)
+        oos = out_of_scope_mask(raw, ok, self.out_of_scope_below)
         answer = raw.copy()
-        if hints is not None and not self.hint_in_request and self.hint_weight > 0 and ok.any():
-            answer[ok] = fuse(raw[ok], hints[ok], self.hint_weight)
+        fused = ok & ~oos
+        if hints is not None and not self.hint_in_request and self.hint_weight > 0 and fused.any():
+            answer[fused] = fuse(raw[fused], hints[fused], self.hint_weight)
+        answer[oos] = 0.0
         return LargeOutput(
-            raw=raw, answer=answer, ok=ok, keys=np.array(keys, dtype=str), errors=errors
+            raw=raw,
+            answer=answer,
+            ok=ok,
+            keys=np.array(keys, dtype=str),
+            errors=errors,
+            out_of_scope=oos,
         )

@@ -1,5 +1,6 @@
 """Any Python function as the large model: ``fn(inputs, hints) -> (n, C) probabilities``
-(or a list of label names / indices). For users' own models and for tests."""
+(or a list of label names / indices). An all-zero row, or the label ``out_of_scope``, says no
+class of the task fits (out of scope). For users' own models and for tests."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class CallableModel(LargeModel):
         return self._hint_in_request
 
     def fingerprint(self) -> str:
-        return f"callable:{self.ident}"
+        return f"callable:{self.ident}{self.oos_suffix()}"
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "function": self.ident}
@@ -76,21 +77,18 @@ class CallableModel(LargeModel):
         if arr.ndim == 2 and arr.shape == (len(inputs), c):
             p = np.clip(arr.astype(np.float64), 0, None)
             s = p.sum(axis=1, keepdims=True)
-            return [
-                row / t if t > 0 else Failure("all-zero distribution")
-                for row, t in zip(p, s[:, 0], strict=True)
-            ]
+            # an all-zero row: no class fits (out of scope)
+            return [row / t if t > 0 else row for row, t in zip(p, s[:, 0], strict=True)]
         if arr.ndim == 1 and len(arr) == len(inputs):
-            index = self.task.label_index()
             res: list[np.ndarray | Failure] = []
             for v in arr:
-                i = int(v) if isinstance(v, (int, np.integer)) else index.get(str(v), -1)
-                if 0 <= i < c:
-                    row = np.zeros(c)
-                    row[i] = 1.0
-                    res.append(row)
+                if isinstance(v, (int, np.integer)):
+                    if 0 <= int(v) < c:
+                        res.append(self.row_of(self.task.label_names[int(v)]))
+                    else:
+                        res.append(Failure(f"answer outside the label set: {v!r}"))
                 else:
-                    res.append(Failure(f"answer outside the label set: {v!r}"))
+                    res.append(self.row_of(str(v)))
             return res
         return [
             Failure(

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kcm.config import KCMConfig, OpenAIConfig
-from kcm.data.batch import Task
+from kcm.data.batch import OUT_OF_SCOPE_LABEL, Task
 from kcm.models.cache import ResponseCache
 from kcm.models.large.base import CIRCUIT_OPEN, EndpointError, Failure, LargeModel, hint_text
 
@@ -72,14 +72,21 @@ class OpenAIChatModel(LargeModel):
         self.hint_top_k = self.cfg.top_k
         self.chunk_size = max(self.cfg.concurrency * 4, 8)
         self._client: Any = None
+        self.offer_out_of_scope = False
 
     @classmethod
     def from_config(cls, cfg: KCMConfig, task: Task, cache: ResponseCache) -> LargeModel:
-        return cls(task, cfg.large.openai, cache, use_hint=cfg.large.hint)
+        model = cls(task, cfg.large.openai, cache, use_hint=cfg.large.hint)
+        model.offer_out_of_scope = cfg.large.out_of_scope.offer
+        return model
 
     def fingerprint(self) -> str:
         c = self.cfg
-        return f"openai:{c.base_url}:{c.model}:{c.temperature}:{PROMPT_VERSION}:{self.use_hint}"
+        offer = ":offer-oos" if self.offer_out_of_scope else ""
+        return (
+            f"openai:{c.base_url}:{c.model}:{c.temperature}:{PROMPT_VERSION}:{self.use_hint}"
+            f"{offer}{self.oos_suffix()}"
+        )
 
     def describe(self) -> dict[str, Any]:
         c = self.cfg
@@ -98,6 +105,8 @@ class OpenAIChatModel(LargeModel):
             "You are a classifier. Choose exactly one label for the input from this list: "
             f"{labels}. Reply with the label only, spelled exactly as in the list."
         )
+        if self.offer_out_of_scope:
+            system += f" If no label fits the input, reply {OUT_OF_SCOPE_LABEL}."
         if isinstance(item, np.ndarray):
             cols = self.task.feature_cols or tuple(f"x{i}" for i in range(len(item)))
             shown = ", ".join(f"{c}={v:.4g}" for c, v in zip(cols, item, strict=False))
@@ -183,13 +192,12 @@ class OpenAIChatModel(LargeModel):
                 prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
                 completion_tokens=int(usage.get("completion_tokens", 0) or 0),
             )
-            idx = parse_label(reply, self.task.label_names)
-            if idx is None:
+            names = (*self.task.label_names, OUT_OF_SCOPE_LABEL)
+            idx = parse_label(reply, names)
+            if idx is None and self.unknown_answers != "out_of_scope":
                 last = f"reply outside the label set: {reply[:120]!r}"
                 continue
-            out = np.zeros(self.task.n_classes)
-            out[idx] = 1.0
-            return out
+            return self.row_of(OUT_OF_SCOPE_LABEL if idx is None else names[idx])
         return Failure(f"failed after {self.cfg.max_retries + 1} attempt(s): {last}")
 
     def _answer(

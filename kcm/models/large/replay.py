@@ -3,7 +3,9 @@
 For a real LLM offline (e.g. GPT-4's recorded answers to every BANKING77 test query, as
 published with OCaTS) and for reproducible benchmarks. An input with no recorded answer, or a
 recorded answer outside the label set (or empty: the model replied with no known label), is a
-recorded failure, never a guess. The answers were recorded without kcm's hint, so the hint is
+recorded failure, never a guess (unless ``large.out_of_scope.unknown_answers`` is
+``out_of_scope``: then a recorded answer naming no class of the task, e.g. an intent held back
+from it, is an out-of-scope answer; the answer ``out_of_scope`` always is). The answers were recorded without kcm's hint, so the hint is
 not part of the request; for this backend it only breaks ties in the fusion.
 """
 
@@ -72,7 +74,9 @@ class ReplayModel(LargeModel):
 
     def fingerprint(self) -> str:
         self.table()
-        return f"replay:{self._digest}:{self.cfg.input_col}:{self.cfg.answer_col}"
+        return (
+            f"replay:{self._digest}:{self.cfg.input_col}:{self.cfg.answer_col}{self.oos_suffix()}"
+        )
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -85,16 +89,15 @@ class ReplayModel(LargeModel):
     def _answer(
         self, inputs: Sequence[Any], hints: np.ndarray | None
     ) -> list[np.ndarray | Failure]:
-        table, index, c = self.table(), self.task.label_index(), self.task.n_classes
+        table = self.table()
         out: list[np.ndarray | Failure] = []
         for item in inputs:
             answer = table.get(str(item).strip())
             if answer is None:
                 out.append(Failure("no recorded answer for this input"))
-            elif answer not in index:
-                out.append(Failure(f"recorded answer outside the label set: {answer!r}"))
+            elif answer == "":
+                out.append(Failure("recorded answer outside the label set: ''"))
             else:
-                row = np.zeros(c)
-                row[index[answer]] = 1.0
-                out.append(row)
+                row = self.row_of(answer)
+                out.append(Failure(f"recorded {row}") if isinstance(row, Failure) else row)
         return out
