@@ -123,3 +123,27 @@ def test_the_circuit_breaker_stops_calling_a_failing_endpoint(fault: dict) -> No
         assert m.ledger.requests == sent <= 2 * 2 * 4  # at most two waves of 4 threads
         assert m.ledger.skipped >= 60 - 2 * m.chunk_size
         assert m.ledger.failures == 60
+
+
+def test_out_of_scope_is_offered_and_understood() -> None:
+    with LLMServer([*LABELS, "out_of_scope"]) as srv:
+        m = OpenAIChatModel(TASK, OpenAIConfig(base_url=srv.base_url, concurrency=1))
+        plain = m.fingerprint()
+        m.offer_out_of_scope = True
+        assert m.fingerprint() != plain, "another prompt must not share the answer cache"
+        out = m.predict_proba(["out_of_scope: what is the weather", "card_linking help"])
+        assert (
+            "If no label fits the input, reply out_of_scope"
+            in (srv.requests[0]["body"]["messages"][0]["content"])
+        )
+        assert out.ok.all() and out.oos().tolist() == [True, False]
+        assert m.ledger.requests == 2 and m.ledger.failures == 0
+
+
+def test_a_reply_naming_no_label_is_out_of_scope_when_configured() -> None:
+    with LLMServer(LABELS, nonsense=True) as srv:
+        m = OpenAIChatModel(TASK, OpenAIConfig(base_url=srv.base_url, concurrency=1))
+        m.unknown_answers = "out_of_scope"
+        out = m.predict_proba(["anything"])
+        assert out.ok.all() and out.oos().tolist() == [True]
+        assert len(srv.requests) == 1, "an answer, so not retried"
