@@ -258,6 +258,7 @@ def plot_dashboard(
     a3.set(xlabel="cycle", ylabel="cumulative", title="calls saved so far")
     a3.legend(fontsize=8, loc="upper left")
     alarms(a4, cycles, x, few_alarm)
+    a4.set_xlim(a1.get_xlim())
     for a in (a1, a2, a3, a4):
         a.grid(alpha=0.3)
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -289,7 +290,8 @@ def alarms(
     if any(oos):
         share = [(o or 0) / max(int(c.get("n", 0)), 1) for o, c in zip(oos, cycles, strict=True)]
         line(share, color="tab:brown", label="answered out_of_scope")
-    ax.set(xlabel="cycle", ylabel="score / share", ylim=(0, 1.03), title="alarms")
+    low = min([0.0, *[v for v in few if v is not None]]) - 0.03
+    ax.set(xlabel="cycle", ylabel="score / share", ylim=(low, 1.03), title="alarms")
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, loc="upper left")
     else:
