@@ -4,6 +4,7 @@ on the held-out traffic and balanced views, with the baselines and the accuracy-
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import time
@@ -22,7 +23,7 @@ from kcm.steps.answer import assemble, reference_path
 from kcm.steps.learn import load_baseline
 from kcm.steps.systems import champion, system_at
 from kcm.system import CollaborationSystem
-from kcm.workspace import Workspace
+from kcm.workspace import Workspace, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,9 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
         view = ws.view(vname, task)
         views[vname], labels = score_view(cand, baseline, view, groups)
         if vname == "traffic":  # this version's C_x on traffic: the reference of drift scores
-            np.save(reference_path(ws, version), labels["confidence"].astype(np.float32))
+            buf = io.BytesIO()
+            np.save(buf, labels["confidence"].astype(np.float32))
+            atomic_write_bytes(reference_path(ws, version), buf.getvalue())
     if (ws.eval_dir / "out_of_scope.parquet").is_file():  # classes held back from the task
         oos_view = ws.view("out_of_scope", task)
         p = cand.predict(oos_view)
