@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from kcm.bench.scenario_ocats import resolve
+from kcm.bench.scenario_ocats import batch_of, resolve
 from kcm.config import load_config
-from kcm.data.batch import NO_LABEL, OUT_OF_SCOPE, Batch, Task
+from kcm.data.batch import OUT_OF_SCOPE, Task
 from kcm.data.sources import read_table
 from kcm.evaluation.report import view_metrics
 from kcm.models.large import make_large_model
@@ -42,18 +42,6 @@ from kcm.system import CollaborationSystem
 log = logging.getLogger("kcm.bench.oos")
 MODES = {"before": "failure", "after": "out_of_scope"}
 LATE = 1000
-
-
-def batch_of(df: Any, task: Task, name: str, show: bool) -> Batch:
-    index = task.label_index()
-    gold = np.array([index.get(c, OUT_OF_SCOPE) for c in df["category"]], dtype=np.int64)
-    return Batch(
-        ids=np.array([f"{name}-{i:05d}" for i in range(len(df))], dtype=object),
-        inputs=[str(t).strip() for t in df["text"]],
-        label=gold.copy() if show else np.full(len(gold), NO_LABEL, np.int64),
-        gold=gold,
-        name=name,
-    )
 
 
 def run(
@@ -77,9 +65,9 @@ def run(
             for c in task.label_names
         ]
     )
-    warm = batch_of(dev.iloc[seed_rows], task, "seed", show=True)
-    warmup = batch_of(dev, task, "warmup", show=False)
-    stream = batch_of(test.iloc[order], task, "stream", show=False)
+    warm = batch_of(dev.iloc[seed_rows], task, "seed", show_labels=True)
+    warmup = batch_of(dev, task, "warmup", show_labels=False)
+    stream = batch_of(test.iloc[order], task, "stream", show_labels=False)
     cfg = load_config(
         None,
         [

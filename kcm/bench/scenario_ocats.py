@@ -23,7 +23,7 @@ from kcm.answers import teacher_labels
 from kcm.bench.online import OnlineStream
 from kcm.bench.streams import LAMBDAS
 from kcm.config import KCMConfig, with_overrides
-from kcm.data.batch import NO_LABEL, Batch, Task
+from kcm.data.batch import NO_LABEL, OUT_OF_SCOPE, Batch, Task
 from kcm.data.sources import read_table
 from kcm.errors import DataError
 from kcm.models.large import make_large_model
@@ -45,9 +45,11 @@ def resolve(data_dir: str | Path | None) -> Path:
     return root
 
 
-def _batch(df, task: Task, name: str, show_labels: bool) -> Batch:
+def batch_of(df, task: Task, name: str, show_labels: bool) -> Batch:
+    """Rows of ``text,category,...`` as a batch; a category outside the task (an intent held
+    back from it) has gold ``OUT_OF_SCOPE``."""
     index = task.label_index()
-    gold = np.array([index[c] for c in df["category"].astype(str)], dtype=np.int64)
+    gold = np.array([index.get(c, OUT_OF_SCOPE) for c in df["category"].astype(str)], np.int64)
     return Batch(
         ids=np.array([f"{name}-{i:05d}" for i in range(len(df))], dtype=object),
         inputs=[str(t).strip() for t in df["text"]],
@@ -91,9 +93,9 @@ def build(
             for c in task.label_names
         ]
     )
-    warm = _batch(dev.iloc[seed_rows], task, "seed", show_labels=True)
-    warmup = _batch(dev, task, "warmup", show_labels=False)
-    stream = _batch(test.iloc[order], task, "stream", show_labels=False)
+    warm = batch_of(dev.iloc[seed_rows], task, "seed", show_labels=True)
+    warmup = batch_of(dev, task, "warmup", show_labels=False)
+    stream = batch_of(test.iloc[order], task, "stream", show_labels=False)
     batches = [
         stream.subset(np.arange(s, min(s + batch_size, len(stream))), f"batch-{i:03d}")
         for i, s in enumerate(range(0, len(stream), batch_size))
