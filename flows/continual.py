@@ -94,7 +94,10 @@ def _continual(cfg: dict[str, Any], c: Any, ws: Any) -> Any:
     log = get_run_logger()
     bootstrap_task(cfg)
     steps.sync_champion(c, ws)
-    pending = ingest_task(cfg)["pending"]
+    ingested = ingest_task(cfg, return_state=True)
+    if ingested.is_failed():  # the environment refused a batch: its one line is the message
+        return Failed(message=str(ingested.message))
+    pending = ingested.result()["pending"]
     runner = task_runner(c)
     done, quarantined = [], []
     progress = (

@@ -27,6 +27,7 @@ from flows import events
 from flows.common import resolve
 from kcm import report as reports
 from kcm import steps
+from kcm.errors import EnvironmentFault
 
 
 @task(name="bootstrap", cache_policy=NONE)
@@ -36,10 +37,16 @@ def bootstrap_task(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 @task(name="ingest", cache_policy=NONE)
-def ingest_task(cfg: dict[str, Any]) -> dict[str, list[str]]:
+def ingest_task(cfg: dict[str, Any]) -> Any:
+    """The inbox into data/batches/. DVC or git refusing a batch ends the task in a Failed
+    state whose message is the one line naming the file and the fix (no traceback)."""
     c, ws = resolve(cfg)
-    out = steps.ingest(ws, c)
     log = get_run_logger()
+    try:
+        out = steps.ingest(ws, c)
+    except EnvironmentFault as err:  # not the batch's fault: nothing counts against it
+        log.error("%s", err)
+        return Failed(message=str(err))
     for name in out["skipped"]:
         log.info("skipped %s: already ingested (same content)", name)
     log.info("ingested %d new batch(es); %d pending", len(out["new"]), len(out["pending"]))

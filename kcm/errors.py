@@ -24,6 +24,12 @@ class NotFittedError(KCMError, RuntimeError):
         )
 
 
+class EnvironmentFault(KCMError, RuntimeError):
+    """Something around the run refused an operation (git, DVC, a remote, the disk), not the
+    data: no batch is at fault and none is counted against ``flow.max_attempts``. The run
+    stops with one line naming the file or resource and the fix; the batch waits."""
+
+
 class LargeModelError(KCMError, RuntimeError):
     """The large model could not answer, even after retries."""
 

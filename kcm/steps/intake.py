@@ -14,6 +14,7 @@ import numpy as np
 
 from kcm.config import KCMConfig, check_frozen
 from kcm.data.stream import DataBundle, build_bundle
+from kcm.errors import EnvironmentFault
 from kcm.failpoints import reach
 from kcm.models.large import make_large_model
 from kcm.persist import save_system, saved_config
@@ -166,9 +167,17 @@ def ingest(ws: Workspace, cfg: KCMConfig | None = None) -> dict[str, list[str]]:
 
 
 def _version(ws: Workspace, ledger: Ledger, name: str, cfg: KCMConfig) -> None:
+    """Version a recorded batch with DVC. DVC refusing it (git ignores its ``.dvc`` file, the
+    remote is down) is the environment's fault, never the batch's: one line naming the file
+    and the fix, and the batch stays pending for the next run to version."""
     from kcm.adapters.dvc_store import version_file
 
-    update = version_file(ws.root, ws.batches / name, cfg.dvc.remote, cfg.dvc.remote_name)
+    try:
+        update = version_file(ws.root, ws.batches / name, cfg.dvc.remote, cfg.dvc.remote_name)
+    except EnvironmentFault as err:
+        raise EnvironmentFault(
+            f"ingest: {err} (batch {name} is kept, pending: the next run versions it)"
+        ) from err
     update["dvc_remote_url"] = ws.rel(update["dvc_remote_url"])
     ledger.batches[name] = ledger.batches[name].model_copy(update=update)
     ws.save_ledger(ledger)

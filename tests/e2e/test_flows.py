@@ -120,6 +120,34 @@ def test_continual_flow_runs_every_batch_and_the_matrix_grows_across_runs(
     assert {f"validate-{first}", f"route-{first}", f"learn-{first}"} <= names
 
 
+def test_a_batch_dvc_refuses_stops_the_run_in_one_line_and_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: None
+) -> None:
+    """The workspace is a git checkout whose .gitignore ignores the batches' .dvc files
+    (issue #21): the run fails with one line naming the file and the fix (the ingest task's
+    message, no traceback), and the batch stays pending with no failure counted against it."""
+    import subprocess
+
+    from flows.continual import continual_flow
+
+    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "dvc-site-cache"))
+    config_path, ws = _setup(tmp_path, monkeypatch, "registry.enabled=false", "eval.plots=false")
+    ws.root.mkdir(parents=True)
+    subprocess.run(["git", "init", "-q"], cwd=ws.root, check=True)
+    (ws.root / ".gitignore").write_text("/data/batches/*\n")
+    _feed(config_path, ws, [0])
+    state = continual_flow(config_path=config_path, return_state=True)
+    assert state.is_failed()
+    name = ws.load_ledger().order[0]
+    assert str(state.message).startswith(
+        f"ingest: DVC refuses data/batches/{name}.dvc because git ignores it "
+        "(.gitignore:1:/data/batches/*): remove the pattern that matches it from .gitignore"
+    )
+    assert "\n" not in str(state.message) and "Traceback" not in str(state.message)
+    rec = ws.load_ledger().batches[name]
+    assert (rec.status, rec.failures) == ("ingested", 0)
+
+
 def test_malformed_batches_are_quarantined_and_models_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: None
 ) -> None:

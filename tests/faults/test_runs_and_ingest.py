@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from kcm.config import KCMConfig, with_overrides
+from kcm.errors import EnvironmentFault
 from kcm.lock import WorkspaceBusy, exclusive
 from kcm.steps import ingest
 from kcm.workspace import Workspace
@@ -124,6 +125,49 @@ def test_ingest_killed_at_each_point_loses_nothing(tmp_path: Path, point: str) -
     assert not (ws.batches / "duplicates").exists()  # an interrupted move is not a duplicate
     sources = sorted(Path(ledger.batches[n].source or "").name for n in ledger.order)
     assert sources == ["batch-000.csv", "batch-001.csv", "batch-002.csv"]
+
+
+def test_dvc_refusing_a_batch_says_so_in_one_line_and_the_batch_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A workspace that is a git checkout whose .gitignore ignores the batches' .dvc files
+    (issue #21: ``/data/batches/*``, as the repository's own did): ingest stops with one line naming the .dvc file, the pattern and the fix; nothing is counted
+    against the batch, which stays pending; once the pattern is gone the next run versions it."""
+    import shutil
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "dvc-site-cache"))
+    ws_root = tmp_path / "ws"
+    ws_root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=ws_root, check=True)
+    (ws_root / ".gitignore").write_text("/data/batches/*\n")
+    inbox = _inbox(ws_root, 1)
+    cfg = with_overrides(KCMConfig(), ["registry.enabled=false", "dvc.enabled=true"])
+    ws = Workspace(ws_root)
+
+    with pytest.raises(EnvironmentFault) as refused:
+        ingest(ws, cfg)
+    name = ws.load_ledger().order[0]
+    dvcfile = f"data/batches/{name}.dvc"
+    assert str(refused.value) == (
+        f"ingest: DVC refuses {dvcfile} because git ignores it (.gitignore:1:/data/batches/*): "
+        "remove the pattern that matches it from .gitignore, or add '!*.dvc' after it, then "
+        f"run again (batch {name} is kept, pending: the next run versions it)"
+    )
+    rec = ws.load_ledger().batches[name]
+    assert (rec.status, rec.failures, rec.dvc_md5) == ("ingested", 0, None)  # not its fault
+    assert (ws.batches / name).is_file() and not list(inbox.iterdir())
+    with pytest.raises(EnvironmentFault, match=f"DVC refuses {dvcfile} because git ignores"):
+        ingest(ws, cfg)  # every run says the same until the pattern goes
+
+    (ws_root / ".gitignore").write_text("/data/batches/*\n!*.dvc\n")
+    assert ingest(ws, cfg)["pending"] == [name]
+    rec = ws.load_ledger().batches[name]
+    assert rec.dvc_md5 and rec.dvc_file == dvcfile and (ws_root / dvcfile).is_file()
+    # kcm's DVC settings stay out of git: the remote (a path of this machine) is local config
+    assert "dvc-remote" in (ws_root / ".dvc" / "config.local").read_text()
+    assert "dvc-remote" not in (ws_root / ".dvc" / "config").read_text()
 
 
 def test_ledger_writes_are_whole_after_a_kill(tmp_path: Path) -> None:
