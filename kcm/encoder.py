@@ -65,8 +65,8 @@ _FINGERPRINTS: dict[Path, str] = {}
 
 
 def fingerprint(folder: Path) -> str:
-    """What identifies the model's weights: the folder's name and a hash of its config and
-    weight files (a changed model invalidates every cached embedding)."""
+    """What identifies the model: a hash of its config, vocabulary and weight files, whatever
+    folder holds them (a changed model invalidates every cached embedding; a copy does not)."""
     folder = folder.resolve()
     if folder not in _FINGERPRINTS:
         h = hashlib.sha256()
@@ -76,7 +76,7 @@ def fingerprint(folder: Path) -> str:
                 with f.open("rb") as fh:
                     for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
                         h.update(block)
-        _FINGERPRINTS[folder] = f"{folder.name}:{h.hexdigest()[:16]}"
+        _FINGERPRINTS[folder] = f"sha256-{h.hexdigest()[:16]}"
     return _FINGERPRINTS[folder]
 
 

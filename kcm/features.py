@@ -233,7 +233,7 @@ FEATURIZERS: dict[str, type[TextFeaturizer] | type[EncoderFeaturizer]] = {
 }
 
 #: large backends whose large model is an LLM: ``features.kind: auto`` gives them the encoder
-LLM_BACKENDS = ("openai", "replay", "callable")
+LLM_BACKENDS = ("openai", "replay")
 
 
 def features_kind(task: Task, cfg: KCMConfig) -> str:

@@ -21,6 +21,7 @@ from kcm import routing
 from kcm.answers import Predictions, Routed, ask_large, merge
 from kcm.config import KCMConfig
 from kcm.data.batch import NO_LABEL, OUT_OF_SCOPE, Batch, Task
+from kcm.defaults import resolved
 from kcm.distill import Records, ReplayBuffer, distill
 from kcm.features import Features, Featurizer, make_featurizer
 from kcm.judge import NeuralJudge, make_judge, memory_features
@@ -56,7 +57,8 @@ class CollaborationSystem:
 
     def __init__(self, task: Task, cfg: KCMConfig, large: LargeModel) -> None:
         self.task = task
-        self.cfg = cfg
+        self.cfg = cfg  # as configured (saved with a version)
+        self.settings = resolved(cfg, task)  # what it runs with: kcm.defaults decides auto
         self.large = large
         self.featurizer_: Featurizer | None = None
         self.small_: SmallModel | None = None
@@ -69,7 +71,7 @@ class CollaborationSystem:
 
     # -- setup ----------------------------------------------------------------------
     def new_small(self, seed_offset: int = 0) -> SmallModel:
-        s = self.cfg.small
+        s = self.settings.small
         return SmallModel(
             self.task.n_classes,
             hidden=s.hidden,
@@ -190,25 +192,30 @@ class CollaborationSystem:
             rng=self._rng,
             trained=self.trained_,
         )
-        r = self.cfg.routing
+        r = self.settings.routing
         max_loss = None
         if epsilon is None and target_rate is None:  # the configured rule
             epsilon, target_rate, max_loss = r.epsilon, r.target_large_rate, r.max_loss
         decision = routing.decide(
             conf, r.epsilon if epsilon is None else epsilon, target_rate, mode, max_loss
         )
+        to_large = decision.to_large
+        if mode == "judge" and self.trained_ and r.audit > 0:
+            # seeded by the cycle: a system reloaded from disk audits as one kept in memory
+            rng = np.random.default_rng(self.cfg.seed + 2000 + self.cycle_)
+            to_large = to_large | (rng.random(len(to_large)) < r.audit)
         hint = self.cfg.large.hint if use_hint is None else use_hint
         hints = None
-        if hint and self.trained_ and decision.to_large.any():
+        if hint and self.trained_ and to_large.any():
             hints = np.full_like(sp, np.nan)
-            idx = np.flatnonzero(decision.to_large)
+            idx = np.flatnonzero(to_large)
             hints[idx] = self.hint_of(sp[idx])
         return Routed(
             features=feats,
             small_proba=sp,
             confidence=conf,
             judge_proba=jproba,
-            to_large=decision.to_large,
+            to_large=to_large,
             epsilon=decision.epsilon,
             hints=hints,
         )
@@ -281,13 +288,20 @@ class CollaborationSystem:
         t0 = time.perf_counter()
         assert self.small_ is not None
         new = self.records_for(batch, preds)
-        n_replay = round(self.cfg.distill.replay_ratio * len(new))
-        # seeded by the cycle: a system reloaded from disk learns exactly as one kept in memory
-        replay_rng = np.random.default_rng(self.cfg.seed + 1000 + self.cycle_)
-        replayed = self.replay_.sample(n_replay, replay_rng)
-        train = Records.concat([new, replayed]) if replayed is not None else new
-        distill(self.small_, train, self.cfg.distill)
-        self.replay_.add(new)
+        if self.settings.small.refit:  # anew on the whole memory, as the judge's fold models
+            self.replay_.add(new)
+            replayed = None
+            assert self.replay_.records_ is not None
+            self.small_ = self.new_small()
+            distill(self.small_, self.replay_.records_, self.settings.distill)
+        else:
+            n_replay = round(self.settings.distill.replay_ratio * len(new))
+            # seeded by the cycle: a system reloaded from disk learns as one kept in memory
+            replay_rng = np.random.default_rng(self.cfg.seed + 1000 + self.cycle_)
+            replayed = self.replay_.sample(n_replay, replay_rng)
+            train = Records.concat([new, replayed]) if replayed is not None else new
+            distill(self.small_, train, self.settings.distill)
+            self.replay_.add(new)
         judge_data = self.replay_.records_ if len(self.replay_) else new
         assert judge_data is not None
         n_judge, pos = self._fit_judge(judge_data)
@@ -318,7 +332,7 @@ class CollaborationSystem:
                 continue
             model = self.new_small(seed_offset=1 + f)
             train_part = data.subset(train)
-            distill(model, train_part, self.cfg.distill)
+            distill(model, train_part, self.settings.distill)
             if model.is_fitted:
                 oof[test] = model.predict_proba(data.features.small[test])
             X[test] = self.judge_inputs(data.features.subset(test), oof[test], train_part)

@@ -36,6 +36,7 @@ def _data_overrides(args: argparse.Namespace) -> list[str]:
         "text_col": "data.text_col",
         "label_col": "data.label_col",
         "judge": "judge.kind",
+        "features": "features.kind",
     }
     for attr, key in mapping.items():
         val = getattr(args, attr, None)
@@ -82,6 +83,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         "--judge",
         choices=list(registry.JUDGES),
         help="kan = KCM, mlp = MCM, logreg = a router on the small model's confidence (judge.kind)",
+    )
+    p.add_argument(
+        "--features",
+        choices=["auto", "tfidf", "encoder"],
+        help="text features of the small model and the judge (features.kind): encoder = "
+        "sentence embeddings, tfidf = n-gram TF-IDF; auto = encoder with an LLM backend",
     )
 
 

@@ -179,10 +179,13 @@ def _ocats_seed(
     data_dir: str | Path | None,
     methods: Sequence[str] | None,
     limit: int | None,
+    cache_dir: str | Path | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     from kcm.bench import scenario_ocats
 
-    return scenario_ocats.run_seed(cfg, data_dir, seed, methods, limit=limit, progress=progress)
+    return scenario_ocats.run_seed(
+        cfg, data_dir, seed, methods, limit=limit, progress=progress, cache_dir=cache_dir
+    )
 
 
 def run_ocats(
@@ -199,24 +202,29 @@ def run_ocats(
     ``kcm.bench.scenario_ocats``); writes ``bench.json``, ``BENCH.md`` and ``stream.png``.
     ``jobs``: seeds run side by side in that many processes."""
     from kcm.bench import scenario_ocats
-    from kcm.bench.render import aggregate_rows, stream_table
+    from kcm.bench.render import aggregate_rows, ranking_table, stream_table
     from kcm.evaluation.plots import plot_stream
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    fn = partial(_ocats_seed, cfg=cfg, data_dir=data_dir, methods=methods, limit=limit)
+    # the encoder's embeddings are kept beside the results: a re-run encodes nothing
+    fn = partial(
+        _ocats_seed, cfg=cfg, data_dir=data_dir, methods=methods, limit=limit, cache_dir=out
+    )
     done = map_seeds(fn, seeds, jobs, progress)
     per_seed, extras = [d[0] for d in done], [d[1] for d in done]
     names = list(per_seed[0])
     result = {
         "scenario": "ocats",
+        "encoder": scenario_ocats.encoder_speed(cfg, data_dir),
         "dataset": "banking77 test stream, GPT-4 replayed",
         "data_dir": str(scenario_ocats.resolve(data_dir)),
         "machine": machine(),
         "date": datetime.now(UTC).date().isoformat(),
         "seeds": list(seeds),
         "stream_limit": limit,
+        "features": scenario_ocats.features_of(cfg),
         "config": config_to_dict(cfg),
         "seconds": time.perf_counter() - t0,
         "rows": aggregate_rows(per_seed, names),
@@ -227,12 +235,23 @@ def run_ocats(
     md = [
         "# kcm bench --scenario ocats: BANKING77's test queries as the stream, GPT-4 replayed",
         "",
-        f"seeds {result['seeds']}, {result['date']}, {result['machine']}; "
+        f"features: {result['features']}; seeds {result['seeds']}, {result['date']}, "
+        f"{result['machine']}; "
         f"{result['seconds'] / 60:.1f} min. Figures in % (mean ± std over seeds). The late "
         "share is over the last 1,000 queries.",
         "",
         *stream_table(result["rows"]),
+        "",
+        *ranking_table([p["methods"] for p in result["per_seed"]]),
     ]
+    if result["encoder"]:
+        e = result["encoder"]
+        md += [
+            "",
+            f"Encoder: {e['texts_per_second']:.0f} texts/s ({e['seconds_per_1000']:.2f} s per "
+            f"1,000 new texts, {e['threads']} torch threads); kcm's small path with encoding: "
+            f"{e['kcm_samples_per_second']:.0f} samples/s.",
+        ]
     (out / "BENCH.md").write_text("\n".join(md) + "\n")
     plot_stream(
         extras[0],

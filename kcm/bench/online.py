@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kcm.data.batch import Batch
-from kcm.evaluation.stream import StreamMetrics, rss_mb
+from kcm.evaluation.stream import RankingAUROC, StreamMetrics, rss_mb
 from kcm.features import Features
 from kcm.peers.base import OnlinePolicy
 from kcm.routing import Mode
@@ -83,10 +83,13 @@ def run_system(
     stream: OnlineStream,
     route: Mode = "judge",
     epsilon: float | None = None,
+    ranking: RankingAUROC | None = None,
 ) -> StreamMetrics:
     """A kcm system over the stream: ``predict`` (route, ask the large model with the hint,
     merge) then ``learn`` on each batch. ``route`` / ``epsilon``: another routing score and
-    its threshold (e.g. ``cascade``: the small model's own confidence)."""
+    its threshold (e.g. ``cascade``: the small model's own confidence). ``ranking``: updated
+    with each batch's routing scores (the judge's C_x, the small model's max-softmax and
+    margin) against the gold labels."""
     if stream.warm is not None:
         system.learn(stream.warm, system.predict(stream.warm, call_large=False))
     metrics = StreamMetrics(late=stream.late)
@@ -94,6 +97,8 @@ def run_system(
         t0 = time.perf_counter()
         preds = system.predict(batch, route=route, epsilon=epsilon)
         t1 = time.perf_counter()
+        if ranking is not None and system.trained_:
+            ranking.update(preds.small_proba, batch.gold, judge=preds.confidence)
         report = system.learn(batch, preds)
         metrics.update(preds.answer, batch.gold, preds.to_large, report.seconds, t1 - t0, rss_mb())
     return metrics

@@ -94,6 +94,38 @@ def stream_table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+RANKING_COLS = (
+    ("auroc_judge", "judge C_x"),
+    ("auroc_margin", "margin"),
+    ("auroc_max_softmax", "max-softmax"),
+)
+
+
+def ranking_table(per_seed: list[dict[str, dict[str, Any]]]) -> list[str]:
+    """Per-batch AUROC of each routing score on the same student, for the kcm systems."""
+    names = [m for m in per_seed[0] if "auroc_judge" in per_seed[0][m]]
+    if not names:
+        return []
+    rows = aggregate_rows(per_seed, names, tuple(k for k, _ in RANKING_COLS))
+    out = [
+        "| system (its own student) | " + " | ".join(c[1] for c in RANKING_COLS) + " |",
+        "|---|" + "---|" * len(RANKING_COLS),
+    ]
+    for r in rows:
+        cells = [
+            "–" if r[k]["mean"] is None else f"{r[k]['mean']:.3f} ± {r[k]['std']:.3f}"
+            for k, _ in RANKING_COLS
+        ]
+        out.append(f"| {r['method']} | " + " | ".join(cells) + " |")
+    out += [
+        "",
+        "Ranking: per batch, how well each score ranks the small model's right answers above "
+        "its wrong ones (AUROC against the gold labels, on every query of the batch, mean over "
+        "the batches): the judge's C_x against the same student's own max-softmax and margin.",
+    ]
+    return out
+
+
 def render_markdown(result: dict[str, Any]) -> str:
     cols = [
         ("accuracy", "acc (traffic)", True),

@@ -7,8 +7,10 @@ seeded shuffle; every learner starts from 3 gold examples per intent (drawn, see
 learners learn only from GPT-4's answers; every answer is delivered before it is learned,
 and the delivered (prequential) accuracy against the gold labels is the measure. GPT-4's
 recorded answers (``test_answers.csv``: ``text,category,gpt4``) are replayed by kcm's
-``replay`` backend: an answer outside the label set is a failed call. The featurizer (TF-IDF
-and its SVD) is fitted, without labels, on the dev queries. No transformer is used.
+``replay`` backend: an answer outside the label set is a failed call. The featurizer
+(``features.kind``: by default the sentence encoder, as for any LLM backend; ``tfidf`` for
+TF-IDF n-grams) is fitted, without labels, on the dev queries; every method, kcm and peers,
+reads the same features.
 """
 
 from __future__ import annotations
@@ -66,6 +68,63 @@ def config(cfg: KCMConfig, root: Path) -> KCMConfig:
     )
 
 
+def features_of(cfg: KCMConfig) -> str:
+    """The feature kind every method of this scenario reads (the replay backend's default)."""
+    from kcm.features import features_kind
+
+    task = Task(kind="text", label_names=("x",), text_col="text", label_col="category")
+    return features_kind(task, config(cfg, Path(".")))
+
+
+def encoder_speed(cfg: KCMConfig, data_dir: str | Path | None, n: int = 1000) -> dict[str, Any]:
+    """Seconds to encode ``n`` stream texts never seen before (an in-memory cache opened
+    anew), and kcm's small path with encoding (encode, route, answer) in samples per second;
+    empty when the scenario's features are TF-IDF."""
+    import time
+
+    import torch
+
+    from kcm.encoder import SentenceEncoder, reopen_cache
+
+    if features_of(cfg) != "encoder":
+        return {}
+    root = resolve(data_dir)
+    test = read_table(root / "test_answers.csv", str_cols=("category", "gpt4"))
+    texts = [str(t).strip() for t in test["text"][:n]]
+    e = cfg.features.encoder
+    enc = SentenceEncoder(e.model_path, e.max_length, e.batch_size, None)
+    enc.encode(texts[:8])  # the network loaded before timing
+    reopen_cache(None)
+    t0 = time.perf_counter()
+    enc.encode(texts)
+    seconds = time.perf_counter() - t0
+    reopen_cache(None)
+    task = Task(
+        kind="text",
+        label_names=tuple(sorted(test["category"].unique())),
+        text_col="text",
+        label_col="category",
+    )
+    c = config(cfg, root)
+    system = CollaborationSystem(task, c, make_large_model(c, task))
+    dev = read_table(root / "dev_answers.csv", str_cols=("category", "gpt4"))
+    warm = batch_of(dev.iloc[:500], task, "warm", show_labels=True)
+    system.setup(warm)
+    system.learn(warm, system.predict(warm, call_large=False))
+    reopen_cache(None)
+    batch = batch_of(test.iloc[:n], task, "speed", show_labels=False)
+    t0 = time.perf_counter()
+    system.predict(batch, call_large=False)
+    path = time.perf_counter() - t0
+    reopen_cache(None)
+    return {
+        "texts_per_second": n / seconds,
+        "seconds_per_1000": 1000 * seconds / n,
+        "kcm_samples_per_second": n / path,
+        "threads": torch.get_num_threads(),
+    }
+
+
 def build(
     cfg: KCMConfig,
     data_dir: str | Path | None,
@@ -73,9 +132,10 @@ def build(
     batch_size: int = 100,
     limit: int | None = None,
     per_intent: int = 3,
+    cache_dir: str | Path | None = None,
 ) -> tuple[OnlineStream, Task, Batch]:
     """The seeded stream (``limit``: only its first queries, for tests), the task and the
-    featurizer's warm-up queries."""
+    featurizer's warm-up queries. ``cache_dir``: where the encoder's embeddings are kept."""
     root = resolve(data_dir)
     test = read_table(root / "test_answers.csv", str_cols=("category", "gpt4"))
     dev = read_table(root / "dev_answers.csv", str_cols=("category", "gpt4"))
@@ -101,7 +161,7 @@ def build(
         for i, s in enumerate(range(0, len(stream), batch_size))
     ]
     c = config(cfg, root)
-    probe = CollaborationSystem(task, c, make_large_model(c, task)).setup(warmup)
+    probe = CollaborationSystem(task, c, make_large_model(c, task)).setup(warmup, cache_dir)
     feats = [probe.featurize(b) for b in batches]
     teacher = [teacher_labels(probe.large, b) for b in batches]
     return (
@@ -160,13 +220,17 @@ def run_seed(
     limit: int | None = None,
     batch_size: int = 100,
     progress: Callable[[str], None] | None = None,
+    cache_dir: str | Path | None = None,
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Every method on one seeded shuffle of the stream: rows and curves."""
     from kcm.bench.online import run_system
     from kcm.bench.streams import nearest, peer_row, stream_target, sweep_row, system_row
+    from kcm.evaluation.stream import RankingAUROC
 
     cfg = with_overrides(cfg, [f"seed={seed}"])
-    stream, task, warmup = build(cfg, data_dir, seed, batch_size=batch_size, limit=limit)
+    stream, task, warmup = build(
+        cfg, data_dir, seed, batch_size=batch_size, limit=limit, cache_dir=cache_dir
+    )
     root = resolve(data_dir)
     target = stream_target(stream.teacher, stream.batches)
     chosen = methods_of(methods)
@@ -176,9 +240,10 @@ def run_seed(
         if progress:
             progress(f"seed {seed}: {name}")
         c = config(with_overrides(cfg, list(SYSTEMS[name])), root)
-        system = CollaborationSystem(task, c, make_large_model(c, task)).setup(warmup)
-        res = run_system(system, stream).result()
-        rows[name] = system_row(res, target)
+        system = CollaborationSystem(task, c, make_large_model(c, task)).setup(warmup, cache_dir)
+        ranking = RankingAUROC()
+        res = run_system(system, stream, ranking=ranking).result()
+        rows[name] = {**system_row(res, target), **ranking.result()}
         extras[name] = {"curves": res["curves"]}
     ref = rows["kcm"]["stream_large_share"]
     if "cascade" in chosen:
@@ -187,7 +252,8 @@ def run_seed(
             if progress:
                 progress(f"seed {seed}: cascade ε={eps}")
             c = config(cfg, root)
-            system = CollaborationSystem(task, c, make_large_model(c, task)).setup(warmup)
+            system = CollaborationSystem(task, c, make_large_model(c, task))
+            system.setup(warmup, cache_dir)
             results.append((eps, run_system(system, stream, "cascade", eps).result()))
         _, chosen_point = nearest(results, ref)
         rows["cascade"], extras["cascade"] = sweep_row(

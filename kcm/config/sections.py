@@ -107,7 +107,7 @@ class FeaturesConfig(Section):
         "auto",
         description="text features of the small model and the judge: encoder = sentence "
         "embeddings (features.encoder), tfidf = hashed n-gram TF-IDF (features.text); auto = "
-        "encoder for text served by an LLM (openai, replay, callable), tfidf with the offline "
+        "encoder for text served by an LLM (openai, replay), tfidf with the offline "
         "embedding-head backend (whose large model is the same encoder); numeric tasks ignore it",
     )
     text: TextFeaturesConfig = TextFeaturesConfig()
@@ -166,9 +166,20 @@ class JudgeConfig(Section):
 
 
 class SmallConfig(Section):
+    """``null``: kcm decides from the features (``kcm.defaults``): an encoder student is
+    refitted on the whole memory each cycle (lr 0.05, 20 epochs), a TF-IDF or numeric one
+    continues training (lr 0.005, 8 epochs)."""
+
     hidden: int = Field(0, ge=0, description="0: a linear softmax model; >0: one hidden layer")
-    epochs: int = Field(8, ge=1)
-    lr: float = Field(5e-3, gt=0)
+    refit: bool | None = Field(
+        None,
+        description="true: each cycle trains the small model anew on the whole memory (the "
+        "replay buffer and the new batch), as the judge's cross-fitting models are trained, "
+        "so the judge learns the errors of the model it routes for; false: continue training "
+        "on the new batch and a replayed sample; null: true with encoder features",
+    )
+    epochs: int | None = Field(None, ge=1, description="null: 20 with refit, else 8")
+    lr: float | None = Field(None, gt=0, description="null: 0.05 with refit, else 0.005")
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(64, ge=1)
 
@@ -181,19 +192,36 @@ class RoutingConfig(Section):
         le=1.0,
         description="if set, ε is calibrated on each batch so this fraction of it goes large",
     )
-    max_loss: float | None = Field(
-        None,
+    max_loss: float | Literal["auto"] | None = Field(
+        "auto",
+        description="if set, an accuracy budget: on each batch the small model answers the "
+        "samples with the highest C_x while their expected disagreements with the large model "
+        "Σ(1 − C_x) stay within this share of the batch (0.01: give up at most about one point "
+        "against a large model that is always right); the large-call share then falls as the "
+        "small model improves. auto: 0.15 with an LLM backend (openai, replay), whose own "
+        "errors make up much of the disagreement; unset (ε decides) otherwise",
+    )
+
+    audit: float = Field(
+        0.0,
         ge=0.0,
         le=1.0,
-        description="if set, an accuracy budget: on each batch the small model answers the "
-        "samples with the highest C_x while their expected errors Σ(1 − C_x) stay within "
-        "this share of the batch (0.01: give up at most about one point against the large "
-        "model); the large-call share then falls as the small model improves",
+        description="share of the samples the small model would answer that go to the large "
+        "model anyway, drawn at random: the judge then learns from answers where the small "
+        "model is confident too, not only from the hard samples routed to the large model "
+        "(its C_x stays calibrated where it decides); 0: none",
     )
+
+    @field_validator("max_loss")
+    @classmethod
+    def _fraction(cls, v: float | str | None) -> float | str | None:
+        if isinstance(v, float | int) and not 0.0 <= v <= 1.0:
+            raise ValueError(f"routing.max_loss={v}: give a fraction in [0, 1], auto or null")
+        return v
 
     @model_validator(mode="after")
     def _one_budget(self) -> RoutingConfig:
-        if self.target_large_rate is not None and self.max_loss is not None:
+        if self.target_large_rate is not None and self.max_loss not in (None, "auto"):
             raise ValueError(
                 "routing.target_large_rate and routing.max_loss are both set: keep one "
                 "(a call budget or an accuracy budget)"
@@ -202,10 +230,21 @@ class RoutingConfig(Section):
 
 
 class DistillConfig(Section):
-    temperature: float = Field(2.0, gt=0)
+    temperature: float | None = Field(
+        None,
+        gt=0,
+        description="softening of the distilled outputs; null: 1 with an LLM backend (its "
+        "answers are labels), else 2",
+    )
     w_ce: float = Field(1.0, ge=0, description="cross-entropy on labels, where labels exist")
     w_ls: float = Field(1.0, ge=0, description="L_ls: KL to the large model where C_l > threshold")
-    w_js: float = Field(0.5, ge=0, description="L_js: KL to the judge where C_x > ε")
+    w_js: float | None = Field(
+        None,
+        ge=0,
+        description="L_js: KL to the judge where C_x > ε; null: 0 with an LLM backend (no label "
+        "is shown, and learning its own confident answers confirms the small model's "
+        "mistakes), else 0.5",
+    )
     large_threshold: float = Field(
         0.5, ge=0.0, le=1.0, description="distil a large-model output only if its max prob > this"
     )

@@ -124,6 +124,54 @@ class StreamMetrics:
         }
 
 
+def auroc(right: np.ndarray, score: np.ndarray) -> float | None:
+    """P(score of a right answer > score of a wrong one), ties counting half (Mann-Whitney);
+    None when the answers are all right or all wrong."""
+    right = np.asarray(right, bool)
+    n_pos, n_neg = int(right.sum()), int((~right).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    from scipy.stats import rankdata
+
+    ranks = rankdata(np.asarray(score, np.float64))
+    return float((ranks[right].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def margin_of(proba: np.ndarray) -> np.ndarray:
+    """Top-1 minus top-2 probability per row."""
+    top = np.sort(np.asarray(proba, np.float64), axis=1)
+    return top[:, -1] - (top[:, -2] if top.shape[1] > 1 else 0.0)
+
+
+class RankingAUROC:
+    """How well each routing score ranks the small model's right answers above its wrong ones,
+    per batch (AUROC against the gold labels, the small model's answer on every sample): the
+    judge's C_x against the small model's own max-softmax and margin on the same student."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.per_batch_: dict[str, list[float]] = {}
+
+    def update(self, small_proba: np.ndarray, gold: np.ndarray, **scores: np.ndarray) -> None:
+        known = np.asarray(gold) >= 0
+        if not known.any():
+            return
+        p = np.asarray(small_proba)[known]
+        right = p.argmax(axis=1) == np.asarray(gold)[known]
+        every = {"max_softmax": p.max(axis=1), "margin": margin_of(p)}
+        every.update({k: np.asarray(v)[known] for k, v in scores.items()})
+        for name, score in every.items():
+            a = auroc(right, score)
+            if a is not None:
+                self.per_batch_.setdefault(name, []).append(a)
+
+    def result(self) -> dict[str, float]:
+        """Mean per-batch AUROC of each score."""
+        return {f"auroc_{k}": float(np.mean(v)) for k, v in self.per_batch_.items() if v}
+
+
 def phi(accuracy: float, share: float, lam: float) -> float:
     """OCaTS's discounted accuracy φ = accuracy − λ · calls / N."""
     return accuracy - lam * share
