@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,18 +21,22 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from kcm.config import KCMConfig, check_frozen, config_from_dict, config_to_dict
+from kcm.config import KCMConfig, check_frozen, config_from_dict, config_to_dict, with_overrides
 from kcm.data.batch import Task
 from kcm.distill.records import Records
+from kcm.encoder import model_folder
 from kcm.errors import KCMError
-from kcm.features import Features, make_featurizer
+from kcm.features import Features, features_kind, make_featurizer
 from kcm.judge import make_judge
-from kcm.models.large import LargeModel, make_large_model
+from kcm.models.large import LargeModel, make_large_model, resolve_backend
 from kcm.models.small import SmallModel
 from kcm.system import CollaborationSystem
 
 FORMAT = 1
 SPARSE_KEY = "embed.weight"
+
+#: the settings that name a local sentence-encoder folder (``load_system(encoder_dirs=...)``)
+ENCODER_SETTINGS = ("features.encoder.model_path", "large.embedding_head.model_path")
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -175,11 +180,16 @@ def load_system(
     large: LargeModel | None = None,
     cache_dir: str | Path | None = None,
     cfg: KCMConfig | None = None,
+    encoder_dirs: Mapping[str, str | Path] | None = None,
 ) -> CollaborationSystem:
     """Rebuild a saved system. ``cfg``: the run's settings, which take effect (a setting
     frozen with the version must equal the saved one, else a ConfigError names it); default
     the saved settings. ``large`` replaces the saved large-model backend (e.g. one already
-    loaded); otherwise it is rebuilt from the settings and the saved state."""
+    loaded); otherwise it is rebuilt from the settings and the saved state. ``cache_dir``:
+    where the embedding cache lives (default beside the large model's answers).
+    ``encoder_dirs``: setting of ``ENCODER_SETTINGS`` -> the folder its encoder is read from
+    instead (a copy that travelled with an MLflow model; the encoder's fingerprint is its
+    content, so a copy matches); the settings themselves stay as built."""
     path = Path(path)
     meta_path = path / "meta.json"
     built = saved_config(path)
@@ -191,10 +201,13 @@ def load_system(
     else:
         check_frozen(built, cfg, str(path.parent.parent.parent))
     task = Task.from_dict(meta["task"])
+    reads = cfg  # what the encoders are read with: the settings, or their relocated folders
+    if encoder_dirs:
+        reads = with_overrides(cfg, {k: str(v) for k, v in encoder_dirs.items()})
     if large is None:
-        large = load_large(path, cfg, task, cache_dir)
+        large = load_large(path, reads, task, cache_dir)
     system = CollaborationSystem(task, cfg, large)
-    feat = make_featurizer(task, cfg, cache_dir or system.embedding_dir())
+    feat = make_featurizer(task, reads, cache_dir or system.embedding_dir())
     with np.load(path / "featurizer.npz", allow_pickle=False) as a:
         feat.load_state({k: a[k] for k in a.files})
     system.featurizer_ = feat
@@ -230,3 +243,15 @@ def load_large(
         with np.load(state, allow_pickle=False) as a:
             large.load_state({k: a[k] for k in a.files})
     return large
+
+
+def encoder_folders(system: CollaborationSystem) -> dict[str, Path]:
+    """The local encoder folders ``system`` reads, by the setting that names each (empty when
+    it reads none, or only the packaged all-MiniLM-L6-v2)."""
+    cfg, task = system.cfg, system.task
+    named: dict[str, str | None] = {}
+    if features_kind(task, cfg) == "encoder":
+        named["features.encoder.model_path"] = cfg.features.encoder.model_path
+    if resolve_backend(cfg, task) == "embedding-head":
+        named["large.embedding_head.model_path"] = cfg.large.embedding_head.model_path
+    return {k: model_folder(v, k).resolve() for k, v in named.items() if v}

@@ -2,7 +2,9 @@
 
 ``KCMSystemModel.predict(df)`` answers with the routing applied (answer, C_x, who answered);
 the weights travel inside the model as the saved system folder (``kcm.persist``: safetensors +
-npz); requirements are explicit. ``mlflow_model.py`` is the file MLflow loads.
+npz), and so does a local sentence-encoder folder a setting names (the packaged
+all-MiniLM-L6-v2 comes with its requirement); requirements are explicit. ``mlflow_model.py`` is
+the file MLflow loads.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ class KCMSystemModel(mlflow.pyfunc.PythonModel):
     """``predict(df)`` answers with the routing applied: label, confidence C_x, answered_by."""
 
     def load_context(self, context: Any) -> None:
-        from kcm.persist import load_system
+        from kcm.persist import ENCODER_SETTINGS, load_system
 
-        self.system = load_system(context.artifacts["system"])
+        # the encoder folders that travelled with the model, read in place of the settings'
+        carried = {k: v for k, v in context.artifacts.items() if k in ENCODER_SETTINGS}
+        self.system = load_system(context.artifacts["system"], encoder_dirs=carried)
         guard_scoring_server()
 
     def predict(
@@ -117,8 +121,10 @@ def log_system(
     """Log the saved system as a pyfunc model in the active run (and register it).
 
     The model is logged "from code" (``mlflow_model.py``), so nothing is pickled. ``system``:
-    the same system already loaded (its answers on the example give the output signature)."""
-    from kcm.persist import load_system
+    the same system already loaded (its answers on the example give the output signature).
+    A local encoder folder the system reads travels with the model as an artifact named after
+    its setting (one copy when both settings name the same folder)."""
+    from kcm.persist import encoder_folders, load_system
 
     probe = KCMSystemModel()
     probe.system = system if system is not None else load_system(system_dir)
@@ -127,10 +133,12 @@ def log_system(
     if task.kind == "numeric":  # declare doubles: float32 and float64 inputs both convert safely
         example = example.astype("float64")
     output = probe.predict(None, example)
+    artifacts = {"system": str(system_dir)}
+    artifacts.update({k: str(folder) for k, folder in encoder_folders(probe.system).items()})
     return mlflow.pyfunc.log_model(
         name="system",
         python_model=str(MODEL_CODE),
-        artifacts={"system": str(system_dir)},
+        artifacts=artifacts,
         signature=infer_signature(example, output),
         input_example=example,
         pip_requirements=requirements(),

@@ -38,7 +38,7 @@ def bootstrap(cfg: KCMConfig, ws: Workspace, bundle: DataBundle | None = None) -
     task = bundle.task
     large = make_large_model(cfg, task, cache_dir=ws.cache_dir)
     large.fit(bundle.pretrain)
-    system = CollaborationSystem(task, cfg, large).setup(bundle.pretrain)
+    system = CollaborationSystem(task, cfg, large).setup(bundle.pretrain, ws.cache_dir)
     if ws.system_dir(0).exists():  # a bootstrap that crashed before writing the ledger
         shutil.rmtree(ws.system_dir(0))
     save_system(system, ws.system_dir(0))

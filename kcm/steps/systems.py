@@ -36,8 +36,10 @@ def large_model(ws: Workspace, cfg: KCMConfig) -> LargeModel:
 
 
 def system_at(ws: Workspace, cfg: KCMConfig, version: int) -> CollaborationSystem:
-    """Learned version ``version`` with the run's settings."""
-    return load_system(ws.system_dir(version), large=large_model(ws, cfg), cfg=cfg)
+    """Learned version ``version`` with the run's settings; its embedding cache is the
+    workspace's (``state/embeddings.sqlite``), shared by every step."""
+    large = large_model(ws, cfg)
+    return load_system(ws.system_dir(version), large=large, cache_dir=ws.cache_dir, cfg=cfg)
 
 
 def challenger(ws: Workspace, cfg: KCMConfig) -> CollaborationSystem:
