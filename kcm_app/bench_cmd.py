@@ -37,6 +37,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from kcm.bench.scenario_ocats import CASCADE_EPSILONS
 
         points += len(CASCADE_EPSILONS)
+    if args.scenario == "ocats" and "kcm_swept" in chosen:
+        from kcm.bench.scenario_ocats import KCM_BUDGETS
+
+        points += len(KCM_BUDGETS)
     # seeds side by side report when each finishes; one after the other, every step
     total = len(args.seeds) if args.jobs > 1 else len(args.seeds) * (len(set(runs)) + 1 + points)
     with Progress(
@@ -64,6 +68,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 limit=args.stream_limit,
                 progress=step,
                 jobs=args.jobs,
+                batch_size=args.stream_batch,
             )
         else:
             run_bench(
@@ -115,6 +120,13 @@ def add_bench_parser(sub: Any, add_config_args: Callable[[argparse.ArgumentParse
         type=int,
         default=None,
         help="ocats: only the first N queries of each shuffled stream (a quick check)",
+    )
+    be.add_argument(
+        "--stream-batch",
+        type=int,
+        default=100,
+        help="ocats: queries answered before each learning step (default 100; OCaTS learns "
+        "after every answer, kcm after every batch)",
     )
     be.add_argument(
         "--jobs",

@@ -104,6 +104,16 @@ def _bench_seed(
     return scores, extra
 
 
+def features_label(cfg: KCMConfig) -> str:
+    """What the small model reads in the held-out scenario: numeric, tfidf or encoder."""
+    from kcm.data.batch import Task
+    from kcm.features import features_kind
+
+    text = cfg.data.dataset == "banking77" or (cfg.data.dataset == "csv" and cfg.data.text_col)
+    task = Task(kind="text" if text else "numeric", label_names=("x",), text_col="text")
+    return features_kind(task, cfg)
+
+
 def run_bench(
     cfg: KCMConfig,
     seeds: Sequence[int],
@@ -141,6 +151,7 @@ def run_bench(
     per_seed, extras = [d[0] for d in done], [d[1] for d in done]
     result = {
         "dataset": cfg.data.dataset,
+        "features": features_label(cfg),
         "machine": machine(),
         "date": datetime.now(UTC).date().isoformat(),
         "seeds": list(seeds),
@@ -180,11 +191,19 @@ def _ocats_seed(
     methods: Sequence[str] | None,
     limit: int | None,
     cache_dir: str | Path | None = None,
+    batch_size: int = 100,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     from kcm.bench import scenario_ocats
 
     return scenario_ocats.run_seed(
-        cfg, data_dir, seed, methods, limit=limit, progress=progress, cache_dir=cache_dir
+        cfg,
+        data_dir,
+        seed,
+        methods,
+        limit=limit,
+        batch_size=batch_size,
+        progress=progress,
+        cache_dir=cache_dir,
     )
 
 
@@ -197,6 +216,7 @@ def run_ocats(
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
     jobs: int = 1,
+    batch_size: int = 100,
 ) -> dict[str, Any]:
     """``kcm bench --scenario ocats``: the OCaTS protocol with GPT-4 replayed (see
     ``kcm.bench.scenario_ocats``); writes ``bench.json``, ``BENCH.md`` and ``stream.png``.
@@ -210,20 +230,27 @@ def run_ocats(
     t0 = time.perf_counter()
     # the encoder's embeddings are kept beside the results: a re-run encodes nothing
     fn = partial(
-        _ocats_seed, cfg=cfg, data_dir=data_dir, methods=methods, limit=limit, cache_dir=out
+        _ocats_seed,
+        cfg=cfg,
+        data_dir=data_dir,
+        methods=methods,
+        limit=limit,
+        cache_dir=out,
+        batch_size=batch_size,
     )
     done = map_seeds(fn, seeds, jobs, progress)
     per_seed, extras = [d[0] for d in done], [d[1] for d in done]
     names = list(per_seed[0])
     result = {
         "scenario": "ocats",
-        "encoder": scenario_ocats.encoder_speed(cfg, data_dir),
+        "encoder": scenario_ocats.encoder_speed(cfg, data_dir, n=min(1000, limit or 1000)),
         "dataset": "banking77 test stream, GPT-4 replayed",
         "data_dir": str(scenario_ocats.resolve(data_dir)),
         "machine": machine(),
         "date": datetime.now(UTC).date().isoformat(),
         "seeds": list(seeds),
         "stream_limit": limit,
+        "stream_batch": batch_size,
         "features": scenario_ocats.features_of(cfg),
         "config": config_to_dict(cfg),
         "seconds": time.perf_counter() - t0,
@@ -235,7 +262,8 @@ def run_ocats(
     md = [
         "# kcm bench --scenario ocats: BANKING77's test queries as the stream, GPT-4 replayed",
         "",
-        f"features: {result['features']}; seeds {result['seeds']}, {result['date']}, "
+        f"features: {result['features']}; batches of {batch_size}; seeds {result['seeds']}, "
+        f"{result['date']}, "
         f"{result['machine']}; "
         f"{result['seconds'] / 60:.1f} min. Figures in % (mean ± std over seeds). The late "
         "share is over the last 1,000 queries.",

@@ -146,7 +146,8 @@ def render_markdown(result: dict[str, Any]) -> str:
     lines = [
         f"# kcm bench: {result['dataset']}",
         "",
-        f"seeds {result['seeds']}, {result['date']}, {result['machine']}; "
+        f"features: {result.get('features', '?')}; seeds {result['seeds']}, {result['date']}, "
+        f"{result['machine']}; "
         f"{result['seconds'] / 60:.1f} min. Figures in % (mean ± std over seeds), except "
         "samples/s.",
         "",

@@ -108,7 +108,7 @@ def encoder_speed(cfg: KCMConfig, data_dir: str | Path | None, n: int = 1000) ->
     c = config(cfg, root)
     system = CollaborationSystem(task, c, make_large_model(c, task))
     dev = read_table(root / "dev_answers.csv", str_cols=("category", "gpt4"))
-    warm = batch_of(dev.iloc[:500], task, "warm", show_labels=True)
+    warm = batch_of(dev.iloc[: min(500, n)], task, "warm", show_labels=True)
     system.setup(warm)
     system.learn(warm, system.predict(warm, call_large=False))
     reopen_cache(None)
@@ -179,17 +179,25 @@ def build(
     )
 
 
-#: the kcm systems of this scenario: name -> config overrides (the peers come from PEERS)
+#: the kcm systems of this scenario: name -> config overrides (the peers come from PEERS). The
+#: defaults are an LLM backend's (``kcm.defaults``): the encoder student refitted on its memory,
+#: GPT-4's answers distilled as they are, an accuracy budget ``routing.max_loss=0.15``.
 SYSTEMS: dict[str, tuple[str, ...]] = {
     "kcm": (),
-    "kcm_max_loss": ("routing.max_loss=0.02",),
     "mcm": ("judge.kind=mlp",),
     "learned_router": ("judge.kind=logreg",),
-    # the small model learns only what GPT-4 said (no L_js on its own confident answers, no
-    # softening): with no label ever shown, self-training confirms the small model's errors
-    "kcm_teacher_only": ("routing.max_loss=0.02", "distill.w_js=0", "distill.temperature=1"),
+    # the rule of before: the small model answers only where C_x > ε = 0.98
+    "kcm_eps": ("routing.max_loss=null",),
+    # the student of before: continued training on each batch and a replayed sample
+    "kcm_incremental": ("small.refit=false", "small.lr=0.005", "small.epochs=8"),
+    # the small model also learns its own confident answers (L_js at T = 2)
+    "kcm_self_train": ("distill.w_js=0.5", "distill.temperature=2"),
 }
 
+
+#: ``kcm_swept``: kcm at these accuracy budgets, credited like a swept peer with its best point
+#: in hindsight (the judge's C_x compared with margin and max-softmax at equal calls)
+KCM_BUDGETS = (0.1, 0.15, 0.2, 0.25)
 
 #: ``cascade``: kcm's own small model, learning as in ``kcm``, routed on its max-softmax instead
 #: of the judge's C_x, swept over these ε (compared at equal calls, like the peers)
@@ -200,7 +208,7 @@ def methods_of(methods: Sequence[str] | None) -> tuple[str, ...]:
     from kcm.errors import ConfigError
     from kcm.peers import PEERS
 
-    known = ("large_only", *SYSTEMS, "cascade", *PEERS)
+    known = ("large_only", *SYSTEMS, "kcm_swept", "cascade", *PEERS)
     if not methods:
         return known
     unknown = [m for m in methods if m not in known]
@@ -246,6 +254,19 @@ def run_seed(
         rows[name] = {**system_row(res, target), **ranking.result()}
         extras[name] = {"curves": res["curves"]}
     ref = rows["kcm"]["stream_large_share"]
+    if "kcm_swept" in chosen:
+        swept = []
+        for budget in KCM_BUDGETS:
+            if progress:
+                progress(f"seed {seed}: kcm max_loss={budget}")
+            c = config(with_overrides(cfg, [f"routing.max_loss={budget}"]), root)
+            system = CollaborationSystem(task, c, make_large_model(c, task))
+            system.setup(warmup, cache_dir)
+            swept.append((budget, run_system(system, stream).result()))
+        _, point = nearest(swept, ref)
+        rows["kcm_swept"], extras["kcm_swept"] = sweep_row(
+            [r for _, r in swept], point, ref, target, stream.n
+        )
     if "cascade" in chosen:
         results = []
         for eps in CASCADE_EPSILONS:
@@ -259,7 +280,7 @@ def run_seed(
         rows["cascade"], extras["cascade"] = sweep_row(
             [r for _, r in results], chosen_point, ref, target, stream.n
         )
-    for name in [m for m in chosen if m not in (*SYSTEMS, "cascade", "large_only")]:
+    for name in [m for m in chosen if m not in (*SYSTEMS, "kcm_swept", "cascade", "large_only")]:
         rows[name], extras[name] = peer_row(name, stream, seed, ref, target, progress)
     if "large_only" in chosen:
         acc = target + 0.01

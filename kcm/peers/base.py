@@ -75,12 +75,17 @@ def stack(parts: list[np.ndarray | sp.csr_matrix]) -> np.ndarray | sp.csr_matrix
     return sp.vstack(parts, format="csr") if sp.issparse(parts[0]) else np.vstack(parts)
 
 
+#: the encoder student's recipe, as kcm's own (``kcm.defaults``): anew on the memory each time
+REFIT_LR, REFIT_EPOCHS = 0.05, 20
+
+
 class Student:
     """kcm's small model as a peer's student, retrained on the answers collected so far.
 
-    ``retrain`` continues training on the answers added since the last retrain plus as many
-    replayed from a bounded memory (kcm's own schedule); the papers retrain from scratch on
-    everything, which costs O(stream) per retrain and is not bounded on a long stream."""
+    Sparse (TF-IDF) features: ``retrain`` continues training on the answers added since the
+    last retrain plus as many replayed from a bounded memory (kcm's incremental schedule).
+    Dense (encoder) features: it trains anew on the whole bounded memory, as the papers do and
+    as kcm's encoder student does, so peers and kcm are compared on the same student."""
 
     def __init__(
         self, n_classes: int, seed: int = 0, epochs: int = 8, memory: int = 3000, hidden: int = 0
@@ -132,6 +137,11 @@ class Student:
             picks = np.sort(self.rng_.choice(n_mem, size=min(n_mem, len(y_new)), replace=False))
             xs.append(self._take(picks))
             ys.append(np.concatenate(self.mem_y_)[picks])
+        if not sp.issparse(x_new):  # dense (encoder) features: anew on everything, as kcm
+            xs, ys = [x_new, *self.mem_x_], [y_new, *self.mem_y_]
+            self.model_ = SmallModel(
+                self.n_classes, hidden=self.hidden, epochs=REFIT_EPOCHS, lr=REFIT_LR, seed=self.seed
+            )
         x, y = stack(xs), np.concatenate(ys)
         yt = torch.from_numpy(y.astype(np.int64))
         self.model_.partial_fit(x, lambda z, r: F.cross_entropy(z, yt[r], reduction="none"))

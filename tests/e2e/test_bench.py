@@ -37,6 +37,7 @@ def test_bench_writes_the_schema_and_the_oracle_bounds_the_routers(tmp_path: Pat
     result = json.loads((out / "bench.json").read_text())
     assert {"dataset", "machine", "config", "rows"} <= set(result)
     assert result["dataset"] == "digits"
+    assert result["features"] == "numeric"
     assert [r["method"] for r in result["rows"]] == list(METHODS)
     rows = {r["method"]: r for r in result["rows"]}
     peers = {m.name for m in METHODS_TABLE if m.answers == "peer"}

@@ -3,6 +3,8 @@ share of routing, and the per-batch ranking metric."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -119,3 +121,13 @@ def test_auroc_and_the_ranking_metric() -> None:
     assert out["auroc_max_softmax"] == pytest.approx(2 / 3)
     m.reset()
     assert m.result() == {}
+
+
+def test_every_ocats_system_is_a_valid_configuration() -> None:
+    from kcm.bench.scenario_ocats import KCM_BUDGETS, SYSTEMS, config, methods_of
+
+    for name, overrides in SYSTEMS.items():
+        c = resolved(config(with_overrides(KCMConfig(), list(overrides)), Path(".")), TEXT)
+        assert c.small.refit is not None, name
+    assert methods_of(["kcm_swept", "nc_margin"]) == ("kcm", "kcm_swept", "nc_margin")
+    assert 0.15 in KCM_BUDGETS  # the default budget is one of the swept points
