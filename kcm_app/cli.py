@@ -151,11 +151,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _endpoint_status(report: dict[str, Any]) -> int:
-    """3 when the circuit breaker stopped calling the large model on the latest batch:
+    """3 when the circuit breaker stopped calling the large model on any batch of the run:
     answers were delivered (by the small model) but the endpoint is down, and a scheduler
-    should say so."""
-    last = (report.get("cycles") or [{}])[-1]
-    opened = int((last.get("large_ledger") or {}).get("circuit_open", 0) or 0)
+    should say so. Every batch counts: a last batch with fewer hard samples than the
+    breaker's bound never opens it, however down the endpoint is."""
+    cycles = report.get("cycles") or []
+    opened = sum(int((c.get("large_ledger") or {}).get("circuit_open", 0) or 0) for c in cycles)
     if opened:
         sys.stderr.write(
             f"kcm: the large-model endpoint failed repeatedly: the circuit opened {opened} "
