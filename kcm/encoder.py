@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ import numpy as np
 
 from kcm import failpoints
 from kcm.errors import DataError
+from kcm.models.cache import VectorStore
 
 log = logging.getLogger(__name__)
 
@@ -80,56 +80,16 @@ def fingerprint(folder: Path) -> str:
     return _FINGERPRINTS[folder]
 
 
-class EmbeddingCache:
-    """text key -> embedding, in memory and (with ``path``) in a SQLite file."""
+class EmbeddingCache(VectorStore):
+    """text key -> embedding (``kcm.models.cache.VectorStore``), counting hits and misses."""
+
+    TABLE = "emb"
+    COLUMN = "vec"
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path else None
-        self._mem: dict[str, np.ndarray] = {}
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
+        super().__init__(path)
         self.hits = 0
         self.misses = 0
-        if self.path is not None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, vec BLOB)")
-            self._db.commit()
-
-    def get_many(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        found = {k: self._mem[k] for k in keys if k in self._mem}
-        missing = [k for k in dict.fromkeys(keys) if k not in found]
-        if missing and self._db is not None:
-            with self._lock:
-                for s in range(0, len(missing), 500):
-                    part = missing[s : s + 500]
-                    rows = self._db.execute(
-                        f"SELECT key, vec FROM emb WHERE key IN ({','.join('?' * len(part))})",
-                        part,
-                    ).fetchall()
-                    for k, blob in rows:
-                        self._mem[k] = found[k] = np.frombuffer(blob, np.float32).copy()
-        return found
-
-    def put_many(self, items: dict[str, np.ndarray]) -> None:
-        rows = [(k, np.asarray(v, np.float32).tobytes()) for k, v in items.items()]
-        self._mem.update({k: np.asarray(v, np.float32) for k, v in items.items()})
-        if self._db is not None and rows:
-            with self._lock:
-                self._db.executemany("INSERT OR REPLACE INTO emb VALUES (?, ?)", rows)
-                self._db.commit()
-
-    def __len__(self) -> int:
-        if self._db is None:
-            return len(self._mem)
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM emb").fetchone()[0])
-
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
 
 
 # one cache object per file and one loaded network per model folder, for the process

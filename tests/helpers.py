@@ -72,3 +72,32 @@ def wait_for_ping(proc: Any, port: int, log: Path, timeout: float = 180) -> None
                 return
         time.sleep(1)
     pytest.fail(f"mlflow models serve did not come up: {log.read_text()[-3000:]}")
+
+
+def champion_answers_in_a_fresh_process(workspace: Path, rows: Any, tmp_path: Path) -> Any:
+    """The registered champion of ``workspace`` loaded by MLflow in a new Python process
+    (kcm from this checkout on its path) and asked about ``rows``; its answers as a frame."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    rows.to_parquet(tmp_path / "rows.parquet")
+    script = (
+        "import sys, mlflow, pandas as pd\n"
+        "m = mlflow.pyfunc.load_model('models:/kcm-system@champion')\n"
+        "m.predict(pd.read_parquet(sys.argv[1])).to_json(sys.argv[2], orient='records')\n"
+    )
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{workspace}/mlflow/mlflow.db",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "rows.parquet"), str(tmp_path / "o.json")],
+        check=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    return pd.read_json(tmp_path / "o.json", orient="records", dtype={"answer": str})

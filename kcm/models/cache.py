@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -24,8 +25,13 @@ def input_key(fingerprint: str, item: object, extra: str = "") -> str:
     return h.hexdigest()
 
 
-class ResponseCache:
-    """key -> probability vector. ``path=None`` keeps it in memory for the process."""
+class VectorStore:
+    """key -> float32 vector, in memory for the process and, with ``path``, in a SQLite table
+    (``TABLE``: key, ``COLUMN``: the vector's bytes). Writes are committed before
+    ``put_many`` returns, so a kill keeps everything stored before it."""
+
+    TABLE: ClassVar[str] = "answers"
+    COLUMN: ClassVar[str] = "proba"
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path else None
@@ -34,23 +40,24 @@ class ResponseCache:
         self._db: sqlite3.Connection | None = None
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=60)
             self._db.execute(
-                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, proba BLOB)"
+                f"CREATE TABLE IF NOT EXISTS {self.TABLE} (key TEXT PRIMARY KEY, {self.COLUMN} BLOB)"
             )
             self._db.commit()
 
     def get_many(self, keys: Iterable[str]) -> dict[str, np.ndarray]:
         keys = list(keys)
         found = {k: self._mem[k] for k in keys if k in self._mem}
-        missing = [k for k in keys if k not in found]
+        missing = [k for k in dict.fromkeys(keys) if k not in found]
         if missing and self._db is not None:
             with self._lock:
                 for start in range(0, len(missing), 500):
                     part = missing[start : start + 500]
                     marks = ",".join("?" * len(part))
                     rows = self._db.execute(
-                        f"SELECT key, proba FROM answers WHERE key IN ({marks})", part
+                        f"SELECT key, {self.COLUMN} FROM {self.TABLE} WHERE key IN ({marks})",
+                        part,
                     ).fetchall()
                     for k, blob in rows:
                         arr = np.frombuffer(blob, dtype=np.float32).copy()
@@ -59,7 +66,7 @@ class ResponseCache:
         return found
 
     def put_many(self, items: dict[str, np.ndarray]) -> None:
-        """Store answers; with a file, committed before this returns (crash-safe)."""
+        """Store vectors; with a file, committed before this returns (crash-safe)."""
         if not items:
             return
         arrays = {k: np.asarray(v, dtype=np.float32) for k, v in items.items()}
@@ -67,7 +74,7 @@ class ResponseCache:
         if self._db is not None:
             with self._lock:
                 self._db.executemany(
-                    "INSERT OR REPLACE INTO answers VALUES (?, ?)",
+                    f"INSERT OR REPLACE INTO {self.TABLE} VALUES (?, ?)",
                     [(k, v.tobytes()) for k, v in arrays.items()],
                 )
                 self._db.commit()
@@ -75,13 +82,17 @@ class ResponseCache:
     def __len__(self) -> int:
         if self._db is not None:
             with self._lock:
-                return int(self._db.execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+                return int(self._db.execute(f"SELECT COUNT(*) FROM {self.TABLE}").fetchone()[0])
         return len(self._mem)
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+class ResponseCache(VectorStore):
+    """input key -> the large model's probability vector: no answer is paid for twice."""
 
 
 _LEDGER_LOCK = threading.Lock()

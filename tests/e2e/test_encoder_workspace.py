@@ -5,10 +5,7 @@ registered champion carries the folder and answers in a fresh process once it is
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,7 @@ from kcm.data.batch import batch_from_frame, names_of
 from kcm.encoder import EMBEDDINGS, SentenceEncoder, default_model_path, reopen_cache
 from kcm.steps.systems import champion
 from kcm.workspace import Workspace
-from tests.conftest import REPO
+from tests.helpers import champion_answers_in_a_fresh_process
 
 pytestmark = pytest.mark.slow
 
@@ -129,23 +126,5 @@ def test_the_champion_carries_its_encoder_and_answers_in_a_fresh_process(
     system = champion(run.ws, run.cfg)
     want = system.predict(batch_from_frame(rows.assign(topic=None), system.task, "rows"))
     shutil.rmtree(run.model)  # from here only the registered model's copy is left
-    rows.to_parquet(tmp_path / "rows.parquet")
-    script = (
-        "import sys, mlflow, pandas as pd\n"
-        "m = mlflow.pyfunc.load_model('models:/kcm-system@champion')\n"
-        "m.predict(pd.read_parquet(sys.argv[1])).to_json(sys.argv[2], orient='records')\n"
-    )
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{run.ws.root}/mlflow/mlflow.db",
-        "PYTHONPATH": str(REPO),
-    }
-    subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "rows.parquet"), str(tmp_path / "o.json")],
-        check=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    got = pd.read_json(tmp_path / "o.json", orient="records", dtype={"answer": str})
+    got = champion_answers_in_a_fresh_process(run.ws.root, rows, tmp_path)
     assert got["answer"].tolist() == names_of(system.task, want.answer).tolist()

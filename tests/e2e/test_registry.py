@@ -186,26 +186,7 @@ def test_champion_loads_in_a_fresh_process_and_answers_like_the_workspace(
 ) -> None:
     _cfg, ws = two_cycles
     rows = _traffic_rows(ws)
-    rows.to_parquet(tmp_path / "rows.parquet")
-    script = (
-        "import sys, mlflow, pandas as pd\n"
-        "m = mlflow.pyfunc.load_model('models:/kcm-system@champion')\n"
-        "out = m.predict(pd.read_parquet(sys.argv[1]))\n"
-        "out.to_json(sys.argv[2], orient='records')\n"
-    )
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{ws.root}/mlflow/mlflow.db",
-        "PYTHONPATH": str(REPO),
-    }
-    subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "rows.parquet"), str(tmp_path / "o.json")],
-        check=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-    )
-    got = pd.read_json(tmp_path / "o.json", orient="records", dtype={"answer": str})
+    got = helpers.champion_answers_in_a_fresh_process(ws.root, rows, tmp_path)
     assert list(got.columns) == ["answer", "confidence", "answered_by"]
     assert len(got) == len(rows)
     assert set(got["answered_by"]) <= {"small", "large", "small-fallback"}
