@@ -21,6 +21,10 @@ from kcm.config import KCMConfig, with_overrides
 from kcm.data.batch import Task
 from kcm.features import LLM_BACKENDS, features_kind
 
+#: the refitted (encoder) student's recipe: trained anew on the whole memory each cycle; the
+#: bench's peers use it too, so kcm and peers are compared on the same student
+REFIT_LR, REFIT_EPOCHS = 0.05, 20
+
 
 def is_llm(cfg: KCMConfig, task: Task) -> bool:
     """Whether the large model is an LLM endpoint (or a recording of one)."""
@@ -39,9 +43,9 @@ def resolved(cfg: KCMConfig, task: Task) -> KCMConfig:
         out["small.refit"] = refit
     small_refit = refit if s.refit is None else s.refit
     if s.lr is None:
-        out["small.lr"] = 0.05 if small_refit else 5e-3
+        out["small.lr"] = REFIT_LR if small_refit else 5e-3
     if s.epochs is None:
-        out["small.epochs"] = 20 if small_refit else 8
+        out["small.epochs"] = REFIT_EPOCHS if small_refit else 8
     if d.w_js is None:
         out["distill.w_js"] = 0.0 if llm else 0.5
     if d.temperature is None:

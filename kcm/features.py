@@ -1,4 +1,4 @@
-"""Featurizers for the small model and the judge (one registry row per kind, ``FEATURIZERS``).
+"""Featurizers for the small model and the judge, chosen by ``features.kind`` (``make_featurizer``).
 
 Text, ``encoder``: a frozen sentence transformer's mean-pooled, normalised embeddings (dense,
 for the small model and the judge's neighbour search) and a PCA projection of them (for the
@@ -225,12 +225,6 @@ class EncoderFeaturizer:
 
 
 Featurizer = TextFeaturizer | NumericFeaturizer | EncoderFeaturizer
-
-#: features.kind -> what a text task is featurized with (numeric tasks: NumericFeaturizer)
-FEATURIZERS: dict[str, type[TextFeaturizer] | type[EncoderFeaturizer]] = {
-    "tfidf": TextFeaturizer,
-    "encoder": EncoderFeaturizer,
-}
 
 #: large backends whose large model is an LLM: ``features.kind: auto`` gives them the encoder
 LLM_BACKENDS = ("openai", "replay")

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 import torch
 from torch.nn import functional as F
 
+from kcm.defaults import REFIT_EPOCHS, REFIT_LR
 from kcm.features import Features
 from kcm.models.small import SmallModel
 
@@ -73,10 +74,6 @@ def rows(x: Features | np.ndarray | sp.csr_matrix, idx: np.ndarray) -> np.ndarra
 
 def stack(parts: list[np.ndarray | sp.csr_matrix]) -> np.ndarray | sp.csr_matrix:
     return sp.vstack(parts, format="csr") if sp.issparse(parts[0]) else np.vstack(parts)
-
-
-#: the encoder student's recipe, as kcm's own (``kcm.defaults``): anew on the memory each time
-REFIT_LR, REFIT_EPOCHS = 0.05, 20
 
 
 class Student:
