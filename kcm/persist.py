@@ -23,6 +23,7 @@ import torch
 
 from kcm.config import KCMConfig, check_frozen, config_from_dict, config_to_dict, with_overrides
 from kcm.data.batch import Task
+from kcm.defaults import resolved
 from kcm.distill.records import Records
 from kcm.encoder import model_folder
 from kcm.errors import KCMError
@@ -171,7 +172,12 @@ def saved_config(path: str | Path) -> KCMConfig:
         raise KCMError(f"{path} holds no saved kcm system (no meta.json): check the path")
     tree = json.loads(meta_path.read_text())["config"]
     # saved before features.kind existed: such versions were built on TF-IDF
-    tree.setdefault("features", {}).setdefault("kind", "tfidf")
+    features = tree.setdefault("features", {})
+    features.setdefault("kind", "tfidf")
+    # saved when judge_dim was 32 for every kind: that is what auto (null) still means for
+    # TF-IDF and numeric features, so such a version and today's default agree
+    if features.get("judge_dim") == 32 and features["kind"] != "encoder":
+        features["judge_dim"] = None
     return config_from_dict(tree, str(meta_path))
 
 
@@ -207,7 +213,7 @@ def load_system(
     if large is None:
         large = load_large(path, reads, task, cache_dir)
     system = CollaborationSystem(task, cfg, large)
-    feat = make_featurizer(task, reads, cache_dir or system.embedding_dir())
+    feat = make_featurizer(task, resolved(reads, task), cache_dir or system.embedding_dir())
     with np.load(path / "featurizer.npz", allow_pickle=False) as a:
         feat.load_state({k: a[k] for k in a.files})
     system.featurizer_ = feat
@@ -221,7 +227,7 @@ def load_system(
             arrays = {k: a[k] for k in a.files}
         if "out_dim" not in j:  # written before get_state existed
             j["out_dim"] = 2 if j["target"] == "correctness" else j["n_classes"]
-        judge = make_judge(cfg.judge, seed=cfg.seed)
+        judge = make_judge(system.settings.judge, seed=cfg.seed)
         system.judge_ = judge.set_state(
             {"meta": j, "arrays": arrays, "tensors": load_tensors(path / "judge.safetensors")}
         )

@@ -91,7 +91,9 @@ class CollaborationSystem:
     def setup(self, warmup: Batch, cache_dir: str | Path | None = None) -> CollaborationSystem:
         """Fit the featurizer on warm-up inputs (unsupervised; the pretraining split).
         ``cache_dir``: where the embedding cache lives (default ``embedding_dir()``)."""
-        self.featurizer_ = make_featurizer(self.task, self.cfg, cache_dir or self.embedding_dir())
+        self.featurizer_ = make_featurizer(
+            self.task, self.settings, cache_dir or self.embedding_dir()
+        )
         self.featurizer_.fit(warmup.inputs)  # type: ignore[arg-type]
         self.small_ = self.new_small()
         return self
@@ -320,7 +322,7 @@ class CollaborationSystem:
         """Out-of-fold small-model distributions and judge inputs on ``data``: each row is
         predicted by a model, and compared with a memory, that did not contain it. This is
         the honest input and target for the judge."""
-        k = self.cfg.judge.folds
+        k = self.settings.judge.folds
         n = len(data)
         rng = np.random.default_rng(self.cfg.seed + 100 + self.cycle_)
         fold = rng.permutation(np.arange(n) % k)
@@ -342,14 +344,14 @@ class CollaborationSystem:
         # out-of-scope samples teach a correctness judge that the small model is wrong there
         oos = (data.target == OUT_OF_SCOPE) & (self.cfg.judge.target == "correctness")
         known = np.flatnonzero((data.target >= 0) | oos)
-        if len(known) < max(4, self.cfg.judge.folds):
+        if len(known) < max(4, self.settings.judge.folds):
             log.warning(
                 "only %d samples with a known answer: the judge is not retrained", len(known)
             )
             return 0, None
         sub = data.subset(known)
         oof, X = self.cross_fit(sub)
-        judge = make_judge(self.cfg.judge, seed=self.cfg.seed)
+        judge = make_judge(self.settings.judge, seed=self.cfg.seed)
         judge.fit(
             X, sub.target, oof, sample_weight=class_weights(sub.target, self.cfg.judge.class_weight)
         )

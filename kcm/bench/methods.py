@@ -225,7 +225,9 @@ def _score_router(ctx: Context, m: Method) -> dict[str, float | None]:
     at kcm's rate; the oracle at a rate is the true ceiling (``ceiling``)."""
     s, gold_t, sample = ctx.systems["kcm"], ctx.traffic.gold, ctx.sample
     at_eps: dict[str, Any] = (
-        {"target_rate": ctx.kcm_rate} if m.route == "random" else {"epsilon": s.cfg.routing.epsilon}
+        {"target_rate": ctx.kcm_rate}
+        if m.route == "random"
+        else {"epsilon": s.settings.routing.epsilon}
     )
     pt = s.predict(ctx.traffic, route=m.route, **at_eps)
     pb = s.predict(ctx.balanced, route=m.route, **at_eps)

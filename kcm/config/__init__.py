@@ -62,15 +62,31 @@ class KCMConfig(Section):
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
-    lines = []
+    lines: list[str] = []
+    merged: dict[str, list[str]] = {}  # a union's branches (float | 'auto'): one line per key
     for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        loc = [str(p) for p in e["loc"]]
+        branch = bool(loc) and (loc[-1] in _SCALARS or loc[-1].startswith(("literal[", "is-")))
+        path = ".".join(loc[:-1] if branch else loc) or "<root>"
         if e["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{path}': remove it or check its spelling")
+        elif branch:
+            if path not in merged:
+                merged[path] = []
+                lines.append(f"{source}: '{path}' = {e.get('input')!r}: " + "\0" + path)
+            merged[path].append(e["msg"][0].lower() + e["msg"][1:])
         else:
-            got = e.get("input")
-            lines.append(f"{source}: '{path}' = {got!r}: {e['msg']}")
-    return "\n".join(lines)
+            lines.append(f"{source}: '{path}' = {e.get('input')!r}: {e['msg']}")
+    out = []
+    for line in lines:
+        if "\0" in line:
+            head, path = line.split("\0")
+            line = head + "; or ".join(merged[path])
+        out.append(line)
+    return "\n".join(out)
+
+
+_SCALARS = ("float", "int", "str", "bool", "none")
 
 
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

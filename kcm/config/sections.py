@@ -112,8 +112,11 @@ class FeaturesConfig(Section):
     )
     text: TextFeaturesConfig = TextFeaturesConfig()
     encoder: EncoderConfig = EncoderConfig()
-    judge_dim: int = Field(
-        32, ge=2, description="dimensions of the dense projection the judge reads (SVD for text)"
+    judge_dim: int | None = Field(
+        None,
+        ge=2,
+        description="dimensions of the dense projection the judge reads (SVD for TF-IDF, PCA "
+        "for embeddings); null: 8 for encoder features, 32 otherwise (kcm.defaults)",
     )
 
 
@@ -140,15 +143,24 @@ class JudgeConfig(Section):
     batch_size: int = Field(256, ge=1)
     val_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="held out for early stopping")
     patience: int = Field(10, ge=1, description="epochs without validation gain before stopping")
-    folds: int = Field(
-        3,
+    folds: int | None = Field(
+        None,
         ge=2,
-        description="cross-fitting folds that give the judge out-of-sample small-model outputs",
+        description="cross-fitting folds that give the judge out-of-sample small-model outputs; "
+        "null: 5 for an encoder student, 3 otherwise (kcm.defaults)",
     )
     memory_space: Literal["small", "dense"] = Field(
         "small",
         description="where the judge's memory features search neighbours: small = the small "
         "model's features (TF-IDF for text), dense = the judge's projection",
+    )
+    prior: Literal["auto", "max_softmax", "none"] = Field(
+        "auto",
+        description="correctness judge: max_softmax = the network learns a correction to the "
+        "log-odds of the small model's own top-1 probability (C_x = σ(logit p_top1 + f(x))), "
+        "so that where its memory is thin (the judge learns only from answers the large model "
+        "gave, the hard queries) C_x falls back on the student's confidence; none = f(x) alone; "
+        "auto: max_softmax for an encoder student, none otherwise (kcm.defaults)",
     )
     class_weight: float = Field(
         0.0,
@@ -185,7 +197,12 @@ class SmallConfig(Section):
 
 
 class RoutingConfig(Section):
-    epsilon: float = Field(0.98, ge=0.0, le=1.0, description="small model answers when C_x > ε")
+    epsilon: float | Literal["auto"] = Field(
+        "auto",
+        description="the small model answers when C_x > ε; auto: 0.4 with an LLM backend "
+        "(openai, replay: where the small model and a teacher that errs disagree, either is "
+        "as often right, so only a low C_x is worth a call), 0.98 otherwise (kcm.defaults)",
+    )
     target_large_rate: float | None = Field(
         None,
         ge=0.0,
@@ -198,8 +215,8 @@ class RoutingConfig(Section):
         "samples with the highest C_x while their expected disagreements with the large model "
         "Σ(1 − C_x) stay within this share of the batch (0.01: give up at most about one point "
         "against a large model that is always right); the large-call share then falls as the "
-        "small model improves. auto: 0.15 with an LLM backend (openai, replay), whose own "
-        "errors make up much of the disagreement; unset (ε decides) otherwise",
+        "small model improves. auto: unset (ε decides; on the OCaTS stream a fixed ε on the "
+        "judge's C_x needed fewer calls than any budget, BENCHMARKS.md)",
     )
 
     audit: float = Field(
@@ -211,6 +228,13 @@ class RoutingConfig(Section):
         "model is confident too, not only from the hard samples routed to the large model "
         "(its C_x stays calibrated where it decides); 0: none",
     )
+
+    @field_validator("epsilon")
+    @classmethod
+    def _epsilon(cls, v: float | str) -> float | str:
+        if isinstance(v, float | int) and not 0.0 <= v <= 1.0:
+            raise ValueError(f"routing.epsilon={v}: give a threshold in [0, 1] or auto")
+        return v
 
     @field_validator("max_loss")
     @classmethod

@@ -169,9 +169,11 @@ def plot_kan(
     n, d = z.shape
     names = list(input_names or [f"x{i}" for i in range(d)])
     grid = torch.linspace(-1, 1, 41)
+    off = judge.prior_offset(small_proba)  # the prior, as observed
+    offs = None if off is None else off.repeat(len(grid), 1)
 
     def conf(zz: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(judge.net_(zz), dim=1)
+        p = torch.softmax(judge.logits_of(zz, offs), dim=1)
         return p[:, 1] if judge.target == "correctness" else p.max(dim=1).values
 
     curves = []

@@ -4,6 +4,10 @@ Two training targets (``judge.target``):
 
 - ``correctness``: a two-way softmax that predicts whether the small model's answer is right,
   from the input's dense features and the small model's output distribution; C_x = P(right).
+  With ``prior="max_softmax"`` the network learns a correction to the log-odds of the small
+  model's own top-1 probability (a GLM offset): the judge learns only from the queries whose
+  answer is known, the gold seeds and those the large model answered, the hard ones; on the
+  easy ones it has no evidence, and C_x then follows the student's own confidence.
 - ``labels``: the paper's judge, a classifier over the task labels whose max-softmax is C_x.
 
 Where a sample has no label, the large model's answer stands in for it.
@@ -49,6 +53,12 @@ def small_output_stats(proba: np.ndarray) -> np.ndarray:
         ],
         axis=1,
     ).astype(np.float32)
+
+
+def prior_logit(proba: np.ndarray) -> np.ndarray:
+    """The offset of a ``max_softmax`` prior: the log-odds of the top-1 probability."""
+    top1 = np.clip(np.asarray(proba, dtype=np.float64).max(axis=1), 1e-6, 1 - 1e-6)
+    return (np.log(top1) - np.log1p(-top1)).astype(np.float32)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -149,8 +159,10 @@ class NeuralJudge(Judge):
         seed: int = 0,
         val_fraction: float = 0.2,
         patience: int = 10,
+        prior: str = "none",
     ) -> None:
         self.target = target
+        self.prior = prior
         self.val_fraction = val_fraction
         self.patience = patience
         self.hidden = hidden
@@ -176,6 +188,8 @@ class NeuralJudge(Judge):
             seed=seed,
             val_fraction=cfg.val_fraction,
             patience=cfg.patience,
+            # auto is decided with the system (kcm.defaults); a judge built alone has none
+            prior="none" if cfg.prior == "auto" else cfg.prior,
         )
 
     @classmethod
@@ -195,6 +209,7 @@ class NeuralJudge(Judge):
                 "in_dim": len(self.mean_),
                 "out_dim": out_dim,
                 "n_classes": self.n_classes_,
+                "prior": self.prior,
             },
             "arrays": {"mean": self.mean_, "std": self.std_},
             "tensors": dict(self.net_.state_dict()),
@@ -204,6 +219,7 @@ class NeuralJudge(Judge):
         """Restore what ``get_state`` exported."""
         meta = state["meta"]
         self.target = meta["target"]
+        self.prior = meta.get("prior", "none")  # a judge saved before priors had none
         self.net_ = self._build(int(meta["in_dim"]), int(meta["out_dim"]))
         self.net_.load_state_dict(state["tensors"])
         self.net_.eval()
@@ -230,6 +246,20 @@ class NeuralJudge(Judge):
     def scaled_inputs(self, X: np.ndarray, small_proba: np.ndarray) -> torch.Tensor:
         """What the network reads: the inputs with the small model's summary, scaled."""
         return self._scale(self._inputs(X, small_proba))
+
+    def prior_offset(self, small_proba: np.ndarray) -> torch.Tensor | None:
+        """Added to the logits: 0 for "wrong", the prior's log-odds for "right"."""
+        if self.target != "correctness" or self.prior == "none":
+            return None
+        if self.prior != "max_softmax":
+            raise ValueError(f"prior={self.prior!r}; choose max_softmax or none")
+        o = torch.from_numpy(prior_logit(small_proba))
+        return torch.stack([torch.zeros_like(o), o], dim=1)
+
+    def logits_of(self, x: torch.Tensor, offset: torch.Tensor | None) -> torch.Tensor:
+        assert self.net_ is not None
+        out = self.net_(x)
+        return out if offset is None else out + offset
 
     def _scale(self, Z: np.ndarray) -> torch.Tensor:
         assert self.mean_ is not None and self.std_ is not None
@@ -268,6 +298,7 @@ class NeuralJudge(Judge):
         self.mean_ = Z.mean(axis=0)
         self.std_ = Z.std(axis=0) + 1e-6
         xt = self._scale(Z)
+        off = self.prior_offset(np.asarray(small_proba)[keep])
         torch.manual_seed(self.seed)
         self.net_ = self._build(xt.shape[1], out_dim)
         self._prepare(xt)
@@ -284,8 +315,9 @@ class NeuralJudge(Judge):
             order = fit[torch.randperm(len(fit), generator=gen)]
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
+                o = None if off is None else off[idx]
                 loss = (
-                    F.cross_entropy(self.net_(xt[idx]), tt[idx], reduction="none") * wt[idx]
+                    F.cross_entropy(self.logits_of(xt[idx], o), tt[idx], reduction="none") * wt[idx]
                 ).sum()
                 loss = loss / wt[idx].sum().clamp_min(1e-6)
                 opt.zero_grad()
@@ -294,7 +326,8 @@ class NeuralJudge(Judge):
             if n_val:
                 self.net_.eval()
                 with torch.no_grad():
-                    v = float(F.cross_entropy(self.net_(xt[val]), tt[val]))
+                    o = None if off is None else off[val]
+                    v = float(F.cross_entropy(self.logits_of(xt[val], o), tt[val]))
                 if v < best - 1e-4:
                     best, stale = v, 0
                     best_state = {k: p.detach().clone() for k, p in self.net_.state_dict().items()}
@@ -311,5 +344,6 @@ class NeuralJudge(Judge):
     def predict_proba(self, X: np.ndarray, small_proba: np.ndarray) -> np.ndarray:
         check_is_fitted(self, "net_")
         assert self.net_ is not None
-        logits = self.net_(self._scale(self._inputs(X, small_proba)))
+        x = self._scale(self._inputs(X, small_proba))
+        logits = self.logits_of(x, self.prior_offset(small_proba))
         return torch.softmax(logits, dim=1).numpy().astype(np.float64)

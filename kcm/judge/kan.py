@@ -25,9 +25,19 @@ class KANJudge(NeuralJudge):
         grid: int = 5,
         k: int = 3,
         grid_eps: float = 1.0,
+        prior: str = "none",
     ) -> None:
         super().__init__(
-            target, hidden, epochs, lr, weight_decay, batch_size, seed, val_fraction, patience
+            target,
+            hidden,
+            epochs,
+            lr,
+            weight_decay,
+            batch_size,
+            seed,
+            val_fraction,
+            patience,
+            prior,
         )
         self.grid = grid
         self.k = k

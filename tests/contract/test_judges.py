@@ -83,3 +83,26 @@ def test_exported_state_restores_the_same_judge(kind: str, rng: np.random.Genera
     import json
 
     json.dumps(state["meta"])  # plain data: persist writes it without pickle
+
+
+def test_a_max_softmax_prior_falls_back_on_the_students_confidence(
+    kind: str, rng: np.random.Generator
+) -> None:
+    """Trained only on hard queries (the student's top-1 near 0.3, right half the time), the
+    judge has no evidence where the student is sure; with the prior its C_x there follows the
+    student's confidence, and the prior survives a state round trip."""
+    n, c = 400, 4
+    X = rng.normal(size=(n, 5)).astype(np.float32)
+    y = rng.integers(0, c, n)
+    hard = np.full((n, c), 0.7 / (c - 1))
+    hard[np.arange(n), np.where(rng.random(n) < 0.5, y, (y + 1) % c)] = 0.3
+    sure = np.full((50, c), 0.01 / (c - 1))
+    sure[:, 0] = 0.99
+    Xs = rng.normal(size=(50, 5)).astype(np.float32)
+    cfg = JudgeConfig(kind=kind, target="correctness", epochs=30, prior="max_softmax")
+    judge = make_judge(cfg, seed=0).fit(X, y, hard)
+    assert judge.confidence(Xs, sure).mean() > 0.8
+    assert judge.confidence(X, hard).mean() < 0.7
+    again = make_judge(JudgeConfig(kind=kind, epochs=5), seed=0).set_state(judge.get_state())
+    assert again.prior == "max_softmax"
+    np.testing.assert_allclose(again.confidence(Xs, sure), judge.confidence(Xs, sure), atol=1e-6)

@@ -25,10 +25,13 @@ def _r(task: Task, *overrides: str) -> KCMConfig:
 
 
 @pytest.mark.parametrize("backend", ["openai", "replay"])
-def test_an_llm_backend_gets_the_encoder_student_and_a_disagreement_budget(backend: str) -> None:
+def test_an_llm_backend_gets_the_encoder_student_and_a_low_epsilon(backend: str) -> None:
     c = _r(TEXT, f"large.backend={backend}")
     assert (c.small.refit, c.small.lr, c.small.epochs) == (True, 0.05, 20)
-    assert (c.distill.w_js, c.distill.temperature, c.routing.max_loss) == (0.0, 1.0, 0.15)
+    assert (c.distill.w_js, c.distill.temperature, c.routing.max_loss) == (0.0, 1.0, None)
+    assert c.routing.epsilon == 0.4
+    # the encoder student's judge: its confidence as prior, an 8-d view, 5 folds
+    assert (c.judge.prior, c.features.judge_dim, c.judge.folds) == ("max_softmax", 8, 5)
 
 
 @pytest.mark.parametrize("task", [TEXT, NUMERIC])
@@ -36,6 +39,8 @@ def test_offline_backends_keep_the_measured_defaults(task: Task) -> None:
     c = _r(task)
     assert (c.small.refit, c.small.lr, c.small.epochs) == (False, 5e-3, 8)
     assert (c.distill.w_js, c.distill.temperature, c.routing.max_loss) == (0.5, 2.0, None)
+    assert c.routing.epsilon == 0.98
+    assert (c.judge.prior, c.features.judge_dim, c.judge.folds) == ("none", 32, 3)
 
 
 def test_what_the_user_sets_wins() -> None:
@@ -45,18 +50,21 @@ def test_what_the_user_sets_wins() -> None:
         "small.refit=false",
         "small.lr=0.01",
         "distill.w_js=0.3",
-        "routing.max_loss=null",
+        "routing.max_loss=0.1",
+        "routing.epsilon=0.9",
+        "judge.prior=none",
+        "judge.folds=4",
+        "features.judge_dim=16",
     )
     assert (c.small.refit, c.small.lr, c.small.epochs) == (False, 0.01, 8)
-    assert (c.distill.w_js, c.routing.max_loss) == (0.3, None)
-    # a call budget replaces the automatic accuracy budget; both set by hand is refused
-    assert (
-        _r(TEXT, "large.backend=replay", "routing.target_large_rate=0.2").routing.max_loss is None
-    )
+    assert (c.distill.w_js, c.routing.max_loss, c.routing.epsilon) == (0.3, 0.1, 0.9)
+    assert (c.judge.prior, c.judge.folds, c.features.judge_dim) == ("none", 4, 16)
     with pytest.raises(ConfigError, match="both set"):
         with_overrides(KCMConfig(), ["routing.max_loss=0.1", "routing.target_large_rate=0.2"])
     with pytest.raises(ConfigError, match=r"routing\.max_loss"):
         with_overrides(KCMConfig(), ["routing.max_loss=1.5"])
+    with pytest.raises(ConfigError, match=r"routing\.epsilon"):
+        with_overrides(KCMConfig(), ["routing.epsilon=1.5"])
 
 
 def _numeric_batch(rng: np.random.Generator, n: int, name: str, labels: bool) -> Batch:
@@ -124,10 +132,10 @@ def test_auroc_and_the_ranking_metric() -> None:
 
 
 def test_every_ocats_system_is_a_valid_configuration() -> None:
-    from kcm.bench.scenario_ocats import KCM_BUDGETS, SYSTEMS, config, methods_of
+    from kcm.bench.scenario_ocats import KCM_EPSILONS, SYSTEMS, config, methods_of
 
     for name, overrides in SYSTEMS.items():
         c = resolved(config(with_overrides(KCMConfig(), list(overrides)), Path(".")), TEXT)
         assert c.small.refit is not None, name
     assert methods_of(["kcm_swept", "nc_margin"]) == ("kcm", "kcm_swept", "nc_margin")
-    assert 0.15 in KCM_BUDGETS  # the default budget is one of the swept points
+    assert 0.4 not in KCM_EPSILONS  # the default ε is kcm itself, the sweep's other points
