@@ -65,7 +65,10 @@ def resolved(cfg: KCMConfig, task: Task) -> KCMConfig:
         out["routing.max_loss"] = None
     if r.epsilon == "auto":
         out["routing.epsilon"] = LLM_EPSILON if llm else 0.98
-    encoder = features_kind(task, cfg) == "encoder"
+    kind = features_kind(task, cfg)
+    encoder = kind == "encoder"
+    if cfg.features.kind == "auto" and kind in ("tfidf", "encoder"):
+        out["features.kind"] = kind
     if cfg.features.judge_dim is None:
         out["features.judge_dim"] = 8 if encoder else 32
     if cfg.judge.folds is None:

@@ -170,15 +170,21 @@ def saved_config(path: str | Path) -> KCMConfig:
     meta_path = Path(path) / "meta.json"
     if not meta_path.is_file():
         raise KCMError(f"{path} holds no saved kcm system (no meta.json): check the path")
-    tree = json.loads(meta_path.read_text())["config"]
-    # saved before features.kind existed: such versions were built on TF-IDF
-    features = tree.setdefault("features", {})
-    features.setdefault("kind", "tfidf")
-    # saved when judge_dim was 32 for every kind: that is what auto (null) still means for
-    # TF-IDF and numeric features, so such a version and today's default agree
-    if features.get("judge_dim") == 32 and features["kind"] != "encoder":
-        features["judge_dim"] = None
+    meta = json.loads(meta_path.read_text())
+    tree = meta["config"]
+    # saved before features.kind existed: text versions were built on TF-IDF (numeric tasks
+    # ignore the setting)
+    text = meta.get("task", {}).get("kind") == "text"
+    tree.setdefault("features", {}).setdefault("kind", "tfidf" if text else "auto")
     return config_from_dict(tree, str(meta_path))
+
+
+def check_built(path: str | Path, cfg: KCMConfig, where: str) -> None:
+    """Refuse ``cfg`` when it changes a setting frozen with the system saved at ``path``;
+    settings left to kcm (``auto`` / ``null``) are compared as they resolve for its task, so
+    a version saved with 32 judge dimensions for TF-IDF matches today's ``null``."""
+    task = Task.from_dict(json.loads((Path(path) / "meta.json").read_text())["task"])
+    check_frozen(resolved(saved_config(path), task), resolved(cfg, task), where)
 
 
 def load_system(
@@ -205,7 +211,7 @@ def load_system(
     if cfg is None:
         cfg = built
     else:
-        check_frozen(built, cfg, str(path.parent.parent.parent))
+        check_built(path, cfg, str(path.parent.parent.parent))
     task = Task.from_dict(meta["task"])
     reads = cfg  # what the encoders are read with: the settings, or their relocated folders
     if encoder_dirs:

@@ -38,9 +38,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         points += len(CASCADE_EPSILONS)
     if args.scenario == "ocats" and "kcm_swept" in chosen:
-        from kcm.bench.scenario_ocats import KCM_BUDGETS
+        from kcm.bench.scenario_ocats import KCM_EPSILONS
 
-        points += len(KCM_BUDGETS)
+        points += len(KCM_EPSILONS)
     # seeds side by side report when each finishes; one after the other, every step
     total = len(args.seeds) if args.jobs > 1 else len(args.seeds) * (len(set(runs)) + 1 + points)
     with Progress(

@@ -98,14 +98,14 @@ def _workdir_config(args: argparse.Namespace, cfg: Any, workdir: Path) -> Path:
     with its learned versions that differs is refused (one line naming the key)."""
     import yaml
 
-    from kcm.config import check_frozen, config_to_dict
-    from kcm.persist import saved_config
+    from kcm.config import config_to_dict
+    from kcm.persist import check_built
     from kcm.workspace import Workspace, atomic_write_text
 
     workdir.mkdir(parents=True, exist_ok=True)
     ws = Workspace(workdir)
     if ws.exists():
-        check_frozen(saved_config(ws.system_dir(0)), cfg, str(ws.root))
+        check_built(ws.system_dir(0), cfg, str(ws.root))
     path = workdir / "params.resolved.yaml"
     resolved = config_to_dict(cfg)
     resolved["flow"]["workdir"] = str(workdir.resolve())

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from kcm.config import KCMConfig, check_frozen
+from kcm.config import KCMConfig
 from kcm.data.stream import DataBundle, build_bundle
 from kcm.errors import EnvironmentFault
 from kcm.failpoints import reach
 from kcm.models.large import make_large_model
-from kcm.persist import save_system, saved_config
+from kcm.persist import check_built, save_system
 from kcm.steps.systems import now
 from kcm.system import CollaborationSystem
 from kcm.workspace import BatchRecord, Ledger, Workspace, atomic_write_bytes, atomic_write_text
@@ -30,7 +30,7 @@ def bootstrap(cfg: KCMConfig, ws: Workspace, bundle: DataBundle | None = None) -
     pretraining split, save system v0000 (untrained) and the held-out evaluation views. On an
     existing workspace, check that ``cfg`` changes no setting frozen with its versions."""
     if ws.exists():
-        check_frozen(saved_config(ws.system_dir(0)), cfg, str(ws.root))
+        check_built(ws.system_dir(0), cfg, str(ws.root))
         return {"created": False, "root": str(ws.root)}
     ws.make_dirs()
     t0 = time.perf_counter()

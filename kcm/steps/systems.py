@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from kcm.config import KCMConfig, check_frozen, config_to_dict
+from kcm.config import KCMConfig, config_to_dict
 from kcm.models.large import LargeModel
-from kcm.persist import load_large, load_system, saved_config
+from kcm.persist import check_built, load_large, load_system
 from kcm.system import CollaborationSystem
 from kcm.workspace import Workspace
 
@@ -30,7 +30,7 @@ def large_model(ws: Workspace, cfg: KCMConfig) -> LargeModel:
     and settings (its head is fitted once, at bootstrap)."""
     key = f"{ws.root}|{json.dumps(config_to_dict(cfg)['large'], sort_keys=True)}"
     if key not in _LARGE:
-        check_frozen(saved_config(ws.system_dir(0)), cfg, str(ws.root))
+        check_built(ws.system_dir(0), cfg, str(ws.root))
         _LARGE[key] = load_large(ws.system_dir(0), cfg, ws.task(), cache_dir=ws.cache_dir)
     return _LARGE[key]
 

@@ -65,3 +65,30 @@ def test_text_system_with_sparse_features_round_trips(tmp_path: Path) -> None:
 def test_load_refuses_a_folder_without_a_system(tmp_path: Path) -> None:
     with pytest.raises(KCMError, match=r"no meta\.json"):
         load_system(tmp_path)
+
+
+def test_a_version_saved_before_the_auto_settings_loads_under_todays_defaults(
+    tmp_path: Path,
+) -> None:
+    """Saved when features.judge_dim was 32 for every kind and features.kind did not exist:
+    today's defaults (auto, null) pass the frozen check, and an explicit other value does not."""
+    import json
+
+    from kcm.errors import ConfigError
+
+    cfg = load_config(None, ["judge.epochs=5"])
+    b = build_bundle(cfg)
+    large = make_large_model(cfg, b.task)
+    large.fit(b.pretrain)
+    system = CollaborationSystem(b.task, cfg, large).setup(b.pretrain)
+    system.learn(b.stream[0], system.predict(b.stream[0]))
+    save_system(system, tmp_path / "v1")
+    meta = tmp_path / "v1" / "meta.json"
+    tree = json.loads(meta.read_text())
+    tree["config"]["features"]["judge_dim"] = 32
+    del tree["config"]["features"]["kind"]
+    meta.write_text(json.dumps(tree))
+    again = load_system(tmp_path / "v1", cfg=cfg)
+    _same(system, again, b.test)
+    with pytest.raises(ConfigError, match=r"features\.judge_dim=16"):
+        load_system(tmp_path / "v1", cfg=load_config(None, ["features.judge_dim=16"]))
