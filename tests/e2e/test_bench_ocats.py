@@ -48,7 +48,11 @@ def test_ocats_scenario_on_a_slice(tmp_path: Path) -> None:
             assert row[key]["mean"] is not None, (name, key)
         # nothing here is better than its teacher by much: the learners see only its answers
         assert row["stream_accuracy"]["mean"] <= gpt4 + 0.05, name
-        assert row["phi_0.1"]["mean"] <= row["stream_accuracy"]["mean"] + 1e-9, name
+        # φ = accuracy − λ·share of the best point: below that point's accuracy (a swept
+        # method shows the point nearest kcm's share, so compare with its best point)
+        points = result["stream"][0].get(name, {}).get("points") or []
+        best = max([a for _, a in points], default=row["stream_accuracy"]["mean"])
+        assert row["phi_0.1"]["mean"] <= best + 1e-9, name
     assert rows["large_only"]["stream_large_share"]["mean"] == 1.0
     curves = result["stream"][0]["kcm"]["curves"]
     assert sum(curves["n"]) == 200 and len(curves["n"]) == 2
