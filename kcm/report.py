@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kcm.config import KCMConfig, config_to_dict
+from kcm.defaults import resolved
 from kcm.errors import KCMError
 from kcm.evaluation.metrics import AccuracyMatrix
 from kcm.workspace import Workspace
@@ -100,6 +101,8 @@ def summary_report(ws: Workspace, cfg: KCMConfig) -> dict[str, Any]:
         "large_model": meta["large_model"],
         "machine": machine(),
         "config": config_to_dict(cfg),
+        # what it ran with: the settings left to kcm (auto / null) as kcm.defaults decided them
+        "settings": config_to_dict(resolved(cfg, ws.task())),
         "data": meta["data"],
         "groups": {names[int(c)]: g for c, g in meta["groups"].items()},
         "class_counts": {names[i]: n for i, n in enumerate(meta["class_counts"])},

@@ -36,7 +36,8 @@ def test_digits_run_through_the_flows_writes_the_report(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], prefect_api: None
 ) -> None:
     rep = _run(["--out", str(tmp_path / "out")], in_process=False)
-    assert rep["dataset"] == "digits" and rep["config"]["routing"]["epsilon"] == 0.98
+    assert rep["dataset"] == "digits" and rep["config"]["routing"]["epsilon"] == "auto"
+    assert rep["settings"]["routing"]["epsilon"] == 0.98  # as kcm.defaults decided it
     assert set(rep["groups"].values()) == {"many", "medium", "few"}
     assert len(rep["cycles"]) == 5
     for c in rep["cycles"]:
