@@ -84,7 +84,11 @@ def tracking(cfg: KCMConfig, ws: Workspace, active: bool = True) -> Iterator[str
     from kcm.adapters import mlflow_tracking
 
     run_id = mlflow_tracking.start_parent(
-        ws.root, cfg.registry.experiment, cfg.registry.tracking_uri, cfg=cfg
+        ws.root,
+        cfg.registry.experiment,
+        cfg.registry.tracking_uri,
+        cfg=cfg,
+        task=ws.task() if ws.exists() else None,
     )
     failed = True
     try:
