@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from kcm.config import KCMConfig
+from kcm.defaults import resolved
 from kcm.failpoints import reach
 from kcm.lock import exclusive
 from kcm.models.large.base import EndpointError
@@ -83,12 +84,12 @@ def tracking(cfg: KCMConfig, ws: Workspace, active: bool = True) -> Iterator[str
         return
     from kcm.adapters import mlflow_tracking
 
+    # params: the settings the run uses, auto / null as kcm.defaults decides them
     run_id = mlflow_tracking.start_parent(
         ws.root,
         cfg.registry.experiment,
         cfg.registry.tracking_uri,
-        cfg=cfg,
-        task=ws.task() if ws.exists() else None,
+        cfg=resolved(cfg, ws.task()) if ws.exists() else cfg,
     )
     failed = True
     try:

@@ -25,14 +25,10 @@ from kcm.config import flatten
 from kcm.evaluation.gate import Decision
 
 
-def _params(cfg: Any, task: Any = None) -> dict[str, str]:
-    """The run's settings as MLflow params: with the task known, those left to kcm (auto /
-    null) as ``kcm.defaults`` decided them, so runs compare on what they ran with."""
+def _params(cfg: Any) -> dict[str, str]:
     from kcm.config import config_to_dict
-    from kcm.defaults import resolved
 
-    tree = config_to_dict(cfg if task is None else resolved(cfg, task))
-    return {k: ("" if v is None else str(v))[:500] for k, v in flatten(tree).items()}
+    return {k: ("" if v is None else str(v))[:500] for k, v in flatten(config_to_dict(cfg)).items()}
 
 
 def start_parent(
@@ -41,7 +37,6 @@ def start_parent(
     configured: str | None = None,
     name: str = "kcm-continual",
     cfg: Any = None,
-    task: Any = None,
 ) -> str:
     """A parent run for one continual invocation, with the run's settings as params; cycles
     are nested under it and their figures are also logged on it, stepped by cycle."""
@@ -53,7 +48,7 @@ def start_parent(
         tags={"kcm.kind": "continual", "kcm.workspace": str(Path(workdir).resolve())},
     )
     if cfg is not None:
-        params = [Param(k, v) for k, v in _params(cfg, task).items()]
+        params = [Param(k, v) for k, v in _params(cfg).items()]
         for i in range(0, len(params), 100):  # MLflow's batch limit
             c.log_batch(run.info.run_id, params=params[i : i + 100])
     return str(run.info.run_id)
@@ -165,7 +160,7 @@ def track_cycle(
     step = int(report.get("cycle", 0))
     metrics = _metrics(report)
     with mlflow.start_run(run_name=f"cycle-{step}-{name}", tags=tags) as run:
-        mlflow.log_params(_params(cfg, task))
+        mlflow.log_params(_params(cfg))
         log_batch_input(ws, name)
         mlflow.log_dict({k: v for k, v in report.items() if k != "matrix_state"}, "report.json")
         mlflow.log_dict(lineage, "lineage.json")

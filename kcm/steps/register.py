@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from kcm.config import KCMConfig
+from kcm.defaults import resolved
 from kcm.evaluation.gate import GateTolerances, decide_promotion
 from kcm.evaluation.metrics import AccuracyMatrix
 from kcm.failpoints import reach
@@ -133,7 +134,7 @@ def register(
         from kcm.adapters import mlflow_tracking
 
         report["mlflow"] = mlflow_tracking.track_cycle(
-            cfg,
+            resolved(cfg, ws.task()),  # params: what the cycle ran with, auto decided
             ws,
             name,
             version,
