@@ -46,13 +46,14 @@ def is_llm(cfg: KCMConfig, task: Task) -> bool:
 
 def resolved(cfg: KCMConfig, task: Task) -> KCMConfig:
     """``cfg`` with every ``auto`` / ``null`` setting that kcm decides made concrete."""
-    refit = features_kind(task, cfg) == "encoder"
+    kind = features_kind(task, cfg)
+    encoder = kind == "encoder"
     llm = is_llm(cfg, task)
     s, d, r = cfg.small, cfg.distill, cfg.routing
     out: dict[str, object] = {}
     if s.refit is None:
-        out["small.refit"] = refit
-    small_refit = refit if s.refit is None else s.refit
+        out["small.refit"] = encoder
+    small_refit = encoder if s.refit is None else s.refit
     if s.lr is None:
         out["small.lr"] = REFIT_LR if small_refit else 5e-3
     if s.epochs is None:
@@ -65,8 +66,6 @@ def resolved(cfg: KCMConfig, task: Task) -> KCMConfig:
         out["routing.max_loss"] = None
     if r.epsilon == "auto":
         out["routing.epsilon"] = LLM_EPSILON if llm else 0.98
-    kind = features_kind(task, cfg)
-    encoder = kind == "encoder"
     if cfg.features.kind == "auto" and kind in ("tfidf", "encoder"):
         out["features.kind"] = kind
     if cfg.features.judge_dim is None:
