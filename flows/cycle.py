@@ -1,16 +1,18 @@
-"""The ``kcm-cycle`` flow: validate → route → call large → learn → evaluate → register.
+"""The ``kcm-cycle`` flow: the cycle driver (``kcm.cycle``) with each step a Prefect task.
 
-Each task calls one ``kcm.steps`` function. The large-model task retries with backoff; every
-answer it buys is committed to the workspace's answer store (``state/large_cache.sqlite``,
-keyed by input, hint and model) as it arrives, so a re-run never buys an answer twice and no
-Prefect result cache is needed. Pure compute is not retried. A batch that fails validation
-ends the flow run in a ``Quarantined`` (failed) state before any model is touched. The
-Markdown of the artifacts is rendered by ``kcm.report``; this module only publishes it.
+``PrefectRunner`` is the driver's runner for the flows: a step runs as a task named for it
+(``validate-<batch>``, ``call_large-<batch>-<i>`` submitted side by side, ...), a cycle runs
+as a ``kcm-cycle`` subflow, and every event is also sent to Prefect. The sequence, the
+failure policy and the events are the driver's: nothing here repeats them. Every answer the
+large model gives is committed to the workspace's answer store as it arrives, so a re-run
+never buys an answer twice and no Prefect result cache is needed. A batch that fails
+validation ends its subflow in a ``Quarantined`` (failed) state. The Markdown of the
+artifacts is rendered by ``kcm.report``; this module only publishes it.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,110 +28,65 @@ from prefect.states import Failed
 from flows import events
 from flows.common import resolve
 from kcm import report as reports
-from kcm import steps
-from kcm.errors import EnvironmentFault
+from kcm.config import KCMConfig
+from kcm.cycle import Runner, run_cycle
+from kcm.workspace import Workspace
 
 
-@task(name="bootstrap", cache_policy=NONE)
-def bootstrap_task(cfg: dict[str, Any]) -> dict[str, Any]:
-    c, ws = resolve(cfg)
-    return steps.bootstrap(c, ws)
+class PrefectRunner(Runner):
+    """The driver's steps as Prefect tasks, its cycles as ``kcm-cycle`` subflows."""
 
+    def __init__(self, cfg: dict[str, Any], task_runner: Any = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.task_runner = task_runner
 
-@task(name="ingest", cache_policy=NONE)
-def ingest_task(cfg: dict[str, Any]) -> Any:
-    """The inbox into data/batches/. DVC or git refusing a batch ends the task in a Failed
-    state whose message is the one line naming the file and the fix (no traceback)."""
-    c, ws = resolve(cfg)
-    log = get_run_logger()
-    try:
-        out = steps.ingest(ws, c)
-    except EnvironmentFault as err:  # not the batch's fault: nothing counts against it
-        log.error("%s", err)
-        return Failed(message=str(err))
-    for name in out["skipped"]:
-        log.info("skipped %s: already ingested (same content)", name)
-    log.info("ingested %d new batch(es); %d pending", len(out["new"]), len(out["pending"]))
-    return out
+    def call(self, step: str, batch: str, fn: Callable[..., Any], *args: Any) -> Any:
+        return task(fn, name=step, task_run_name=f"{step}-{batch}", cache_policy=NONE)(*args)
 
+    def map(
+        self, step: str, batch: str, fn: Callable[..., Any], arglists: Sequence[tuple[Any, ...]]
+    ) -> list[Any]:
+        t = task(fn, name=step, cache_policy=NONE)
+        futures = [
+            t.with_options(task_run_name=f"{step}-{batch}-{i}").submit(*args)
+            for i, args in enumerate(arglists)
+        ]
+        return [f.result() for f in futures]
 
-@task(name="validate", task_run_name="validate-{name}", cache_policy=NONE)
-def validate_task(cfg: dict[str, Any], name: str) -> dict[str, Any]:
-    c, ws = resolve(cfg)
-    return steps.validate(c, ws, name)
+    def emit(self, cfg: KCMConfig, ws: Workspace, kind: str, **payload: Any) -> None:
+        super().emit(cfg, ws, kind, **payload)
+        events.emit(cfg, ws, kind, **payload)
 
-
-@task(name="route", task_run_name="route-{name}", cache_policy=NONE)
-def route_task(cfg: dict[str, Any], name: str) -> dict[str, Any]:
-    c, ws = resolve(cfg)
-    return steps.route(c, ws, name)
-
-
-@task(
-    name="call-large",
-    task_run_name="call-large-{name}-{start}-{end}",
-    retries=3,
-    retry_delay_seconds=[2, 10, 30],
-    cache_policy=NONE,
-)
-def call_large_task(cfg: dict[str, Any], name: str, start: int, end: int) -> dict[str, Any]:
-    c, ws = resolve(cfg)
-    out = steps.call_large(c, ws, name, start, end)
-    if out["failures"]:
-        get_run_logger().warning(
-            "%d large-model call(s) failed after retries (recorded; the small "
-            "model answers them): %s",
-            out["failures"],
-            out["errors"][:3],
+    def cycle(
+        self, cfg: KCMConfig, ws: Workspace, index: int, name: str, parent: str | None
+    ) -> dict[str, Any]:
+        sub = (
+            cycle_flow.with_options(task_runner=self.task_runner)
+            if self.task_runner
+            else cycle_flow
         )
-    return out
+        state = sub(self.cfg, name, parent, return_state=True)
+        if state.name == "Quarantined":
+            return {"batch": name, "status": "quarantined", "reason": state.message}
+        return dict(state.result())  # a failed cycle raises its error here, as in-process
 
 
-@task(name="learn", task_run_name="learn-{name}", cache_policy=NONE)
-def learn_task(cfg: dict[str, Any], name: str) -> dict[str, Any]:
-    c, ws = resolve(cfg)
-    return steps.learn(c, ws, name)
-
-
-@task(name="evaluate", task_run_name="evaluate-{name}-v{version}", cache_policy=NONE)
-def evaluate_task(cfg: dict[str, Any], name: str, version: int) -> dict[str, Any]:
-    c, ws = resolve(cfg)
-    return steps.evaluate(c, ws, name, version)
-
-
-@task(name="register", task_run_name="register-{name}-v{version}", cache_policy=NONE)
-def register_task(
-    cfg: dict[str, Any],
-    name: str,
-    version: int,
-    report: dict[str, Any],
-    parent_run_id: str | None = None,
-) -> dict[str, Any]:
-    c, ws = resolve(cfg)
-    out = steps.register(c, ws, name, version, report, parent_run_id=parent_run_id)
-    get_run_logger().info(
-        "promotion gate for %s: %s (%s)",
-        name,
-        "promoted" if out["promoted"] else "refused",
-        "; ".join(out["reasons"]),
-    )
-    return out
-
-
-def publish(cfg: dict[str, Any], report: dict[str, Any], registered: dict[str, Any]) -> None:
-    """Publish the cycle's artifacts: its table and the gate's decision, the plots (linked
-    as files), and per-class accuracy. The content comes from ``kcm.report``."""
-    _, ws = resolve(cfg)
+def publish_artifacts(ws: Workspace, out: dict[str, Any]) -> None:
+    """The cycle's artifacts: its table and the gate's decision, the plots (linked as
+    files), and per-class accuracy."""
+    report, committed = out["report"], out["committed"]
     create_markdown_artifact(
         key="kcm-cycle",
-        markdown=reports.cycle_markdown(report, registered),
+        markdown=reports.cycle_markdown(report, committed),
         description=f"cycle {report['cycle']} on {report['batch']}",
     )
-    if registered.get("plots"):
+    if committed.get("plots"):
+        plots = [str(ws.path(p)) for p in committed["plots"]]
         create_markdown_artifact(
             key="kcm-cycle-plots",
-            markdown=reports.plots_markdown(report, [str(ws.path(p)) for p in registered["plots"]]),
-            description=f"plots of cycle {report['cycle']} ({ws.path(registered['plots'][0]).parent})",
+            markdown=reports.plots_markdown(report, plots),
+            description=f"plots of cycle {report['cycle']} ({Path(plots[0]).parent})",
         )
     create_table_artifact(
         key="kcm-per-class-accuracy",
@@ -140,45 +97,20 @@ def publish(cfg: dict[str, Any], report: dict[str, Any], registered: dict[str, A
 
 @flow(name="kcm-cycle", flow_run_name="cycle-{name}", log_prints=False)
 def cycle_flow(cfg: dict[str, Any], name: str, parent_run_id: str | None = None) -> Any:
-    """Process one ingested batch."""
+    """Process one ingested batch (the driver's cycle, its steps as tasks)."""
     log = get_run_logger()
-    t0 = time.perf_counter()
-    v = validate_task(cfg, name)
-    if v.get("data_docs"):  # GX's Data Docs page of this batch's validation
+    c, ws = resolve(cfg)
+    out = run_cycle(c, ws, name, PrefectRunner(cfg), parent_run_id)
+    docs = (out.get("validation") or {}).get("data_docs")
+    if docs:  # GX's Data Docs page of this batch's validation
         create_link_artifact(
             key="kcm-data-docs",
-            link=Path(v["data_docs"]).resolve().as_uri(),
+            link=Path(docs).resolve().as_uri(),
             link_text=f"Data Docs: validation of {name}",
             description=f"Great Expectations validation of {name}",
         )
-    if not v["ok"]:
-        log.error("batch %s quarantined: %s (report: %s)", name, v["reason"], v["report"])
-        c, ws = resolve(cfg)
-        events.emit(c, ws, "quarantined", batch=name, reason=v["reason"], report=str(v["report"]))
-        return Failed(name="Quarantined", message=f"batch {name} quarantined: {v['reason']}")
-    if v.get("n_dropped"):
-        log.warning("batch %s: %d bad row(s) dropped and reported", name, v["n_dropped"])
-    r = route_task(cfg, name)
-    log.info(
-        "batch %s: %d of %d samples go to the large model (ε=%.3f), %d chunk(s)",
-        name,
-        r["n_large"],
-        r["n"],
-        r["epsilon"],
-        len(r["chunks"]),
-    )
-    futures = [call_large_task.submit(cfg, name, s, e) for s, e in r["chunks"]]
-    calls = [fut.result() for fut in futures]
-    learned = learn_task(cfg, name, wait_for=futures)
-    report = reports.with_costs(evaluate_task(cfg, name, learned["version"]), calls, t0, learned)
-    registered = register_task(cfg, name, learned["version"], report, parent_run_id)
-    publish(cfg, report, registered)
-    events.after_cycle(*resolve(cfg), report, registered)
-    log.info(
-        "batch %s: accuracy %.3f, large-call rate %.3f; system v%04d is the challenger",
-        name,
-        report["accuracy"] or 0.0,
-        report["large_call_rate"] or 0.0,
-        learned["version"],
-    )
-    return {k: report[k] for k in ("batch", "cycle", "accuracy", "large_call_rate", "version")}
+    if out["status"] == "quarantined":
+        log.error("batch %s quarantined: %s", name, out["reason"])
+        return Failed(name="Quarantined", message=f"batch {name} quarantined: {out['reason']}")
+    publish_artifacts(ws, out)
+    return out

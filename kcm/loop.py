@@ -1,78 +1,28 @@
-"""The run loop, written once: bootstrap, reconcile the champion, ingest the inbox, and run
-one cycle per pending batch. ``kcm run --in-process``, ``kcm bench`` and the DVC stage call
-``run``; the Prefect flows run the same ``process_batch`` steps as tasks of their own graph.
+"""The run loop, written once: bootstrap, finish publishing what a previous run committed,
+reconcile the champion, ingest the inbox, and run one cycle per pending batch through a
+``Runner`` (``kcm.cycle``: in this process, or as Prefect tasks and subflows from
+``flows/``). The run's outcome covers every batch of the run: what was processed, what was
+quarantined, and on which batches the large model's circuit opened.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
+from kcm import policy, steps
 from kcm.config import KCMConfig
+from kcm.cycle import Runner
 from kcm.defaults import resolved
-from kcm.failpoints import reach
+from kcm.errors import KCMError
 from kcm.lock import exclusive
-from kcm.models.large.base import EndpointError
-from kcm.progress import CycleProgress
-from kcm.report import summary_report, with_costs
-from kcm.steps import (
-    STEPS,
-    bootstrap,
-    call_large,
-    evaluate,
-    ingest,
-    learn,
-    record_failure,
-    register,
-    route,
-    sync_champion,
-    validate,
-)
-from kcm.workspace import Workspace
+from kcm.report import summary_report
+from kcm.workspace import Workspace, atomic_write_text
 
 log = logging.getLogger(__name__)
-
-
-def process_batch(
-    cfg: KCMConfig,
-    ws: Workspace,
-    name: str,
-    on_step: Callable[[str], None] | None = None,
-    parent_run_id: str | None = None,
-) -> dict[str, Any]:
-    """One cycle: validate -> route -> call_large -> learn -> evaluate -> register."""
-    t0 = time.perf_counter()
-
-    def step(name: str) -> None:
-        reach(f"cycle:after-{name}")  # the fault suite kills the run here
-        if on_step is not None:
-            on_step(name)
-
-    v = validate(cfg, ws, name)
-    step("validate")
-    if not v["ok"]:
-        return {"batch": name, "status": "quarantined", "reason": v["reason"]}
-    try:
-        r = route(cfg, ws, name)
-        step("route")
-        calls = [call_large(cfg, ws, name, start, end) for start, end in r["chunks"]]
-        step("call_large")
-        learned = learn(cfg, ws, name)
-        step("learn")
-        report = with_costs(evaluate(cfg, ws, name, learned["version"]), calls, t0, learned)
-        step("evaluate")
-        register(cfg, ws, name, learned["version"], report, parent_run_id=parent_run_id)
-        step("register")
-    except Exception as err:
-        if isinstance(err, EndpointError):  # the endpoint's fault, not the batch's
-            raise
-        if record_failure(cfg, ws, name, f"{type(err).__name__}: {err}"):
-            return {"batch": name, "status": "quarantined", "reason": str(err)}
-        raise
-    return {"batch": name, "status": "processed", "report": report}
 
 
 @contextlib.contextmanager
@@ -99,42 +49,55 @@ def tracking(cfg: KCMConfig, ws: Workspace, active: bool = True) -> Iterator[str
         mlflow_tracking.end_parent(run_id, failed)
 
 
-def prepare(cfg: KCMConfig, ws: Workspace) -> list[str]:
-    """Bootstrap if needed, adopt the registry's champion, ingest: the pending batches."""
-    bootstrap(cfg, ws)
-    sync_champion(cfg, ws)
-    return list(ingest(ws, cfg)["pending"])
+def prepare(cfg: KCMConfig, ws: Workspace, runner: Runner) -> list[str]:
+    """Bootstrap if needed, publish what a previous run committed but could not publish,
+    adopt the registry's champion, ingest: the pending batches. No batch is at stake here:
+    whatever fails is the environment's (one line, ``EnvironmentFault``)."""
+    step, what = "bootstrap", "the workspace"
+    try:
+        runner.call(step, "workspace", steps.bootstrap, cfg, ws)
+        for name in steps.unpublished(ws):
+            step, what = "publish", name
+            log.info("publishing the committed cycle of %s (a previous run could not)", name)
+            runner.call(step, name, steps.publish, cfg, ws, name, None)
+        step, what = "sync_champion", "the registry's champion"
+        steps.sync_champion(cfg, ws)
+        step, what = "ingest", "the inbox"
+        return list(runner.call(step, "inbox", steps.ingest, ws, cfg)["pending"])
+    except KCMError:
+        raise
+    except Exception as err:
+        raise policy.environment_fault(err, step, what) from err
 
 
-def run(
-    cfg: KCMConfig,
-    ws: Workspace,
-    progress: CycleProgress | None = None,
-    on_cycle: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
+def run(cfg: KCMConfig, ws: Workspace, runner: Runner | None = None) -> dict[str, Any]:
     """Process every pending batch in order, holding the workspace (``kcm.lock``) for the
-    whole run; return the summary report."""
+    whole run. Returns the summary report (also ``state/report.json``) with ``run``: this
+    run's processed and quarantined batches and those on which the circuit opened. A batch
+    fault that is not yet final raises ``CycleFailed``; an environment fault raises
+    ``EnvironmentFault`` (the batch waits in both)."""
     with exclusive(ws.root, cfg.flow.lock_timeout):
-        return _run(cfg, ws, progress, on_cycle)
+        return _run(cfg, ws, runner or Runner())
 
 
-def _run(
-    cfg: KCMConfig,
-    ws: Workspace,
-    progress: CycleProgress | None,
-    on_cycle: Callable[[dict[str, Any]], None] | None,
-) -> dict[str, Any]:
-    pending = prepare(cfg, ws)
+def _run(cfg: KCMConfig, ws: Workspace, runner: Runner) -> dict[str, Any]:
+    pending = prepare(cfg, ws, runner)
+    outcome: dict[str, list[str]] = {"processed": [], "quarantined": [], "circuit_open": []}
     with tracking(cfg, ws, active=bool(pending)) as parent:
         for i, name in enumerate(pending):
-            bar = progress.start(f"cycle {i}: {name}", len(STEPS)) if progress else None
-            out = process_batch(
-                cfg,
-                ws,
-                name,
-                on_step=None if bar is None else (lambda _s, bar=bar: bar(1)),
-                parent_run_id=parent,
-            )
-            if on_cycle is not None:
-                on_cycle(out)
-    return summary_report(ws, cfg)
+            out = runner.cycle(cfg, ws, i, name, parent)
+            outcome[out["status"]].append(name)
+            if ((out.get("report") or {}).get("large_ledger") or {}).get("circuit_open"):
+                outcome["circuit_open"].append(name)
+    if outcome["circuit_open"]:
+        log.error(
+            "the large-model endpoint failed repeatedly on %s: the small model answered",
+            outcome["circuit_open"],
+        )
+        runner.emit(cfg, ws, "endpoint_down", batches=outcome["circuit_open"])
+    if not ws.load_ledger().cycles:
+        log.info("nothing processed yet: the inbox %s is empty", ws.inbox)
+        return {"run": outcome, "cycles": []}
+    report = {**summary_report(ws, cfg), "run": outcome}
+    atomic_write_text(ws.state / "report.json", json.dumps(report, indent=1, default=float))
+    return report

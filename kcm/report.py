@@ -58,16 +58,19 @@ def with_costs(
     calls: list[dict[str, Any]],
     t0: float,
     learned: dict[str, Any] | None = None,
+    answers: str | None = None,
 ) -> dict[str, Any]:
     """The cycle report with its large-model cost totals, its seconds (since ``t0``), the
-    seconds learning took and the process's resident memory (the per-cycle cost curves)."""
+    seconds learning took, where its answers were delivered and the process's resident
+    memory (the per-cycle cost curves)."""
     from kcm.evaluation.stream import rss_mb
 
     report["large_ledger"] = ledger_totals(calls)
     report["seconds"] = time.perf_counter() - t0
     if learned is not None:
         report["learn_seconds"] = float(learned["train"]["seconds"])
-        report["answers"] = learned.get("answers")
+    if answers is not None:
+        report["answers"] = answers
     report["rss_mb"] = rss_mb()
     return report
 

@@ -19,6 +19,25 @@ from kcm.procs import stop_within
 from kcm_app.bench_cmd import add_bench_parser
 from kcm_app.registry_cmds import cmd_lineage, cmd_promote, cmd_rollback
 
+#: exit statuses of the commands that run cycles (README, "Exit status")
+EXIT = {
+    "ok": 0,
+    "cycle_failed": 1,  # a batch fault, counted; the batch is retried by the next run
+    "error": 2,  # a usage or configuration error, or a busy workspace
+    "endpoint_down": 3,  # the circuit opened: the small model answered in its place
+    "environment": 4,  # disk, store, MLflow, DVC...: nothing counted, the batch waits
+}
+
+
+def _flow_status(state: Any) -> int:
+    """The exit status of a finished ``kcm-continual`` flow run."""
+    if not state.is_failed():
+        return EXIT["ok"]
+    sys.stderr.write(f"kcm: error: {state.message}\n")
+    return {"EnvironmentFault": EXIT["environment"], "EndpointDown": EXIT["endpoint_down"]}.get(
+        state.name, EXIT["cycle_failed"]
+    )
+
 
 def _prefect_home(workdir: Path) -> None:
     """A project-local Prefect home (its SQLite database and results), unless one is set."""
@@ -126,7 +145,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     cfg_path = _workdir_config(args, cfg, out)
     cfg = load_config(cfg_path)
-    console = Console(stderr=True)
     with (
         stop_within(cfg.flow.stop_grace),
         tempfile.TemporaryDirectory(prefix="kcm-inbox-") as inbox,
@@ -139,9 +157,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             from flows.continual import continual_flow
 
             state = continual_flow(config_path=str(cfg_path), inbox=inbox, return_state=True)
-            if state.is_failed():
-                console.print(f"[red]kcm-continual failed:[/red] {state.message}")
-                return 1
+            status = _flow_status(state)
+            if status not in (EXIT["ok"], EXIT["endpoint_down"]):
+                return status
             report = json.loads((out / "state" / "report.json").read_text())
     path = out / "report.json"
     path.write_text(json.dumps(report, indent=2, default=float))
@@ -151,28 +169,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _endpoint_status(report: dict[str, Any]) -> int:
-    """3 when the circuit breaker stopped calling the large model on any batch of the run:
+    """3 when the circuit breaker stopped calling the large model on any batch of this run:
     answers were delivered (by the small model) but the endpoint is down, and a scheduler
-    should say so. Every batch counts: a last batch with fewer hard samples than the
-    breaker's bound never opens it, however down the endpoint is."""
-    cycles = report.get("cycles") or []
-    opened = sum(int((c.get("large_ledger") or {}).get("circuit_open", 0) or 0) for c in cycles)
+    should say so. Every batch of the run counts: a last batch with fewer hard samples than
+    the breaker's bound never opens it, however down the endpoint is."""
+    opened = (report.get("run") or {}).get("circuit_open") or []
     if opened:
         sys.stderr.write(
-            f"kcm: the large-model endpoint failed repeatedly: the circuit opened {opened} "
-            "time(s) and the small model answered instead (report.json: large_failures)\n"
+            f"kcm: the large-model endpoint failed repeatedly: the circuit opened on "
+            f"{', '.join(opened)} and the small model answered instead (report.json: "
+            "large_failures)\n"
         )
-        return 3
-    return 0
+        return EXIT["endpoint_down"]
+    return EXIT["ok"]
 
 
 def _run_in_process(cfg: Any, out: Path, inbox: str, show: bool) -> dict[str, Any]:
     from kcm import loop
+    from kcm.cycle import Runner
     from kcm.progress import CycleProgress
     from kcm.workspace import Workspace
 
     with CycleProgress(show) as bars:
-        return loop.run(cfg, Workspace(out, inbox), progress=bars)
+        return loop.run(cfg, Workspace(out, inbox), Runner(progress=bars))
 
 
 def cmd_feed(args: argparse.Namespace) -> int:
@@ -195,12 +214,11 @@ def cmd_continual(args: argparse.Namespace) -> int:
 
     with stop_within(cfg.flow.stop_grace):
         state = continual_flow(config_path=str(cfg_path), inbox=args.inbox, return_state=True)
-    result = state.result(raise_on_failure=False)
-    if state.is_failed():
-        sys.stderr.write(f"kcm: kcm-continual failed: {state.message}\n")
-        return 1
-    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
-    return 0
+    status = _flow_status(state)
+    if status == EXIT["ok"]:
+        result = state.result(raise_on_failure=False)
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    return status
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -327,13 +345,16 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("kcm").setLevel(level)
     else:
         logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    from kcm.errors import KCMError
+    from kcm.errors import EnvironmentFault, KCMError
 
     try:
         return int(args.func(args) or 0)
+    except EnvironmentFault as err:
+        sys.stderr.write(f"kcm: error: {err}\n")
+        return EXIT["environment"]
     except KCMError as err:
         sys.stderr.write(f"kcm: error: {err}\n")
-        return 2
+        return EXIT["error"]
 
 
 if __name__ == "__main__":

@@ -1,25 +1,27 @@
 """The steps of a continual-learning cycle, one concern per module, as plain functions over
-a Workspace: the loop (``kcm.loop``), the Prefect flows (``flows/``) and the DVC stages
-(``kcm.stages``) all call these.
+a Workspace. The cycle driver (``kcm.cycle``) calls them in order, in this process or as
+Prefect tasks (``flows/``); the DVC stages (``kcm.stages``) run the same driver.
 
-ingest -> validate -> route -> call_large (in chunks) -> learn -> evaluate -> register
+ingest -> validate -> route -> call_large (in chunks) -> deliver -> learn -> evaluate
+       -> commit (the gate, one ledger write) -> publish (plots, MLflow, aliases)
 """
 
 from kcm.steps.answer import assemble, call_large, route
+from kcm.steps.commit import commit
+from kcm.steps.deliver import deliver_answers
 from kcm.steps.evaluate import evaluate
 from kcm.steps.intake import bootstrap, feed, ingest
 from kcm.steps.learn import learn, load_baseline
-from kcm.steps.register import register
+from kcm.steps.publish import publish, unpublished
 from kcm.steps.registry_ops import lineage, promote, rollback, sync_champion
 from kcm.steps.validate import record_failure, validate
 
-STEPS = ("validate", "route", "call_large", "learn", "evaluate", "register")
-
 __all__ = [
-    "STEPS",
     "assemble",
     "bootstrap",
     "call_large",
+    "commit",
+    "deliver_answers",
     "evaluate",
     "feed",
     "ingest",
@@ -27,10 +29,11 @@ __all__ = [
     "lineage",
     "load_baseline",
     "promote",
+    "publish",
     "record_failure",
-    "register",
     "rollback",
     "route",
     "sync_champion",
+    "unpublished",
     "validate",
 ]

@@ -3,7 +3,8 @@
 named after the batch. One row per accepted input: the batch's row id, the label answered
 (``out_of_scope`` where the large model said no class fits),
 C_x, who answered (small / large / small-fallback) and, where the large call failed, why.
-Written once, whole (atomic rename locally), before the batch is learned."""
+Written once, whole (atomic rename locally), before the batch is learned: the ``deliver``
+step of the cycle (``deliver_answers``)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pandas as pd
 from kcm.answers import Predictions
 from kcm.config import KCMConfig
 from kcm.data.batch import Batch, Task, label_name
+from kcm.steps.answer import assemble
+from kcm.steps.systems import challenger
 from kcm.workspace import Workspace, atomic_write_bytes
 
 
@@ -53,3 +56,11 @@ def deliver(cfg: KCMConfig, ws: Workspace, name: str, batch: Batch, preds: Predi
     with fsspec.open(url, "wb") as fh:
         fh.write(data)
     return url
+
+
+def deliver_answers(cfg: KCMConfig, ws: Workspace, name: str) -> str:
+    """The step: assemble the routed batch's answers (the recorded routing and every chunk's
+    large-model output) and write them; returns where they are."""
+    batch = ws.load_batch(name)
+    preds = assemble(ws, name, challenger(ws, cfg), batch)
+    return deliver(cfg, ws, name, batch, preds)

@@ -13,7 +13,6 @@ from kcm.config import KCMConfig
 from kcm.models.small import SmallModel
 from kcm.persist import load_small, save_small
 from kcm.steps.answer import assemble
-from kcm.steps.deliver import deliver
 from kcm.steps.systems import challenger
 from kcm.system import CollaborationSystem
 from kcm.workspace import Workspace
@@ -50,7 +49,7 @@ def drop_uncommitted(ws: Workspace, last_committed: int) -> list[int]:
 
 def learn(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
     """Distil the routed batch into the small model and retrain the judge; save the result
-    as a new version (not yet the challenger: ``register`` commits it). Also trains the
+    as a new version (not yet the challenger: ``commit`` makes it one). Also trains the
     labels-only baseline."""
     import torch
 
@@ -64,7 +63,6 @@ def learn(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
     system = challenger(ws, cfg)
     batch = ws.load_batch(name)
     preds = assemble(ws, name, system, batch)
-    answers = deliver(cfg, ws, name, batch, preds)  # the answers are final: hand them over
     report = system.learn(batch, preds)
     version = ws.next_version()
     save_system(system, ws.system_dir(version))
@@ -79,5 +77,4 @@ def learn(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
         "version": version,
         "base_version": base_version,
         "train": report.__dict__,
-        "answers": answers,
     }

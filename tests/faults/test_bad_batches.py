@@ -12,6 +12,7 @@ import pytest
 
 from kcm import loop, steps
 from kcm.config import load_config
+from kcm.cycle import CycleFailed
 from kcm.workspace import Workspace
 
 pytestmark = pytest.mark.slow
@@ -41,15 +42,15 @@ def test_a_failing_batch_is_set_aside_and_the_next_is_processed(
     df.loc[3, col] = "abc"  # one bad cell: the route step could not read it
     df.to_csv(second, index=False)
 
-    real_learn = loop.learn
+    real_learn = steps.learn
 
     def learn_that_fails_on_the_first_batch(c, w, name):
         if "batch-000" in name:
             raise RuntimeError("disk on fire")
         return real_learn(c, w, name)
 
-    monkeypatch.setattr(loop, "learn", learn_that_fails_on_the_first_batch)
-    with pytest.raises(RuntimeError, match="disk on fire"):
+    monkeypatch.setattr(steps, "learn", learn_that_fails_on_the_first_batch)
+    with pytest.raises(CycleFailed, match="disk on fire.*attempt 1 of 2"):
         loop.run(cfg, ws)  # attempt 1 of 2: the run fails, the batch stays pending
     ledger = ws.load_ledger()
     first = ledger.order[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kcm.steps import STEPS
+from kcm.cycle import STEPS
 from kcm.workspace import Workspace
 from tests.llm_server import LLMServer
 
@@ -46,7 +46,7 @@ def test_killed_after_each_step_the_reruns_lose_nothing_and_pay_nothing_twice(
     tmp_path: Path,
 ) -> None:
     """One workspace, one kill after each step of the first batch's cycle in turn (validate,
-    route, call_large, learn, evaluate, register), each followed by the next run; then a run
+    route, call_large, deliver, learn, evaluate, commit, publish), each followed by the next run; then a run
     to the end."""
     out = tmp_path / "ws"
     with LLMServer([str(i) for i in range(10)]) as srv:

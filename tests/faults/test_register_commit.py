@@ -1,8 +1,9 @@
 """The fault suite, part 4: the registry never points at what the ledger has not committed.
 
 A real run (digits, MLflow registry on, DVC off) is SIGKILLed right after the ledger commit
-of its cycle, before the aliases move; the next run finishes the commit. A version
-registered by a cycle that never committed is refused by ``kcm promote``."""
+of its cycle, before anything is published, or after publishing was recorded, before the
+aliases move; the next run finishes either. A version registered by a cycle that never
+committed is refused by ``kcm promote``."""
 
 from __future__ import annotations
 
@@ -45,9 +46,32 @@ def _run(out: Path, failpoint: str | None = None) -> subprocess.CompletedProcess
     )
 
 
-def test_killed_between_commit_and_alias_move_the_next_run_finishes_it(tmp_path: Path) -> None:
+def test_killed_between_commit_and_publish_the_next_run_publishes_first(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    from kcm import loop
+    from kcm.cycle import Runner
+
     out = tmp_path / "ws"
-    killed = _run(out, "register:committed")
+    killed = _run(out, "commit:committed")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    ws = Workspace(out)
+    (cycle,) = ws.load_ledger().cycles
+    assert cycle["published"] is False and not cycle["mlflow"]
+    cfg = load_config(out / "params.resolved.yaml")
+    loop.prepare(cfg, ws, Runner())  # what every run does first
+    (cycle,) = ws.load_ledger().cycles
+    assert cycle["published"] is True
+    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow/mlflow.db")
+    (version,) = client.search_model_versions("name = 'kcm-system'")
+    assert int(version.version) == cycle["mlflow"]["model_version"]
+    aliases = client.get_model_version("kcm-system", version.version).aliases
+    assert "challenger" in aliases
+
+
+def test_killed_between_publish_and_alias_move_the_next_run_finishes_it(tmp_path: Path) -> None:
+    out = tmp_path / "ws"
+    killed = _run(out, "publish:recorded")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     from mlflow import MlflowClient
 

@@ -1,4 +1,5 @@
-"""kcm's Prefect events: names, payloads and the example automation (no server needed)."""
+"""kcm's events: which a cycle calls for, the workspace's record, the Prefect payloads and the
+example automation (no server needed)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 import pytest
 
 from flows import events
+from kcm import events as kcm_events
 from kcm.config import load_config
 from kcm.workspace import Workspace
 
@@ -19,7 +21,7 @@ class _Ws:
         return type("L", (), {"workspace_id": "abc"})()
 
 
-def test_after_cycle_emits_refusal_and_few_forgetting_only_when_due(monkeypatch: Any) -> None:
+def test_a_cycle_calls_for_refusal_and_few_forgetting_only_when_due(monkeypatch: Any) -> None:
     sent: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
     monkeypatch.setattr(
         events,
@@ -33,10 +35,13 @@ def test_after_cycle_emits_refusal_and_few_forgetting_only_when_due(monkeypatch:
         "traffic": {"accuracy": 0.9, "large_call_rate": 0.3},
         "forgetting": {"forgetting_few": 0.01},
     }
-    events.after_cycle(c, ws, report, {"promoted": True, "version": 2, "reasons": []})
-    assert sent == []
+    assert kcm_events.after_cycle(c, report, {"promoted": True, "version": 2, "reasons": []}) == []
     report["forgetting"]["forgetting_few"] = 0.2
-    events.after_cycle(c, ws, report, {"promoted": False, "version": 2, "reasons": ["Few dropped"]})
+    due = kcm_events.after_cycle(
+        c, report, {"promoted": False, "version": 2, "reasons": ["Few dropped"]}
+    )
+    for kind, payload in due:
+        events.emit(c, ws, kind, **payload)
     assert [e for e, _, _ in sent] == ["kcm.challenger.refused", "kcm.forgetting.few"]
     _, resource, refused = sent[0]
     assert resource["prefect.resource.id"] == "kcm.workspace.abc"
@@ -45,6 +50,19 @@ def test_after_cycle_emits_refusal_and_few_forgetting_only_when_due(monkeypatch:
     assert sent[1][2] == {"batch": "b1", "forgetting_few": 0.2, "bound": 0.05}
     with pytest.raises(ValueError, match="choose from"):
         events.emit(c, ws, "drifted")
+
+
+def test_the_workspace_records_its_events_one_json_line_each(tmp_path: Path) -> None:
+    ws = Workspace(tmp_path)
+    kcm_events.record(ws, "quarantined", {"batch": "b1", "reason": "bad"})
+    kcm_events.record(ws, "drift", {"batch": "b2", "score": 0.4})
+    with open(ws.state / "events.jsonl", "a") as fh:
+        fh.write('{"event": "kcm.dri')  # a line torn by a kill is skipped
+    got = kcm_events.recorded(ws)
+    assert [e["event"] for e in got] == ["kcm.batch.quarantined", "kcm.drift"]
+    assert got[0]["reason"] == "bad" and "at" in got[0]
+    with pytest.raises(ValueError, match="choose from"):
+        kcm_events.record(ws, "nope", {})
 
 
 def test_the_example_automation_is_a_valid_prefect_automation() -> None:

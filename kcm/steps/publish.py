@@ -1,22 +1,23 @@
-"""Committing a cycle: the promotion gate, the cycle's plots, MLflow tracking and registry,
-then one atomic ledger write (the new version becomes the challenger, and the champion if
-the gate promotes it)."""
+"""Publishing a committed cycle: its plots, its MLflow run and registered model version,
+then the aliases. It runs after ``commit``, so a failure here (MLflow down, a plotting
+error) never touches the batch: the cycle stays committed with ``published: false`` and the
+next run finishes it (``unpublished``) before anything else."""
 
 from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kcm.config import KCMConfig
 from kcm.defaults import resolved
-from kcm.evaluation.gate import GateTolerances, decide_promotion
+from kcm.evaluation.gate import Decision
 from kcm.evaluation.metrics import AccuracyMatrix
 from kcm.failpoints import reach
-from kcm.steps.systems import now, system_at
+from kcm.steps.commit import report_path
+from kcm.steps.systems import system_at
 from kcm.system import CollaborationSystem
 from kcm.workspace import Ledger, Workspace, atomic_write_text
 
@@ -43,7 +44,7 @@ def cycle_plots(
     cycle = report.get("cycle", 0)
     paths = [
         plots.plot_dashboard(
-            [*ws.load_ledger().cycles, report],
+            [c for c in ws.load_ledger().cycles if int(c.get("cycle", 0)) <= cycle],
             out / "dashboard.png",
             title=f"{ws.root.name}: cycles 0-{cycle}",
             few_alarm=cfg.eval.forgetting_few_alarm,
@@ -91,8 +92,9 @@ def cycle_plots(
 
 
 def lineage_of(ledger: Ledger, name: str) -> dict[str, Any]:
-    """The data a version has seen: every processed batch so far, plus this one."""
-    seen = [*ledger.with_status("processed"), name]
+    """The data a version has seen: every batch processed up to and including ``name``."""
+    seen = [n for n in ledger.order if ledger.batches[n].status == "processed"]
+    seen = seen[: seen.index(name) + 1] if name in seen else [*seen, name]
     return {
         "batches": [
             {
@@ -106,28 +108,31 @@ def lineage_of(ledger: Ledger, name: str) -> dict[str, Any]:
     }
 
 
-def register(
-    cfg: KCMConfig,
-    ws: Workspace,
-    name: str,
-    version: int,
-    report: dict[str, Any],
-    parent_run_id: str | None = None,
+def unpublished(ws: Workspace) -> list[str]:
+    """The batches whose committed cycle is not published yet, in order (ledgers written
+    before publishing was a step of its own hold published cycles only)."""
+    if not ws.exists():
+        return []
+    return [c["batch"] for c in ws.load_ledger().cycles if not c.get("published", True)]
+
+
+def publish(
+    cfg: KCMConfig, ws: Workspace, name: str, parent_run_id: str | None = None
 ) -> dict[str, Any]:
-    """Commit the cycle. The promotion gate compares the new version with the champion on
-    the same held-out views; with the registry on, the version is tracked and registered in
-    MLflow (alias ``challenger``; ``champion`` only if the gate agrees). Then one atomic
-    ledger write: the version becomes the challenger, and the champion if promoted."""
+    """Draw the committed cycle's plots and, with the registry on, track it in MLflow and
+    register its version (alias ``challenger``; ``champion`` if the gate promoted it). What
+    was done is written to the ledger before the aliases move; a resumed publish redoes only
+    what the ledger does not hold."""
     ledger = ws.load_ledger()
+    i = max(k for k, c in enumerate(ledger.cycles) if c["batch"] == name)
+    cycle = ledger.cycles[i]
+    if cycle.get("published", True):
+        return {"batch": name, "plots": cycle.get("plots", []), "mlflow": cycle.get("mlflow")}
+    report = json.loads(report_path(ws, name).read_text())
+    version = int(report["version"])
+    gate = report["gate"]
+    decision = Decision(bool(gate["promote"]), list(gate["reasons"]))
     r = cfg.registry
-    tol = GateTolerances(r.accuracy_tolerance, r.few_tolerance, r.large_rate_tolerance)
-    decision = decide_promotion(report, ledger.champion_report(), tol)
-    report["gate"] = {
-        "promote": decision.promote,
-        "reasons": decision.reasons,
-        "champion_version": ledger.champion,
-    }
-    # the new version, loaded once for the plots and the MLflow model
     candidate = system_at(ws, cfg, version) if (cfg.eval.plots or r.enabled) else None
     report["plots"] = cycle_plots(cfg, ws, name, report, candidate)
     if r.enabled:
@@ -144,35 +149,17 @@ def register(
             parent_run_id=parent_run_id,
             system=candidate,
         )
-    ledger.cycles.append(
-        {k: v for k, v in report.items() if k not in ("matrix_state", "per_class")}
-    )
-    for key, state in report["matrix_state"].items():
-        setattr(ledger, key, state)
-    ledger.batches[name] = ledger.batches[name].model_copy(
-        update={"status": "processed", "version": version, "at": now()}
-    )
-    ledger.challenger = version
-    if decision.promote:
-        ledger.champion = version
-    reports = ws.state / "reports"
-    reports.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(
-        reports / f"{Path(name).stem}.json", json.dumps(report, indent=1, default=float)
-    )
-    ws.save_ledger(ledger)  # the commit point of the cycle
-    reach("register:committed")
-    if r.enabled:  # aliases move only once the ledger holds the cycle (see sync_champion)
+    report["published"] = True
+    atomic_write_text(report_path(ws, name), json.dumps(report, indent=1, default=float))
+    ledger = ws.load_ledger()
+    ledger.cycles[i] = {
+        **ledger.cycles[i],
+        **{k: report[k] for k in ("plots", "mlflow", "published")},
+    }
+    ws.save_ledger(ledger)
+    reach("publish:recorded")
+    if r.enabled:  # aliases move only once the ledger names the version (see sync_champion)
         from kcm.adapters import mlflow_registry
 
         mlflow_registry.set_aliases(r.model_name, report["mlflow"]["model_version"], decision)
-    log.info("batch %s: %s", name, decision.summary())
-    return {
-        "batch": name,
-        "version": version,
-        "promoted": decision.promote,
-        "champion": ledger.answering_version,
-        "reasons": decision.reasons,
-        "plots": report["plots"],
-        "mlflow": report.get("mlflow"),
-    }
+    return {"batch": name, "plots": report["plots"], "mlflow": report["mlflow"]}
