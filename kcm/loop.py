@@ -13,13 +13,14 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from kcm import policy, steps
+from kcm import doctor, policy, steps
 from kcm.config import KCMConfig
 from kcm.cycle import Runner
 from kcm.defaults import resolved
 from kcm.errors import KCMError
 from kcm.lock import exclusive
 from kcm.report import summary_report
+from kcm.steps.systems import release
 from kcm.workspace import Workspace, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,15 @@ def tracking(cfg: KCMConfig, ws: Workspace, active: bool = True) -> Iterator[str
 
 
 def prepare(cfg: KCMConfig, ws: Workspace, runner: Runner) -> list[str]:
-    """Bootstrap if needed, publish what a previous run committed but could not publish,
-    adopt the registry's champion, ingest: the pending batches. No batch is at stake here:
-    whatever fails is the environment's (one line, ``EnvironmentFault``)."""
-    step, what = "bootstrap", "the workspace"
+    """Check the workspace (``kcm.doctor``: a damaged ledger stops the run, a damaged store
+    is set aside), bootstrap if needed, publish what a previous run committed but could not
+    publish, adopt the registry's champion, ingest: the pending batches. No batch is at
+    stake here: whatever fails is the environment's (one line, ``EnvironmentFault``)."""
+    step, what = "check", "the workspace"
     try:
+        release(ws)  # a run opens the stores afresh (a long-lived `kcm serve` process too)
+        doctor.guard(ws)
+        step = "bootstrap"
         runner.call(step, "workspace", steps.bootstrap, cfg, ws)
         for name in steps.unpublished(ws):
             step, what = "publish", name

@@ -15,6 +15,9 @@
 ```
 
 The ledger is rewritten atomically (temp file + rename): it is the commit point of a cycle.
+The ledgers it replaces are kept, newest first, as ``state/backups/ledger.json.1`` to ``.5``;
+a ledger that cannot be read stops the run naming them (``kcm doctor --repair`` restores
+the newest good one).
 Vocabulary (as in MLflow's registry): the **challenger** is the latest learned version, which
 learning continues from; the **champion** is the version that answers traffic (the promotion
 gate, or a person, moves it). With the registry on, MLflow's ``champion`` alias is the
@@ -33,8 +36,15 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kcm.data.batch import Batch, Task, batch_from_frame
 from kcm.data.sources import read_table
+from kcm.errors import EnvironmentFault
 
 BatchStatus = Literal["ingested", "processed", "quarantined"]
+#: how many replaced ledgers ``save_ledger`` keeps (``state/backups/ledger.json.<n>``)
+LEDGER_BACKUPS = 5
+
+
+class LedgerDamaged(EnvironmentFault):
+    """The ledger cannot be read, or disagrees with the workspace's files."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -196,17 +206,46 @@ class Workspace:
     def exists(self) -> bool:
         return self.ledger_path.is_file()
 
+    def ledger_backups(self) -> list[Path]:
+        """The kept ledgers, newest first."""
+        return [
+            p
+            for n in range(1, LEDGER_BACKUPS + 1)
+            if (p := self.state / "backups" / f"ledger.json.{n}").is_file()
+        ]
+
     def load_ledger(self) -> Ledger:
         if not self.ledger_path.is_file():
             return Ledger()
-        raw = json.loads(self.ledger_path.read_text())
-        ledger = Ledger.model_validate(raw)
+        try:
+            raw = json.loads(self.ledger_path.read_text())
+            ledger = Ledger.model_validate(raw)
+        except ValueError as err:  # JSON or schema: a torn or foreign file
+            first = str(err).strip().splitlines()[0]
+            raise LedgerDamaged(
+                f"{self.ledger_path} cannot be read ({type(err).__name__}: {first}): run "
+                f"`kcm doctor --repair --workdir {self.root}` to restore the newest good backup "
+                f"({len(self.ledger_backups())} kept in {self.state / 'backups'})"
+            ) from err
         if "workspace_id" not in raw:  # written before ids existed: fix one id, once
             self.save_ledger(ledger)
         return ledger
 
     def save_ledger(self, ledger: Ledger) -> None:
+        """Write the ledger atomically, keeping the one it replaces as backup 1 (a hard
+        link: the replaced file's content stays there) and shifting the older ones."""
         text = json.dumps(ledger.model_dump(), indent=1, default=_plain)
+        if self.ledger_path.is_file():
+            backups = self.state / "backups"
+            backups.mkdir(parents=True, exist_ok=True)
+            for n in range(LEDGER_BACKUPS - 1, 0, -1):
+                older = backups / f"ledger.json.{n}"
+                if older.exists():
+                    os.replace(older, backups / f"ledger.json.{n + 1}")
+            try:
+                os.link(self.ledger_path, backups / "ledger.json.1")
+            except OSError:  # a file system without hard links
+                atomic_write_bytes(backups / "ledger.json.1", self.ledger_path.read_bytes())
         atomic_write_text(self.ledger_path, text)
 
     def next_version(self) -> int:

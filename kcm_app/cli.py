@@ -239,6 +239,25 @@ def cmd_stage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check a workspace (and with --repair restore what can be restored): 0 when nothing
+    fatal is left, 4 otherwise."""
+    from kcm import doctor
+    from kcm.lock import exclusive
+    from kcm.workspace import Workspace
+
+    cfg = load_cli_config(args)
+    ws = Workspace(Path(args.workdir or cfg.flow.workdir))
+    with exclusive(ws.root, cfg.flow.lock_timeout):
+        findings = doctor.repair(ws) if args.repair else doctor.check(ws)
+    for f in findings:
+        sys.stdout.write(f"{f}\n")
+    if not findings:
+        sys.stdout.write(f"{ws.root}: nothing to repair\n")
+    fatal = any(f.level == "fatal" for f in findings)
+    return EXIT["environment"] if fatal else EXIT["ok"]
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     import yaml
 
@@ -317,6 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workdir(li)
     li.add_argument("--json", action="store_true", help="print everything as JSON")
     li.set_defaults(func=cmd_lineage)
+
+    dr = sub.add_parser(
+        "doctor", help="check a workspace's ledger and stores; --repair restores what it can"
+    )
+    _add_config_args(dr)
+    _add_workdir(dr)
+    dr.add_argument(
+        "--repair",
+        action="store_true",
+        help="restore the newest good ledger backup, set damaged stores aside, remove temp files",
+    )
+    dr.set_defaults(func=cmd_doctor)
 
     st = sub.add_parser("stage", help="run one stage of the DVC pipeline (dvc.yaml calls these)")
     _add_config_args(st)

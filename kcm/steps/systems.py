@@ -35,6 +35,13 @@ def large_model(ws: Workspace, cfg: KCMConfig) -> LargeModel:
     return _LARGE[key]
 
 
+def release(ws: Workspace) -> None:
+    """Close and forget this process's large models of ``ws`` (their answer store is opened
+    again by the next step): every run starts so, after ``kcm.doctor`` checked the stores."""
+    for key in [k for k in _LARGE if k.startswith(f"{ws.root}|")]:
+        _LARGE.pop(key).cache.close()
+
+
 def system_at(ws: Workspace, cfg: KCMConfig, version: int) -> CollaborationSystem:
     """Learned version ``version`` with the run's settings; its embedding cache is the
     workspace's (``state/embeddings.sqlite``), shared by every step."""
