@@ -89,7 +89,8 @@ def ledger_problem(ws: Workspace, raw: str | None = None) -> str | None:
     if len(ahead) > 1:  # a killed cycle leaves one at most; learn removes it
         return (
             f"{ws.ledger_path} has committed up to v{last:04d}, yet the workspace holds "
-            f"learned systems {['v%04d' % v for v in ahead[:5]]}: it was replaced or rolled back"
+            f"learned systems {', '.join(f'v{v:04d}' for v in ahead[:5])}: it was replaced or "
+            "rolled back"
         )
     return None
 

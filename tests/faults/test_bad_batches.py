@@ -50,7 +50,7 @@ def test_a_failing_batch_is_set_aside_and_the_next_is_processed(
         return real_learn(c, w, name)
 
     monkeypatch.setattr(steps, "learn", learn_that_fails_on_the_first_batch)
-    with pytest.raises(CycleFailed, match="disk on fire.*attempt 1 of 2"):
+    with pytest.raises(CycleFailed, match=r"disk on fire.*attempt 1 of 2"):
         loop.run(cfg, ws)  # attempt 1 of 2: the run fails, the batch stays pending
     ledger = ws.load_ledger()
     first = ledger.order[0]
