@@ -86,7 +86,9 @@ class BatchRecord(BaseModel):
 
     status: BatchStatus = "ingested"
     sha256: str
-    source: str | None = None
+    source: str | None = None  # the inbox file it came from, by its original name
+    source_size: int | None = None  # and its size and modification time there, so that a
+    source_mtime: float | None = None  # file left in a read-only inbox is not read again
     ingested_at: str | None = None
     at: str | None = None  # when it was processed or quarantined
     version: int | None = None  # the system version learned from it

@@ -332,6 +332,12 @@ class FlowConfig(Section):
 
     workdir: str = Field(".", description="project folder holding data/ and state/")
     inbox: str = Field("data/inbox", description="a folder, file:// URL or fsspec URL (s3://...)")
+    inbox_settle: float = Field(
+        1.0,
+        ge=0,
+        description="seconds an inbox file's size and modification time must stay unchanged "
+        "before it is taken (writers that cannot write-then-rename or drop a .done marker)",
+    )
     large_chunk_size: int = Field(256, ge=1, description="hard samples per large-model task")
     task_runner: Literal["threads", "dask", "ray"] = "threads"
     max_workers: int = Field(4, ge=1, description="threads for the large-model step")

@@ -10,7 +10,8 @@ from kcm.steps.answer import assemble, call_large, route
 from kcm.steps.commit import commit
 from kcm.steps.deliver import deliver_answers
 from kcm.steps.evaluate import evaluate
-from kcm.steps.intake import bootstrap, feed, ingest
+from kcm.steps.inbox import ingest
+from kcm.steps.intake import bootstrap, feed
 from kcm.steps.learn import learn, load_baseline
 from kcm.steps.publish import publish, unpublished
 from kcm.steps.registry_ops import lineage, promote, rollback, sync_champion
