@@ -121,9 +121,12 @@ def log_system(
     """Log the saved system as a pyfunc model in the active run (and register it).
 
     The model is logged "from code" (``mlflow_model.py``), so nothing is pickled. ``system``:
-    the same system already loaded (its answers on the example give the output signature).
-    A local encoder folder the system reads travels with the model as an artifact named after
-    its setting (one copy when both settings name the same folder)."""
+    the same system already loaded. A local encoder folder the system reads travels with the
+    model as an artifact named after its setting (one copy when both settings name the same
+    folder). The signature is declared from the example's columns and the output's types,
+    without answering the example, and no input example is logged: MLflow would answer it
+    to validate it, and a hard row would be a request to the large model that no ledger
+    counts (issue #23: the endpoint counted 4 requests more than kcm's ledgers)."""
     from kcm.persist import encoder_folders, load_system
 
     probe = KCMSystemModel()
@@ -132,7 +135,13 @@ def log_system(
     example = example.drop(columns=[c for c in example.columns if c not in task.input_cols])
     if task.kind == "numeric":  # declare doubles: float32 and float64 inputs both convert safely
         example = example.astype("float64")
-    output = probe.predict(None, example)
+    output = pd.DataFrame(
+        {
+            "answer": [task.label_names[0]] * len(example),
+            "confidence": [0.5] * len(example),
+            "answered_by": ["small"] * len(example),
+        }
+    )
     artifacts = {"system": str(system_dir)}
     artifacts.update({k: str(folder) for k, folder in encoder_folders(probe.system).items()})
     return mlflow.pyfunc.log_model(
@@ -140,7 +149,6 @@ def log_system(
         python_model=str(MODEL_CODE),
         artifacts=artifacts,
         signature=infer_signature(example, output),
-        input_example=example,
         pip_requirements=requirements(),
         # kcm itself travels with the model (it is not on PyPI): MLflow puts this copy of
         # the package on sys.path when it loads the model, so `mlflow models serve` works in

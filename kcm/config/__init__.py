@@ -108,7 +108,16 @@ def parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not key:
         raise ConfigError(f"override '{text}' has no key: write it as section.key=value")
-    return key, yaml.safe_load(raw) if raw.strip() else None
+    if not raw.strip():
+        return key, None
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(
+            f"override '{text}': the value is not valid YAML ({problem}); quote it as a "
+            f"string (--set '{key}=\"{raw}\"') or close its brackets"
+        ) from err
 
 
 def config_from_dict(tree: dict[str, Any], source: str = "config") -> KCMConfig:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from kcm_app.cli import main
@@ -51,3 +53,49 @@ def test_reported_requests_equal_what_the_endpoint_received(tmp_path: Path, runn
     assert by["serve"]["retries"] + by["evaluate"]["retries"] >= 1  # the 503s were retried
     assert by["serve"]["requests"] > 0 and by["evaluate"]["requests"] > 0
     assert rep["large_ledger"] == by["serve"]
+
+
+FRUIT = ["apple", "banana", "cherry", "grape", "lemon", "mango"]
+
+
+def test_with_the_registry_on_no_request_escapes_the_ledgers(tmp_path: Path) -> None:
+    """Publishing logs each version to MLflow, which used to answer an input example through
+    the system (and once more to validate it): requests the endpoint received and no ledger
+    counted (7 of 1,037 on a small text task). Every body the endpoint saw is counted once."""
+    rng = np.random.default_rng(0)
+    filler = ["please", "now", "i", "want", "some", "fresh", "the", "a", "today", "good"]
+    rows = []
+    for i in range(420):
+        label = FRUIT[i % len(FRUIT)]
+        words = [*rng.choice(filler, 4), label if rng.random() < 0.3 else "", str(i)]
+        rows.append({"text": " ".join(rng.permutation(words)), "label": label})
+    data = tmp_path / "fruit.csv"
+    pd.DataFrame(rows).to_csv(data, index=False)
+    out = tmp_path / "o"
+    with LLMServer(FRUIT) as srv:
+        args = [
+            "run",
+            "--no-progress",
+            "--out",
+            str(out),
+            "--dataset",
+            "csv",
+            "--train",
+            str(data),
+            "--text-col",
+            "text",
+            *set_args(
+                "large.backend=openai",
+                f"large.openai.base_url={srv.base_url}",
+                "data.stream.n_batches=2",
+                "features.kind=tfidf",
+                "dvc.enabled=false",
+                "eval.plots=false",
+                f"registry.tracking_uri=sqlite:///{tmp_path}/mlflow.db",
+            ),
+        ]
+        assert main(args) == 0
+        received = len(srv.requests)
+        bodies = {json.dumps(r["body"], sort_keys=True) for r in srv.requests}
+    by = json.loads((out / "report.json").read_text())["large_ledger_by_purpose"]
+    assert by["serve"]["requests"] + by["evaluate"]["requests"] == received == len(bodies)

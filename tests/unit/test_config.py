@@ -89,6 +89,12 @@ def test_override_syntax_errors() -> None:
     assert parse_override("data.feature_cols=[a, b]") == ("data.feature_cols", ["a", "b"])
 
 
+def test_an_override_that_is_not_yaml_is_one_line_naming_the_fix() -> None:
+    with pytest.raises(ConfigError, match=r"not valid YAML .*quote it as a string") as err:
+        load_config(None, ["routing.epsilon=[unclosed"])
+    assert "\n" not in str(err.value)
+
+
 def test_missing_config_file() -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("nope.yaml")
