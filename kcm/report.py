@@ -211,11 +211,12 @@ def per_class_table(report: dict[str, Any], meta: dict[str, Any]) -> list[dict[s
 
 def continual_markdown(report: dict[str, Any], done: list[str], quarantined: list[str]) -> str:
     """The summary of one continual run (the ``kcm-continual`` artifact)."""
-    f = report["final"]
+    f = report["final"]  # any figure may be missing (None): an endpoint that never answered
     return (
         f"# kcm-continual: {len(done)} batch(es) processed, {len(quarantined)} quarantined\n\n"
-        f"traffic accuracy {f['accuracy']:.3f} at large-call rate {f['large_call_rate']:.3f} "
-        f"(large only {report['large_only']['traffic']:.3f}); balanced accuracy "
-        f"{report['final_balanced']['accuracy']:.3f}; Few-group forgetting "
-        f"{report['forgetting']['forgetting_few']}\n\nquarantined: {quarantined or 'none'}\n"
+        f"traffic accuracy {_fmt(f['accuracy'])} at large-call rate "
+        f"{_fmt(f['large_call_rate'])} (large only {_fmt(report['large_only']['traffic'])}); "
+        f"balanced accuracy {_fmt(report['final_balanced']['accuracy'])}; Few-group forgetting "
+        f"{_fmt(report['forgetting']['forgetting_few'])}\n\nquarantined: "
+        f"{quarantined or 'none'}\n"
     )

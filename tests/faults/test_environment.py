@@ -165,3 +165,36 @@ def test_temp_files_of_interrupted_writes_are_removed_on_start(tmp_path: Path) -
     loop.run(cfg, ws)
     assert not stale.exists()
     assert json.loads(ws.ledger_path.read_text())["order"]
+
+
+@pytest.mark.parametrize("path", ["in-process", "flows"])
+def test_an_endpoint_failing_throughout_ends_the_run_with_status_3_on_both_paths(
+    tmp_path: Path, path: str
+) -> None:
+    """Every request answered 500: the circuit opens, the small model answers, and the run
+    says so (exit status 3, a ``kcm.endpoint.down`` event), through the flows as in-process
+    (the flows used to die on the summary's missing figures, the in-process run exit 0)."""
+    from kcm_app.cli import main
+    from tests.helpers import QUIET, set_args
+    from tests.llm_server import LLMServer
+
+    out = tmp_path / "o"
+    with LLMServer([str(i) for i in range(10)], status=500) as srv:
+        args = [
+            "run",
+            "--no-progress",
+            "--out",
+            str(out),
+            *(["--in-process"] if path == "in-process" else []),
+            *set_args(
+                "large.backend=openai",
+                f"large.openai.base_url={srv.base_url}",
+                "large.openai.backoff=0.01",
+                "data.stream.n_batches=2",
+                *QUIET,
+            ),
+        ]
+        assert main(args) == 3
+    ws = Workspace(out)
+    assert len(ws.load_ledger().with_status("processed")) == 2  # answered, by the small model
+    assert "kcm.endpoint.down" in [e["event"] for e in events.recorded(ws)]
