@@ -6,9 +6,24 @@ from typing import Any
 
 from kcm.config import KCMConfig, config_from_dict, config_to_dict, load_config
 from kcm.env import apply_offline_env
+from kcm.procs import tied_subprocess_module
 from kcm.workspace import Workspace
 
 apply_offline_env()
+
+
+def tie_temporary_server() -> None:
+    """Without ``PREFECT_API_URL`` Prefect starts a temporary API server (uvicorn) in a child
+    process, which a ``kill -9`` of kcm left running, orphaned. Prefect's server module gets a
+    ``subprocess`` whose ``Popen`` ties the child to this process (``kcm.procs``): the kernel
+    stops the server when kcm dies, however it dies."""
+    from prefect.server.api import server
+
+    if not getattr(server.subprocess, "kcm_tied", False):
+        server.subprocess = tied_subprocess_module()  # type: ignore[attr-defined]
+
+
+tie_temporary_server()
 
 
 def resolve(cfg: dict[str, Any]) -> tuple[KCMConfig, Workspace]:

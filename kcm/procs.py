@@ -41,6 +41,26 @@ def popen_tied(cmd: Sequence[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     )
 
 
+def tied_subprocess_module() -> Any:
+    """A stand-in for the ``subprocess`` module whose ``Popen`` ties each child to the
+    process that starts it (as ``popen_tied``, in the same session): for a library that
+    starts a helper process itself (Prefect's temporary API server)."""
+    import types
+
+    class Tied(types.ModuleType):
+        kcm_tied = True
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(subprocess, name)
+
+        @staticmethod
+        def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:  # noqa: N802
+            kwargs.setdefault("preexec_fn", _tie_to(os.getpid()))
+            return subprocess.Popen(*args, **kwargs)
+
+    return Tied("subprocess")
+
+
 def stop_processes(procs: Sequence[Any], wait: float) -> None:
     """SIGTERM each (psutil) process, give them ``wait`` seconds, then SIGKILL what is left."""
     import psutil

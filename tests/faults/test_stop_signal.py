@@ -73,3 +73,48 @@ def test_outside_the_main_thread_it_does_nothing() -> None:
     t.join()
     assert seen == [before]
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+@pytest.mark.slow
+def test_kill_9_of_kcm_continual_leaves_no_prefect_server_behind(tmp_path: Path) -> None:
+    """Prefect's temporary API server (a uvicorn child) is tied to the kcm process
+    (``flows.common.tie_temporary_server``): a SIGKILL of kcm mid-run takes it down too."""
+    import os
+
+    from tests.helpers import QUIET, set_args
+
+    ws = tmp_path / "ws"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / ".prefect")
+    kcm = [sys.executable, "-m", "kcm_app.cli"]
+    repo = Path(__file__).resolve().parents[2]
+    subprocess.run(
+        [*kcm, "feed", "--batches", "2", *set_args(f"flow.workdir={ws}")],
+        cwd=repo,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    proc = subprocess.Popen(
+        [*kcm, "continual", *set_args(f"flow.workdir={ws}", *QUIET)],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    me = psutil.Process(proc.pid)
+    servers: list[psutil.Process] = []
+    deadline = time.monotonic() + 120
+    while not servers and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+        servers = [
+            k
+            for k in me.children(recursive=True)
+            if "prefect.server.api.server" in " ".join(k.cmdline())
+        ]
+    assert servers, "the run started no temporary Prefect server"
+    time.sleep(2)
+    proc.kill()
+    proc.wait()
+    gone, alive = psutil.wait_procs(servers, timeout=60)
+    assert not alive, [k.pid for k in alive]
