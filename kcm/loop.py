@@ -61,6 +61,7 @@ def prepare(cfg: KCMConfig, ws: Workspace, runner: Runner) -> list[str]:
         doctor.guard(ws)
         step = "bootstrap"
         runner.call(step, "workspace", steps.bootstrap, cfg, ws)
+        ws.claim_identity()  # a copy of a workspace is a workspace of its own
         for name in steps.unpublished(ws):
             step, what = "publish", name
             log.info("publishing the committed cycle of %s (a previous run could not)", name)

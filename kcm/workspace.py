@@ -27,6 +27,7 @@ authority and the ledger's copy is reconciled from it at the start of every run.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import uuid
 from pathlib import Path
@@ -37,6 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from kcm.data.batch import Batch, Task, batch_from_frame
 from kcm.data.sources import read_table
 from kcm.errors import EnvironmentFault
+
+log = logging.getLogger(__name__)
 
 BatchStatus = Literal["ingested", "processed", "quarantined"]
 #: how many replaced ledgers ``save_ledger`` keeps (``state/backups/ledger.json.<n>``)
@@ -249,6 +252,38 @@ class Workspace:
             except OSError:  # a file system without hard links
                 atomic_write_bytes(backups / "ledger.json.1", self.ledger_path.read_bytes())
         atomic_write_text(self.ledger_path, text)
+
+    def claim_identity(self) -> bool:
+        """A copy of a workspace whose original is still in place gets an identity of its
+        own (a new ``workspace_id``), so that nothing done here (registry commands, alias
+        moves) touches the original's; a moved workspace keeps its identity. Where the
+        workspace was last used is kept in ``state/location`` (not in the ledger, which names
+        no path outside the workspace). Returns True when a new identity was given."""
+        where = self.state / "location"
+        last = where.read_text().strip() if where.is_file() else None
+        if last == str(self.root):
+            return False
+        ledger = self.load_ledger()
+        copy = False
+        if last is not None:
+            try:
+                original = Workspace(last)
+                copy = original.exists() and (
+                    original.load_ledger().workspace_id == ledger.workspace_id
+                )
+            except (OSError, EnvironmentFault):  # an unreadable original is not in place
+                copy = False
+        if copy:
+            log.warning(
+                "%s is a copy of %s: it gets an identity of its own (its registry commands "
+                "and versions never touch the original's)",
+                self.root,
+                last,
+            )
+            ledger.workspace_id = uuid.uuid4().hex
+            self.save_ledger(ledger)
+        atomic_write_text(where, str(self.root))
+        return copy
 
     def next_version(self) -> int:
         existing = [int(p.name[1:]) for p in (self.state / "systems").glob("v[0-9]*") if p.is_dir()]

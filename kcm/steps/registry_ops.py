@@ -23,6 +23,7 @@ def _registry(cfg: KCMConfig, ws: Workspace) -> Any:
         )
     if not cfg.registry.enabled:
         raise KCMError("the registry is off (registry.enabled: false): nothing to promote")
+    ws.claim_identity()  # a copy never moves the original's aliases
     from kcm.adapters import mlflow_registry
 
     mlflow_registry.setup(ws.root, cfg.registry.experiment, cfg.registry.tracking_uri)

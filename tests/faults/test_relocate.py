@@ -86,3 +86,26 @@ def test_a_moved_then_copied_workspace_goes_on_at_its_new_path(tmp_path: Path) -
     models = [r[0] for r in con.execute("SELECT storage_location FROM model_versions")]
     con.close()
     assert models and all(Path(x[len("file://") :]).is_dir() for x in models), models  # servable
+
+
+def test_registry_commands_on_a_copy_never_touch_the_originals_aliases(tmp_path: Path) -> None:
+    """A shared tracking store: ``a`` registers its versions; ``c``, a copy of ``a`` (``a``
+    still in place), gets an identity of its own, so ``kcm promote --workdir c`` is refused
+    one line, and the original's champion does not move."""
+    from mlflow import MlflowClient
+
+    a, c = tmp_path / "a", tmp_path / "c"
+    store = f"sqlite:///{tmp_path}/shared.db"
+    sets = set_args(*SETS, "dvc.enabled=false", f"registry.tracking_uri={store}")
+    first = _kcm("run", "--in-process", "--no-progress", *sets, "--out", str(a))
+    assert first.returncode == 0, first.stderr[-3000:]
+    client = MlflowClient(tracking_uri=store)
+    champion = client.get_model_version_by_alias("kcm-system", "champion").version
+    shutil.copytree(a, c, symlinks=True)
+    other = "1" if champion == "2" else "2"
+    promoted = _kcm("promote", "--version", other, "--workdir", str(c), *sets)
+    assert promoted.returncode == 2, promoted.stderr[-3000:]
+    assert "not registered by a committed cycle" in promoted.stderr
+    assert "Traceback" not in promoted.stderr
+    assert client.get_model_version_by_alias("kcm-system", "champion").version == champion
+    assert Workspace(c).load_ledger().workspace_id != Workspace(a).load_ledger().workspace_id
