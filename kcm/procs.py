@@ -54,7 +54,7 @@ def tied_subprocess_module() -> Any:
             return getattr(subprocess, name)
 
         @staticmethod
-        def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:  # noqa: N802
+        def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
             kwargs.setdefault("preexec_fn", _tie_to(os.getpid()))
             return subprocess.Popen(*args, **kwargs)
 

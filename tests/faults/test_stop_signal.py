@@ -116,5 +116,5 @@ def test_kill_9_of_kcm_continual_leaves_no_prefect_server_behind(tmp_path: Path)
     time.sleep(2)
     proc.kill()
     proc.wait()
-    gone, alive = psutil.wait_procs(servers, timeout=60)
+    _, alive = psutil.wait_procs(servers, timeout=60)
     assert not alive, [k.pid for k in alive]
