@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +39,6 @@ class TrainReport:
     judge_positive_rate: float | None
     seconds: float
     replay_size: int
-    details: dict[str, float] = field(default_factory=dict)
 
 
 def class_weights(target: np.ndarray, beta: float) -> np.ndarray | None:
@@ -138,8 +137,7 @@ class CollaborationSystem:
             return np.zeros(len(feats)), None
         X = self.judge_inputs(feats, small_proba, self.replay_.records_)
         proba = self.judge_.predict_proba(X, small_proba)
-        conf = proba[:, 1] if self.judge_.target == "correctness" else proba.max(axis=1)
-        return conf, proba
+        return self.judge_.confidence_from(proba), proba
 
     def small_bias(self) -> np.ndarray | None:
         """The small model's mean output on the replay memory (the data it learns from): its

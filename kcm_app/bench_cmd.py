@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from kcm_app.common import add_config_args, load_cli_config
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -18,8 +19,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     check_budget(args.budget)
     check_jobs(args.jobs)
     methods = [m for m in (args.methods or "").split(",") if m]
-    from kcm_app.cli import load_cli_config
-
     cfg = load_cli_config(args)
     if args.scenario == "ocats":
         from kcm.bench.scenario_ocats import methods_of
@@ -88,7 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_bench_parser(sub: Any, add_config_args: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_bench_parser(sub: Any) -> None:
     be = sub.add_parser("bench", help="every method on the same stream, for each seed")
     add_config_args(be)
     be.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="default 0 1 2")

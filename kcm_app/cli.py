@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from kcm import registry
 from kcm.env import apply_offline_env
 from kcm.procs import stop_within
 from kcm_app.bench_cmd import add_bench_parser
+from kcm_app.common import add_config_args, load_cli_config
 from kcm_app.registry_cmds import cmd_lineage, cmd_promote, cmd_rollback
 
 #: exit statuses of the commands that run cycles (README, "Exit status")
@@ -42,73 +42,6 @@ def _flow_status(state: Any) -> int:
 def _prefect_home(workdir: Path) -> None:
     """A project-local Prefect home (its SQLite database and results), unless one is set."""
     os.environ.setdefault("PREFECT_HOME", str(workdir.resolve() / ".prefect"))
-
-
-def _data_overrides(args: argparse.Namespace) -> list[str]:
-    """Turn the data flags into config overrides (``--set`` wins over them)."""
-    out: list[str] = []
-    mapping = {
-        "dataset": "data.dataset",
-        "data_dir": "data.data_dir",
-        "train": "data.train",
-        "test": "data.test",
-        "text_col": "data.text_col",
-        "label_col": "data.label_col",
-        "judge": "judge.kind",
-        "features": "features.kind",
-    }
-    for attr, key in mapping.items():
-        val = getattr(args, attr, None)
-        if val is not None:
-            out.append(f"{key}={json.dumps(val)}")
-    if getattr(args, "feature_cols", None):
-        cols = [c.strip() for c in args.feature_cols.split(",") if c.strip()]
-        out.append(f"data.feature_cols={json.dumps(cols)}")
-    if getattr(args, "seed", None) is not None:
-        out.append(f"seed={args.seed}")
-    return out
-
-
-def load_cli_config(args: argparse.Namespace) -> Any:
-    from kcm.config import load_config
-
-    path = args.config
-    if path is None and Path("params.yaml").is_file():
-        path = "params.yaml"
-    return load_config(path, [*_data_overrides(args), *(args.set or [])])
-
-
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("configuration")
-    g.add_argument(
-        "--config", help="a params.yaml (default: ./params.yaml if present, else built-in defaults)"
-    )
-    g.add_argument(
-        "--set",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override one config key, e.g. --set routing.epsilon=0.95 (repeatable)",
-    )
-    g.add_argument("--seed", type=int, help="random seed (config key: seed)")
-    d = p.add_argument_group("data")
-    d.add_argument("--dataset", choices=list(registry.DATASETS), help="which dataset")
-    d.add_argument("--data-dir", help="banking77: the folder with train.csv and test.csv")
-    d.add_argument("--train", help="csv: the training file (CSV or Parquet)")
-    d.add_argument("--test", help="csv: the test file (default: a seeded stratified split)")
-    d.add_argument("--text-col", help="csv: the text column")
-    d.add_argument("--feature-cols", help="csv: comma-separated numeric feature columns")
-    d.add_argument("--label-col", help="csv: the label column")
-    p.add_argument(
-        "--judge",
-        choices=list(registry.JUDGES),
-        help="kan = KCM, mlp = MCM, logreg = a router on the small model's confidence (judge.kind)",
-    )
-    p.add_argument(
-        "--features",
-        choices=["auto", "tfidf", "encoder"],
-        help="text features of the small model and the judge (features.kind): encoder = "
-        "sentence embeddings, tfidf = n-gram TF-IDF; auto = encoder with an LLM backend",
-    )
 
 
 def _workdir_config(args: argparse.Namespace, cfg: Any, workdir: Path) -> Path:
@@ -286,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run", help="feed the dataset's stream into a temporary inbox and run kcm-continual once"
     )
-    _add_config_args(run)
+    add_config_args(run)
     run.add_argument(
         "--out", default="runs/latest", help="the workspace and report folder (default runs/latest)"
     )
@@ -297,19 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     fd = sub.add_parser("feed", help="write the dataset's stream batches into an inbox folder")
-    _add_config_args(fd)
+    add_config_args(fd)
     fd.add_argument("--inbox", help="folder or fsspec URL (default: flow.workdir/flow.inbox)")
     fd.add_argument("--batches", type=int, help="how many batches (default: all K)")
     fd.set_defaults(func=cmd_feed)
 
     co = sub.add_parser("continual", help="run the kcm-continual flow once on the inbox")
-    _add_config_args(co)
+    add_config_args(co)
     _add_workdir(co)
     co.add_argument("--inbox", help="folder or fsspec URL (default: flow.inbox)")
     co.set_defaults(func=cmd_continual)
 
     se = sub.add_parser("serve", help="run kcm-continual on a schedule through Prefect")
-    _add_config_args(se)
+    add_config_args(se)
     when = se.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", help="a cron expression, e.g. '0 2 * * *'")
     when.add_argument("--interval", type=float, help="seconds between runs")
@@ -318,20 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
     se.set_defaults(func=cmd_serve)
 
     pr = sub.add_parser("promote", help="make a registered model version the champion")
-    _add_config_args(pr)
+    add_config_args(pr)
     pr.add_argument("--version", type=int, required=True, help="the registered model version")
     _add_workdir(pr)
     pr.add_argument("--who", help=WHO_HELP)
     pr.set_defaults(func=cmd_promote)
 
     rb = sub.add_parser("rollback", help="point champion back at the version it replaced")
-    _add_config_args(rb)
+    add_config_args(rb)
     _add_workdir(rb)
     rb.add_argument("--who", help=WHO_HELP)
     rb.set_defaults(func=cmd_rollback)
 
     li = sub.add_parser("lineage", help="the batches, code and config a model version came from")
-    _add_config_args(li)
+    add_config_args(li)
     li.add_argument("--version", type=int, required=True, help="the registered model version")
     _add_workdir(li)
     li.add_argument("--json", action="store_true", help="print everything as JSON")
@@ -340,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     dr = sub.add_parser(
         "doctor", help="check a workspace's ledger and stores; --repair restores what it can"
     )
-    _add_config_args(dr)
+    add_config_args(dr)
     _add_workdir(dr)
     dr.add_argument(
         "--repair",
@@ -350,15 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     dr.set_defaults(func=cmd_doctor)
 
     st = sub.add_parser("stage", help="run one stage of the DVC pipeline (dvc.yaml calls these)")
-    _add_config_args(st)
+    add_config_args(st)
     st.add_argument("name", choices=["prepare", "pretrain_large", "cycle", "evaluate"])
     st.add_argument("--dir", default="data/pipeline", help="the stages' folder (data/pipeline)")
     st.set_defaults(func=cmd_stage)
 
-    add_bench_parser(sub, _add_config_args)
+    add_bench_parser(sub)
 
     conf = sub.add_parser("config", help="print the resolved configuration as YAML")
-    _add_config_args(conf)
+    add_config_args(conf)
     conf.set_defaults(func=cmd_config)
     return parser
 

@@ -9,20 +9,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kcm_app.common import load_cli_config
+
 
 def _registry_context(args: argparse.Namespace) -> tuple[Any, Any]:
     """The config and workspace a registry command acts on: the workspace's own resolved
     config when it has one (``kcm run --out DIR`` / ``kcm continual`` write it)."""
     from kcm.config import load_config
     from kcm.workspace import Workspace
-    from kcm_app import cli
 
     workdir = Path(args.workdir) if args.workdir else None
     resolved = workdir / "params.resolved.yaml" if workdir else None
     if args.config is None and resolved is not None and resolved.is_file():
         cfg = load_config(resolved, args.set or [])
     else:
-        cfg = cli.load_cli_config(args)
+        cfg = load_cli_config(args)
     return cfg, Workspace(workdir or cfg.flow.workdir)
 
 

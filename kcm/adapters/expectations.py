@@ -385,9 +385,3 @@ def _decide(
     return ValidationReport(
         batch, False, "quarantine", why, n, sorted(bad), failures, stats, new_classes
     )
-
-
-def feature_ranges_of(x: np.ndarray, cols: tuple[str, ...]) -> dict[str, tuple[float, float]]:
-    """Per-column (min, max) of reference data, for the range expectations."""
-    x = np.asarray(x, dtype=float)
-    return {c: (float(x[:, j].min()), float(x[:, j].max())) for j, c in enumerate(cols)}

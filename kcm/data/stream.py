@@ -206,9 +206,6 @@ class DataBundle:
     #: the test queries of classes held back from the task (``data.out_of_scope_classes``)
     out_of_scope: Batch | None = None
 
-    def group_names(self) -> dict[str, str]:
-        return {self.task.label_names[c]: g for c, g in self.groups.items()}
-
     def summary(self) -> dict[str, object]:
         sizes = {g: sum(1 for v in self.groups.values() if v == g) for g in GROUPS}
         return {

@@ -139,10 +139,11 @@ class Judge(ABC):
 
     def confidence(self, X: np.ndarray, small_proba: np.ndarray) -> np.ndarray:
         """C_x: P(small model right) for ``correctness``, max-softmax for ``labels``."""
-        proba = self.predict_proba(X, small_proba)
-        if self.target == "correctness":
-            return proba[:, 1]
-        return proba.max(axis=1)
+        return self.confidence_from(self.predict_proba(X, small_proba))
+
+    def confidence_from(self, proba: np.ndarray) -> np.ndarray:
+        """C_x from the judge's output ``proba`` (the one place the rule is written)."""
+        return proba[:, 1] if self.target == "correctness" else proba.max(axis=1)
 
 
 class NeuralJudge(Judge):

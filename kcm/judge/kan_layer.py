@@ -9,8 +9,8 @@ grid each edge function is a degree-k polynomial per grid interval: the layer ke
 those polynomials, built once per weight version, and one ``embedding_bag`` gathers and sums,
 per sample, the k+1 coefficient rows of each input's interval weighted by 1, f, …, f^k (f the
 position inside the interval) plus the base-function rows weighted by silu(x): exact, and no
-basis tensor is built. ``KANNet.to_pykan()`` copies the weights into a ``kan.KAN``
-so pykan's ``plot``, ``prune`` and ``auto_symbolic`` work on a trained judge.
+basis tensor is built. ``KANNet.to_pykan()`` copies the weights into a ``kan.KAN`` so pykan's
+``plot``, ``prune`` and ``auto_symbolic`` work on a trained judge.
 """
 
 from __future__ import annotations
@@ -193,6 +193,14 @@ class KANLayer(nn.Module):
         self.scale_sp = nn.Parameter(torch.full((in_dim, out_dim), scale))
         self.register_buffer("mask", torch.ones(in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(out_dim))
+        self._fast_key: Any = None  # inference caches, each keyed by the versions of the
+        self._w_key: Any = None  # tensors it is computed from
+        self._uniform_key: Any = None
+        self._pw_key: Any = None
+        self._fast: tuple[Any, ...] = ()
+        self._w_cache: tuple[Any, ...] = ()
+        self._pw: tuple[Any, ...] = ()
+        self._uniform = False
 
     def grid_is_uniform(self) -> bool:
         d = self.grid[:, 1:] - self.grid[:, :-1]
@@ -206,7 +214,7 @@ class KANLayer(nn.Module):
         """(batch, G+k, in): the basis laid out as the layer's matrix product reads it."""
         if self._is_uniform():
             key = (self.grid._version, self.grid.data_ptr(), x.dtype)
-            if getattr(self, "_fast_key", None) != key:
+            if self._fast_key != key:
                 self._fast = (
                     cardinal_table(self.k).to(x.dtype),
                     self.grid[:, 0].clone(),
@@ -243,17 +251,15 @@ class KANLayer(nn.Module):
             w_sp, w_base = self._weights()
         else:  # inference on a non-uniform grid: reuse the weights until a parameter changes
             key = self._param_key()
-            if getattr(self, "_w_key", None) != key:
-                self._w_cache = tuple(w.detach() for w in self._weights())
-                self._w_key = key
+            if self._w_key != key:
+                self._w_cache, self._w_key = tuple(w.detach() for w in self._weights()), key
             w_sp, w_base = self._w_cache
         return torch.addmm(torch.addmm(self.bias, basis, w_sp), F.silu(x), w_base)
 
     def _is_uniform(self) -> bool:
         key = (self.grid._version, self.grid.data_ptr())
-        if getattr(self, "_uniform_key", None) != key:
-            self._uniform = self.grid_is_uniform()
-            self._uniform_key = key
+        if self._uniform_key != key:
+            self._uniform, self._uniform_key = self.grid_is_uniform(), key
         return self._uniform
 
     def piecewise_table(self) -> torch.Tensor:
@@ -273,7 +279,7 @@ class KANLayer(nn.Module):
         base rows; every write below runs along the contiguous ``in`` axis."""
         k, n_in = self.k, self.in_dim
         key = (self._param_key(), x.dtype)
-        if getattr(self, "_pw_key", None) != key:
+        if self._pw_key != key:
             n_int = self.coef.shape[2] + k
             inv = 1.0 / (self.grid[:, 1] - self.grid[:, 0]).to(x.dtype)
             stride = (n_int + 2) * (k + 1)  # table rows per input

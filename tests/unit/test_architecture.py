@@ -5,7 +5,8 @@
 - an adapter imports only the layers below it (config, data, evaluation, persist, errors, env):
   never the steps, the loop, the bench or the app (it takes plain data);
 - no private name (``_x``) is imported from, or reached into, another module;
-- modules stay small: at most 400 lines.
+- modules stay small: at most 400 lines;
+- no import cycle between kcm's modules, the app's and the flows', lazy imports included.
 """
 
 from __future__ import annotations
@@ -129,3 +130,50 @@ def test_the_shipped_mlflow_folder_does_not_shadow_the_library() -> None:
     )
     assert "site-packages" in out.stdout, out.stdout
     assert not (REPO / "mlflow" / "__init__.py").exists()
+
+
+def _graph() -> dict[str, set[str]]:
+    """First-party module -> the first-party modules it imports (anywhere in the file)."""
+    mods = {_name(p): p for p in ALL}
+    graph: dict[str, set[str]] = {}
+    for m, path in mods.items():
+        out = set()
+        for module, names in _imports(path):
+            hits = [f"{module}.{n}" for n in names if f"{module}.{n}" in mods]
+            out |= set(hits) or ({module} if module in mods else set())
+        graph[m] = out - {m}
+    return graph
+
+
+def test_no_import_cycles() -> None:
+    """Strongly connected components of the import graph (Tarjan): none may have two
+    modules (a cycle, e.g. the CLI and a command module importing each other)."""
+    graph = _graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    assert not cycles, f"import cycles: {cycles}"
