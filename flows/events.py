@@ -1,5 +1,5 @@
 """kcm's events (``kcm.events``: what they are and when) sent to Prefect with
-``emit_event``, so that an automation can react to them (see the README for an example).
+``emit_event``, so that an automation can react to them (docs/operations.md has an example).
 
 Each event's resource is the workspace (``kcm.workspace.<id>``, named after its folder, with
 its path, dataset and model name as labels), so one automation trigger can match a project.

@@ -19,7 +19,7 @@ from kcm_app.bench_cmd import add_bench_parser
 from kcm_app.common import add_config_args, load_cli_config
 from kcm_app.registry_cmds import cmd_lineage, cmd_promote, cmd_rollback
 
-#: exit statuses of the commands that run cycles (README, "Exit status")
+#: exit statuses of the commands that run cycles (README, "When something fails")
 EXIT = {
     "ok": 0,
     "cycle_failed": 1,  # a batch fault, counted; the batch is retried by the next run
