@@ -69,7 +69,12 @@ def classify(err: BaseException) -> str:
 
 
 def resource_of(err: BaseException) -> tuple[str, str]:
-    """(the resource that failed, the fix) for an environment fault."""
+    """(the resource that failed, the fix) for an environment fault. A full disk is named
+    as such wherever it surfaces (SQLite inside MLflow says "database or disk is full")."""
+    for e in _chain(err):
+        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+        if full or "disk is full" in str(e) or "No space left" in str(e):
+            return "the disk", _OS_FIXES[errno.ENOSPC]
     for e in _chain(err):
         if isinstance(e, EnvironmentFault):
             return "the workspace", "see the message"
