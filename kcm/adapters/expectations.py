@@ -15,6 +15,8 @@ are counted, and dropped or quarantined according to ``validation.on_bad_rows`` 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,18 +248,28 @@ def _run_suite(
     definition = _get_or_add(
         asset.get_batch_definition, asset.add_batch_definition_whole_dataframe, "whole"
     )
-    suite = ctx.suites.add_or_update(suite_obj)
-    vd = ctx.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name="kcm_batch", data=definition, suite=suite)
-    )
-    checkpoint = ctx.checkpoints.add_or_update(
-        gx.Checkpoint(
-            name=CHECKPOINT,
-            validation_definitions=[vd],
-            actions=[UpdateDataDocsAction(name="update_data_docs")],
-            result_format=RESULT_FORMAT,
+    # updated only when kcm's suite changed: GX compares expectations pairwise (seconds a batch)
+    stamp = project / "gx" / "kcm_suite.sha256"
+    configs = [e.configuration.to_json_dict() for e in expectations]
+    digest = hashlib.sha256(json.dumps(configs, sort_keys=True).encode()).hexdigest()
+    try:
+        if not stamp.is_file() or stamp.read_text() != digest:
+            raise LookupError("the suite changed")
+        checkpoint = ctx.checkpoints.get(CHECKPOINT)
+    except Exception:  # changed, or an object missing from the stores: written again
+        suite = ctx.suites.add_or_update(suite_obj)
+        vd = ctx.validation_definitions.add_or_update(
+            gx.ValidationDefinition(name="kcm_batch", data=definition, suite=suite)
         )
-    )
+        checkpoint = ctx.checkpoints.add_or_update(
+            gx.Checkpoint(
+                name=CHECKPOINT,
+                validation_definitions=[vd],
+                actions=[UpdateDataDocsAction(name="update_data_docs")],
+                result_format=RESULT_FORMAT,
+            )
+        )
+        stamp.write_text(digest)
     out = checkpoint.run(batch_parameters={"dataframe": data}, run_id=RunIdentifier(run_name=batch))
     res = next(iter(out.run_results.values()))
     site = project / "gx" / "uncommitted" / "data_docs" / "local_site"
