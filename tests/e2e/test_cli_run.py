@@ -157,11 +157,11 @@ def test_banking77_small_run(tmp_path: Path, banking77_dir: Path) -> None:
             "--out",
             str(tmp_path / "o"),
             "--set",
-            "data.pretrain_fraction=0.15",
+            "data.pretrain_fraction=0.1",
             "--set",
-            "data.stream.n_batches=3",
+            "data.stream.n_batches=2",
             "--set",
-            "eval.traffic_size=500",
+            "eval.traffic_size=300",
         ]
     )
     assert rep["data"]["n_classes"] == 77

@@ -76,6 +76,7 @@ def test_with_the_registry_on_no_request_escapes_the_ledgers(tmp_path: Path) -> 
         args = [
             "run",
             "--no-progress",
+            "--in-process",  # publishing is the driver's, the same on both paths
             "--out",
             str(out),
             "--dataset",

@@ -8,6 +8,7 @@ the next run publishes it; an error of a resource is never counted against a bat
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,21 @@ def _workspace(tmp_path: Path, batches: int = 1, *extra: str) -> tuple[object, W
     return cfg, ws
 
 
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One workspace that processed 2 batches, the third waiting aside: each test below works
+    on a copy (a copy elsewhere is a workspace of its own)."""
+    root = tmp_path_factory.mktemp("prepared")
+    _workspace(root, 2)
+    return root
+
+
+def _copy(prepared: Path, tmp_path: Path) -> tuple[object, Workspace]:
+    for part in ("ws", "later"):
+        shutil.copytree(prepared / part, tmp_path / part)
+    return load_config(None, BASE), Workspace(tmp_path / "ws")
+
+
 def _send_next(tmp_path: Path, ws: Workspace) -> str:
     f = sorted((tmp_path / "later").iterdir())[0]
     f.rename(Path(ws.inbox) / f.name)
@@ -54,9 +70,9 @@ def _send_next(tmp_path: Path, ws: Workspace) -> str:
 
 @pytest.mark.parametrize("damage", ["header", "empty"])
 def test_a_damaged_answer_store_is_set_aside_and_the_batch_goes_through(
-    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture, prepared: Path
 ) -> None:
-    cfg, ws = _workspace(tmp_path)
+    cfg, ws = _copy(prepared, tmp_path)
     store = ws.state / "large_cache.sqlite"
     assert store.is_file()
     if damage == "header":
@@ -75,9 +91,9 @@ def test_a_damaged_answer_store_is_set_aside_and_the_batch_goes_through(
 
 @pytest.mark.parametrize("damage", ["emptied", "truncated", "deleted"])
 def test_a_damaged_ledger_stops_the_run_and_doctor_restores_the_backup(
-    tmp_path: Path, damage: str
+    tmp_path: Path, damage: str, prepared: Path
 ) -> None:
-    cfg, ws = _workspace(tmp_path, batches=2)
+    cfg, ws = _copy(prepared, tmp_path)
     before = ws.load_ledger()
     systems = sorted(p.name for p in (ws.state / "systems").iterdir())
     if damage == "emptied":
@@ -137,11 +153,11 @@ def test_mlflow_failing_after_the_commit_costs_nothing_and_the_next_run_publishe
 
 
 def test_a_disk_error_in_a_step_waits_instead_of_quarantining(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prepared: Path
 ) -> None:
     import errno
 
-    cfg, ws = _workspace(tmp_path)
+    cfg, ws = _copy(prepared, tmp_path)
     real = steps.learn
 
     def full(*a: object) -> None:
@@ -158,8 +174,10 @@ def test_a_disk_error_in_a_step_waits_instead_of_quarantining(
     assert loop.run(cfg, ws)["run"]["processed"]
 
 
-def test_temp_files_of_interrupted_writes_are_removed_on_start(tmp_path: Path) -> None:
-    cfg, ws = _workspace(tmp_path)
+def test_temp_files_of_interrupted_writes_are_removed_on_start(
+    tmp_path: Path, prepared: Path
+) -> None:
+    cfg, ws = _copy(prepared, tmp_path)
     stale = ws.state / ".ledger.json.deadbeef.tmp"
     stale.write_text("{")
     loop.run(cfg, ws)
@@ -167,13 +185,12 @@ def test_temp_files_of_interrupted_writes_are_removed_on_start(tmp_path: Path) -
     assert json.loads(ws.ledger_path.read_text())["order"]
 
 
-@pytest.mark.parametrize("path", ["in-process", "flows"])
-def test_an_endpoint_failing_throughout_ends_the_run_with_status_3_on_both_paths(
-    tmp_path: Path, path: str
+def test_an_endpoint_failing_throughout_ends_the_run_with_status_3_through_the_flows(
+    tmp_path: Path,
 ) -> None:
     """Every request answered 500: the circuit opens, the small model answers, and the run
-    says so (exit status 3, a ``kcm.endpoint.down`` event), through the flows as in-process
-    (the flows used to die on the summary's missing figures, the in-process run exit 0)."""
+    says so (exit status 3, a ``kcm.endpoint.down`` event) through the flows too (they used to
+    die on the summary's missing figures; in-process: tests/e2e/test_cli_run.py)."""
     from kcm_app.cli import main
     from tests.helpers import QUIET, set_args
     from tests.llm_server import LLMServer
@@ -185,7 +202,6 @@ def test_an_endpoint_failing_throughout_ends_the_run_with_status_3_on_both_paths
             "--no-progress",
             "--out",
             str(out),
-            *(["--in-process"] if path == "in-process" else []),
             *set_args(
                 "large.backend=openai",
                 f"large.openai.base_url={srv.base_url}",
