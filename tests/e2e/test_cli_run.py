@@ -162,6 +162,8 @@ def test_banking77_small_run(tmp_path: Path, banking77_dir: Path) -> None:
             "data.stream.n_batches=2",
             "--set",
             "eval.traffic_size=300",
+            "--set",
+            "large.embedding_head.epochs=100",
         ]
     )
     assert rep["data"]["n_classes"] == 77
