@@ -48,6 +48,25 @@ def calls_made() -> list[int]:
 
 #: settings that keep an end-to-end run to its own folder and quick (no registry, DVC, plots)
 QUIET = ("registry.enabled=false", "dvc.enabled=false", "eval.plots=false")
+#: a small, quiet digits run whose large model is a local callable (seconds a cycle)
+TINY_DIGITS = (
+    "large.backend=callable",
+    "large.callable.target=tests.helpers:digits_large",
+    "judge.epochs=10",
+    *QUIET,
+    "eval.traffic_size=60",
+)
+
+
+def openai_digits(base_url: str, *extra: str) -> list[str]:
+    """``--set`` arguments of a 2-batch digits run against an OpenAI-compatible endpoint."""
+    return set_args(
+        "large.backend=openai",
+        f"large.openai.base_url={base_url}",
+        "large.openai.backoff=0.01",
+        "data.stream.n_batches=2",
+        *extra,
+    )
 
 
 def set_args(*settings: str) -> list[str]:

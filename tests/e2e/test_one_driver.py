@@ -14,19 +14,11 @@ import yaml
 from kcm import events, loop, steps
 from kcm.config import config_to_dict, load_config
 from kcm.workspace import Workspace
+from tests.helpers import TINY_DIGITS
 
 pytestmark = pytest.mark.slow
 
-SETS = [
-    "large.backend=callable",
-    "large.callable.target=tests.helpers:digits_large",
-    "judge.epochs=10",
-    "data.stream.n_batches=3",
-    "registry.enabled=false",
-    "dvc.enabled=false",
-    "eval.plots=false",
-    "eval.traffic_size=60",
-]
+SETS = [*TINY_DIGITS, "data.stream.n_batches=3"]
 
 
 def _workspace(tmp_path: Path, name: str) -> tuple[Path, Workspace]:

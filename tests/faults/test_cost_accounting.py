@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from kcm_app.cli import main
-from tests.helpers import QUIET, set_args
+from tests.helpers import QUIET, openai_digits, set_args
 from tests.llm_server import LLMServer
 
 pytestmark = pytest.mark.slow
@@ -34,11 +34,8 @@ def test_reported_requests_equal_what_the_endpoint_received(tmp_path: Path, runn
             "--no-progress",
             "--out",
             str(out),
-            *set_args(
-                "large.backend=openai",
-                f"large.openai.base_url={srv.base_url}",
-                "large.openai.backoff=0.01",
-                "data.stream.n_batches=2",
+            *openai_digits(
+                srv.base_url,
                 "flow.large_chunk_size=16",
                 f"flow.task_runner={runner}",
                 "flow.max_workers=2",

@@ -17,20 +17,11 @@ from kcm import doctor, events, loop, steps
 from kcm.config import load_config
 from kcm.errors import EnvironmentFault
 from kcm.workspace import LedgerDamaged, Workspace
+from tests.helpers import QUIET, TINY_DIGITS, openai_digits
 
 pytestmark = pytest.mark.slow
 
-BASE = [
-    "large.backend=callable",
-    "large.callable.target=tests.helpers:digits_large",
-    "judge.epochs=10",
-    "data.stream.n_batches=3",
-    "registry.enabled=false",
-    "dvc.enabled=false",
-    "eval.plots=false",
-    "eval.traffic_size=60",
-    "flow.max_attempts=2",
-]
+BASE = [*TINY_DIGITS, "data.stream.n_batches=3", "flow.max_attempts=2"]
 
 
 def _workspace(tmp_path: Path, batches: int = 1, *extra: str) -> tuple[object, Workspace]:
@@ -192,7 +183,6 @@ def test_an_endpoint_failing_throughout_ends_the_run_with_status_3_through_the_f
     says so (exit status 3, a ``kcm.endpoint.down`` event) through the flows too (they used to
     die on the summary's missing figures; in-process: tests/e2e/test_cli_run.py)."""
     from kcm_app.cli import main
-    from tests.helpers import QUIET, set_args
     from tests.llm_server import LLMServer
 
     out = tmp_path / "o"
@@ -202,13 +192,7 @@ def test_an_endpoint_failing_throughout_ends_the_run_with_status_3_through_the_f
             "--no-progress",
             "--out",
             str(out),
-            *set_args(
-                "large.backend=openai",
-                f"large.openai.base_url={srv.base_url}",
-                "large.openai.backoff=0.01",
-                "data.stream.n_batches=2",
-                *QUIET,
-            ),
+            *openai_digits(srv.base_url, *QUIET),
         ]
         assert main(args) == 3
     ws = Workspace(out)
