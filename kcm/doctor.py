@@ -167,26 +167,29 @@ def clean_temp(ws: Workspace) -> int:
     return n
 
 
+def _missing_store(ws: Workspace, paid: int) -> list[Finding]:
+    if paid and not (ws.state / "large_cache.sqlite").exists():
+        return [
+            Finding(
+                "warning",
+                f"the answer store {ws.state / 'large_cache.sqlite'} is missing, yet the "
+                f"ledger counts {paid} paid request(s): asked again, they are paid again",
+            )
+        ]
+    return []
+
+
 def check(ws: Workspace) -> list[Finding]:
     """What is wrong with the workspace, changing nothing."""
     out = []
     problem = ledger_problem(ws)
     if problem:
         out.append(Finding("fatal", f"{problem}; {_restore_hint(ws)}"))
-    paid = paid_calls(ws)
     for name in STORES:
         why = store_problem(ws.state / name)
         if why:
             out.append(Finding("warning", f"{ws.state / name} is {why}"))
-    if paid and not (ws.state / "large_cache.sqlite").exists():
-        out.append(
-            Finding(
-                "warning",
-                f"the answer store {ws.state / 'large_cache.sqlite'} is missing, yet the "
-                f"ledger counts {paid} paid request(s): asked again, they are paid again",
-            )
-        )
-    return out
+    return out + _missing_store(ws, paid_calls(ws))
 
 
 def guard(ws: Workspace) -> list[Finding]:
@@ -203,10 +206,9 @@ def guard(ws: Workspace) -> list[Finding]:
         if why:
             set_aside(ws.state / name, why, paid)
             warnings.append(Finding("fixed", f"{ws.state / name} was {why}: set aside"))
-    for f in check(ws):
-        if f.level == "warning":
-            log.warning("%s", f.what)
-            warnings.append(f)
+    for f in _missing_store(ws, paid):  # each store checked once per run
+        log.warning("%s", f.what)
+        warnings.append(f)
     return warnings
 
 
