@@ -90,6 +90,8 @@ def continual_flow(
         return Failed(message=str(err))
     run = report["run"]
     if not report["cycles"]:
+        if run["waiting"]:
+            return _budget_state(run, {"processed": [], "waiting": run["waiting"]})
         return {"processed": [], "quarantined": run["quarantined"]}
     if runner.progress_id is not None:
         from prefect.artifacts import update_progress_artifact
@@ -107,8 +109,25 @@ def continual_flow(
             "endpoint failed repeatedly and the small model answered (see report.json "
             "large_failures)",
         )
-    return {
+    result = {
         "processed": run["processed"],
         "quarantined": run["quarantined"],
         "report": str(ws.state / "report.json"),
     }
+    if run["budget_exhausted"] or run["waiting"]:
+        return _budget_state(run, {**result, "waiting": run["waiting"]})
+    return result
+
+
+def _budget_state(run: dict[str, Any], result: dict[str, Any]) -> Any:
+    """The spend cap was reached: a completed run, named so (``kcm.budget.exhausted`` was
+    emitted; the CLI exits 5)."""
+    from prefect.states import Completed
+
+    return Completed(
+        name="BudgetExhausted",
+        message=f"the serving spend cap is reached: calls refused on "
+        f"{', '.join(run['budget_exhausted']) or 'no batch'}; {len(run['waiting'])} batch(es) "
+        "wait for budget (large.budget)",
+        data=result,
+    )

@@ -53,6 +53,7 @@ class Predictions:
     hints: np.ndarray | None = None
     large_keys: np.ndarray | None = None  # the answer-cache key of each routed row ("" else)
     large_errors: np.ndarray | None = None  # why each failed large call failed ("" else)
+    cost: np.ndarray | None = None  # what each answer cost (0: the small model, a cached one)
 
     @property
     def large_call_rate(self) -> float:
@@ -94,6 +95,7 @@ def merge(routed: Routed, out: LargeOutput | None, idx: np.ndarray | None = None
     answered_by = np.where(routed.to_large, "large", "small").astype(object)
     keys = np.full(len(sp), "", dtype=object)
     errors = np.full(len(sp), "", dtype=object)
+    cost = np.zeros(len(sp))
     failures = 0
     if out is not None and idx is not None and len(idx):
         raw[idx] = out.raw
@@ -101,11 +103,21 @@ def merge(routed: Routed, out: LargeOutput | None, idx: np.ndarray | None = None
         final[ok_idx] = out.answer[out.ok]
         label[ok_idx] = out.answer[out.ok].argmax(axis=1)
         label[idx[out.oos()]] = OUT_OF_SCOPE
+        refused = out.refused_mask()
         answered_by[idx[~out.ok]] = "small-fallback"
+        answered_by[idx[refused]] = "small-budget"  # a spend cap: never sent
         keys[idx] = out.keys
         if out.errors is not None:
             errors[idx] = out.errors
-        failures = int((~out.ok).sum())
+        if out.cost is not None:
+            cost[idx] = out.cost
+        failures = int((~out.ok & ~refused).sum())
+        if refused.any():
+            log.warning(
+                "%d large-model call(s) not sent: the spend cap is reached; the small model "
+                "answered them",
+                int(refused.sum()),
+            )
         if failures:
             log.warning(
                 "%d large-model call(s) failed; the small model answered them "
@@ -127,6 +139,7 @@ def merge(routed: Routed, out: LargeOutput | None, idx: np.ndarray | None = None
         hints=routed.hints,
         large_keys=keys,
         large_errors=errors,
+        cost=cost,
     )
 
 

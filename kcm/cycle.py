@@ -86,6 +86,7 @@ def run_cycle(
             runner.emit(cfg, ws, "quarantined", batch=name, reason=v["reason"], report=v["report"])
             return {"batch": name, "status": "quarantined", "reason": v["reason"], "validation": v}
         step = "route"
+        previous = (ws.load_ledger().cycles or [None])[-1]
         routed = runner.call(step, name, steps.route, cfg, ws, name)
         runner.done(step)
         step = "call_large"
@@ -101,7 +102,7 @@ def run_cycle(
         step = "evaluate"
         version = learned["version"]
         report = runner.call(step, name, steps.evaluate, cfg, ws, name, version)
-        report = with_costs(report, calls, t0, learned, answers)
+        report = with_costs(report, calls, t0, learned, answers, routed, previous)
         runner.done(step)
         step = "commit"
         committed = runner.call(step, name, steps.commit, cfg, ws, name, version, report)

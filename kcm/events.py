@@ -9,6 +9,7 @@ each one to Prefect as an event (``flows/events.py``), so an automation can reac
 | ``kcm.forgetting.few`` | forgetting on the Few group went above ``eval.forgetting_few_alarm`` | batch, forgetting_few, bound |
 | ``kcm.endpoint.down`` | the large model's circuit opened (the small model answered) | batches |
 | ``kcm.drift`` | the batch's drift score went above ``eval.drift_alarm`` | batch, score, bound, mean C_x of batch and reference |
+| ``kcm.budget.exhausted`` | the serving spend cap refused calls (the small model answered them), or batches wait for budget | batches, waiting, spent (run, day), per_run, per_day |
 | ``kcm.environment.fault`` | a resource around the run failed (disk, store, MLflow, DVC, endpoint); the batch waits | batch, step, resource, error |
 """
 
@@ -29,6 +30,7 @@ EVENTS = {
     "endpoint_down": "kcm.endpoint.down",
     "drift": "kcm.drift",
     "environment": "kcm.environment.fault",
+    "budget_exhausted": "kcm.budget.exhausted",
 }
 
 

@@ -2,7 +2,8 @@
 reconcile the champion, ingest the inbox, and run one cycle per pending batch through a
 ``Runner`` (``kcm.cycle``: in this process, or as Prefect tasks and subflows from
 ``flows/``). The run's outcome covers every batch of the run: what was processed, what was
-quarantined, and on which batches the large model's circuit opened.
+quarantined, on which batches the large model's circuit opened or the spend cap refused calls,
+and which batches wait for budget (``large.budget.on_exhausted: wait``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from kcm.defaults import resolved
 from kcm.errors import KCMError
 from kcm.lock import exclusive
 from kcm.report import summary_report
-from kcm.steps.systems import release
+from kcm.steps.systems import caps, release, spend_guard
 from kcm.workspace import Workspace, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ def prepare(cfg: KCMConfig, ws: Workspace, runner: Runner) -> list[str]:
     try:
         release(ws)  # a run opens the stores afresh (a long-lived `kcm serve` process too)
         doctor.guard(ws)
+        ws.begin_run()
         step = "bootstrap"
         runner.call(step, "workspace", steps.bootstrap, cfg, ws)
         ws.claim_identity()  # a copy of a workspace is a workspace of its own
@@ -86,21 +88,61 @@ def run(cfg: KCMConfig, ws: Workspace, runner: Runner | None = None) -> dict[str
         return _run(cfg, ws, runner or Runner())
 
 
+def _out_of_budget(cfg: KCMConfig, ws: Workspace) -> bool:
+    """Batches wait: the serving cap cannot pay for one more call, and the budget says wait."""
+    if cfg.large.budget.on_exhausted != "wait" or all(c is None for c in caps(cfg, "serve")):
+        return False
+    return spend_guard(ws, cfg, "serve").exhausted()
+
+
 def _run(cfg: KCMConfig, ws: Workspace, runner: Runner) -> dict[str, Any]:
     pending = prepare(cfg, ws, runner)
-    outcome: dict[str, list[str]] = {"processed": [], "quarantined": [], "circuit_open": []}
+    outcome: dict[str, list[str]] = {
+        "processed": [],
+        "quarantined": [],
+        "circuit_open": [],
+        "budget_exhausted": [],
+        "waiting": [],
+    }
     with tracking(cfg, ws, active=bool(pending)) as parent:
         for i, name in enumerate(pending):
+            if _out_of_budget(cfg, ws):
+                outcome["waiting"] = pending[i:]
+                break
             out = runner.cycle(cfg, ws, i, name, parent)
             outcome[out["status"]].append(name)
-            if ((out.get("report") or {}).get("large_ledger") or {}).get("circuit_open"):
+            report = out.get("report") or {}
+            if (report.get("large_ledger") or {}).get("circuit_open"):
                 outcome["circuit_open"].append(name)
+            if (report.get("money") or {}).get("refused"):
+                outcome["budget_exhausted"].append(name)
     if outcome["circuit_open"]:
         log.error(
             "the large-model endpoint failed repeatedly on %s: the small model answered",
             outcome["circuit_open"],
         )
         runner.emit(cfg, ws, "endpoint_down", batches=outcome["circuit_open"])
+    if outcome["budget_exhausted"] or outcome["waiting"]:
+        spent = spend_guard(ws, cfg, "serve").spent()
+        log.warning(
+            "the serving spend cap is reached (spent %.4f this run, %.4f in 24 h; caps %s): "
+            "calls refused on %s; %d batch(es) wait for budget",
+            spent["run"],
+            spent["day"],
+            caps(cfg, "serve"),
+            outcome["budget_exhausted"] or "no batch",
+            len(outcome["waiting"]),
+        )
+        runner.emit(
+            cfg,
+            ws,
+            "budget_exhausted",
+            batches=outcome["budget_exhausted"],
+            waiting=outcome["waiting"],
+            spent=spent,
+            per_run=cfg.large.budget.per_run,
+            per_day=cfg.large.budget.per_day,
+        )
     if not ws.load_ledger().cycles:
         log.info("nothing processed yet: the inbox %s is empty", ws.inbox)
         return {"run": outcome, "cycles": []}

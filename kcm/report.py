@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kcm.config import KCMConfig, config_to_dict
+from kcm.cost import per_thousand
 from kcm.defaults import resolved
 from kcm.errors import KCMError
 from kcm.evaluation.metrics import AccuracyMatrix
@@ -21,9 +22,12 @@ LEDGER_COUNTS = (
     "retries",
     "prompt_tokens",
     "completion_tokens",
+    "estimated_tokens",
     "circuit_open",
     "skipped",
+    "refused",
 )
+LEDGER_AMOUNTS = ("latency_s", "cost", "wait_s")
 _VIEW_ONLY = (
     "traffic",
     "balanced",
@@ -48,9 +52,46 @@ def machine() -> str:
 def ledger_totals(calls: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum the large-model ledger deltas of a cycle's call_large chunks."""
     out: dict[str, Any] = {k: sum(int(c.get(k, 0)) for c in calls) for k in LEDGER_COUNTS}
-    out["latency_s"] = float(sum(float(c.get("latency_s", 0.0)) for c in calls))
+    for k in LEDGER_AMOUNTS:
+        out[k] = float(sum(float(c.get(k, 0.0)) for c in calls))
     out["errors"] = [e for c in calls for e in c.get("errors", [])][:20]
     return out
+
+
+def money_of(
+    report: dict[str, Any], routed: dict[str, Any], previous: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What the cycle cost in money and what it saved: ``spent`` on answering the batch,
+    ``evaluate`` on scoring the held-out views, ``large_only`` what sending every query of the
+    batch to the large model would have cost, ``saved`` the difference, ``saved_vs_previous``
+    what this cycle's rate per query saved on the batch against the previous cycle's, and the
+    running totals (``cumulative_*``). ``estimated``: some tokens were counted by kcm, not
+    reported by the endpoint."""
+    spent = float(report["large_ledger"]["cost"])
+    evaluate = float((report.get("eval_ledger") or {}).get("cost", 0.0))
+    n = int(report.get("n") or routed.get("n") or 0)
+    large_only = float(routed.get("large_only_cost") or 0.0)
+    before = (previous or {}).get("money") or {}
+    prev_rate = before["spent"] / before["n"] if before.get("n") else None
+    estimated = bool(report["large_ledger"]["estimated_tokens"]) or bool(
+        (report.get("eval_ledger") or {}).get("estimated_tokens")
+    )
+    return {
+        "currency": routed.get("currency", "USD"),
+        "n": n,
+        "spent": spent,
+        "evaluate": evaluate,
+        "large_only": large_only,
+        "saved": large_only - spent,
+        "per_1000": per_thousand(spent, n),
+        "saved_vs_previous": None if prev_rate is None else prev_rate * n - spent,
+        "refused": int(report["large_ledger"]["refused"]),
+        "estimated": estimated or bool(before.get("estimated")),
+        "cumulative_spent": float(before.get("cumulative_spent", 0.0)) + spent,
+        "cumulative_evaluate": float(before.get("cumulative_evaluate", 0.0)) + evaluate,
+        "cumulative_large_only": float(before.get("cumulative_large_only", 0.0)) + large_only,
+        "cumulative_saved": float(before.get("cumulative_saved", 0.0)) + large_only - spent,
+    }
 
 
 def with_costs(
@@ -59,13 +100,16 @@ def with_costs(
     t0: float,
     learned: dict[str, Any] | None = None,
     answers: str | None = None,
+    routed: dict[str, Any] | None = None,
+    previous: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The cycle report with its large-model cost totals, its seconds (since ``t0``), the
-    seconds learning took, where its answers were delivered and the process's resident
-    memory (the per-cycle cost curves)."""
+    """The cycle report with its large-model cost totals and money (``money_of``), its
+    seconds (since ``t0``), the seconds learning took, where its answers were delivered and
+    the process's resident memory (the per-cycle cost curves)."""
     from kcm.evaluation.stream import rss_mb
 
     report["large_ledger"] = ledger_totals(calls)
+    report["money"] = money_of(report, routed or {}, previous)
     report["seconds"] = time.perf_counter() - t0
     if learned is not None:
         report["learn_seconds"] = float(learned["train"]["seconds"])
@@ -73,6 +117,43 @@ def with_costs(
         report["answers"] = answers
     report["rss_mb"] = rss_mb()
     return report
+
+
+def money_summary(ws: Workspace, cfg: KCMConfig, cycles: list[dict[str, Any]]) -> dict[str, Any]:
+    """Money over every cycle so far: spent by purpose, what everything-to-the-large-model
+    would have cost, saved, per 1,000 queries, the price it was computed with, and the
+    budget's state (the caps, spent this run and in 24 h, calls refused)."""
+    from kcm.budget import SpendGuard
+    from kcm.cost import resolve_price
+
+    p = cfg.large.price
+    model = ws.meta()["large_model"].get("model")
+    price = resolve_price(p.input_per_1m, p.output_per_1m, p.per_call, p.currency, model)
+    last = next((c["money"] for c in reversed(cycles) if c.get("money")), {})
+    n = sum(int((c.get("money") or {}).get("n", 0)) for c in cycles)
+    spent, large_only = last.get("cumulative_spent", 0.0), last.get("cumulative_large_only", 0.0)
+    b = cfg.large.budget
+    budget: dict[str, Any] = {"per_run": b.per_run, "per_day": b.per_day}
+    budget["refused"] = sum(int((c.get("money") or {}).get("refused", 0)) for c in cycles)
+    if (ws.state / "spend.sqlite").is_file():
+        guard = SpendGuard("serve", ws.run_id(), b.per_run, b.per_day, ws.state / "spend.sqlite")
+        try:
+            budget.update(spent=guard.spent(), remaining=guard.remaining())
+        finally:
+            guard.close()
+    return {
+        "currency": price.currency,
+        "price": price.describe(),
+        "queries": n,
+        "spent": {"serve": spent, "evaluate": last.get("cumulative_evaluate", 0.0)},
+        "large_only": large_only,
+        "saved": last.get("cumulative_saved", 0.0),
+        "saved_share": (large_only - spent) / large_only if large_only else None,
+        "per_1000": per_thousand(spent, n),
+        "large_only_per_1000": per_thousand(large_only, n),
+        "estimated": any((c.get("money") or {}).get("estimated") for c in cycles),
+        "budget": budget,
+    }
 
 
 def summary_report(ws: Workspace, cfg: KCMConfig) -> dict[str, Any]:
@@ -129,6 +210,7 @@ def summary_report(ws: Workspace, cfg: KCMConfig) -> dict[str, Any]:
             "evaluate": ledger_totals([c.get("eval_ledger", {}) for c in cycles]),
         },
         "large_failures": [e for c in costs for e in c.get("errors", [])][:50],
+        "money": money_summary(ws, cfg, cycles),
         "quarantined": {
             k: v.reason for k, v in ledger.batches.items() if v.status == "quarantined"
         },
@@ -161,6 +243,8 @@ def cycle_markdown(report: dict[str, Any], registered: dict[str, Any]) -> str:
             f"{_fmt(m['large_call_rate'])} |"
         )
     bl = t["baselines"]
+    if report.get("money"):
+        md += ["", money_line(report["money"])]
     o = report.get("out_of_scope_view")
     if report.get("out_of_scope") or report.get("oos_recall") is not None or o:
         line = f"answered `out_of_scope`: {report.get('out_of_scope', 0)} of the batch"
@@ -188,6 +272,21 @@ def cycle_markdown(report: dict[str, Any], registered: dict[str, Any]) -> str:
             f"MLflow: model `{ml['model_name']}` version {ml['model_version']}, run `{ml['run_id']}`"
         )
     return "\n".join(md)
+
+
+def money_line(m: dict[str, Any]) -> str:
+    """The cycle's money in one line (the artifact, the terminal)."""
+    cur, est = m.get("currency", "USD"), " (tokens estimated)" if m.get("estimated") else ""
+    line = (
+        f"money{est}: spent {m['spent']:.4f} {cur} serving, {m['evaluate']:.4f} evaluating; "
+        f"everything to the large model {m['large_only']:.4f}, saved {m['saved']:.4f}"
+    )
+    if m.get("saved_vs_previous") is not None:
+        line += f" ({m['saved_vs_previous']:+.4f} against the previous cycle's rate)"
+    line += f"; so far spent {m['cumulative_spent']:.4f}, saved {m['cumulative_saved']:.4f}"
+    if m.get("refused"):
+        line += f"; **spend cap: {m['refused']} call(s) refused** (the small model answered)"
+    return line
 
 
 def plots_markdown(report: dict[str, Any], paths: list[str]) -> str:
@@ -218,5 +317,17 @@ def continual_markdown(report: dict[str, Any], done: list[str], quarantined: lis
         f"{_fmt(f['large_call_rate'])} (large only {_fmt(report['large_only']['traffic'])}); "
         f"balanced accuracy {_fmt(report['final_balanced']['accuracy'])}; Few-group forgetting "
         f"{_fmt(report['forgetting']['forgetting_few'])}\n\nquarantined: "
-        f"{quarantined or 'none'}\n"
+        f"{quarantined or 'none'}\n" + _money_md(report.get("money"))
+    )
+
+
+def _money_md(m: dict[str, Any] | None) -> str:
+    if not m:
+        return ""
+    cur = m["currency"]
+    share = f" ({m['saved_share']:.0%})" if m.get("saved_share") is not None else ""
+    return (
+        f"\nmoney: spent {m['spent']['serve']:.4f} {cur} serving "
+        f"({_fmt(m['per_1000'])} per 1,000 queries), {m['spent']['evaluate']:.4f} evaluating; "
+        f"everything to the large model {m['large_only']:.4f}: saved {m['saved']:.4f}{share}\n"
     )

@@ -285,6 +285,17 @@ class Workspace:
         atomic_write_text(where, str(self.root))
         return copy
 
+    def begin_run(self) -> str:
+        """A new run id (``state/run``), read by every step and process of the run: the
+        per-run spend caps count what this run spent."""
+        run = uuid.uuid4().hex[:12]
+        atomic_write_text(self.state / "run", run)
+        return run
+
+    def run_id(self) -> str:
+        p = self.state / "run"
+        return p.read_text().strip() if p.is_file() else "none"
+
     def next_version(self) -> int:
         existing = [int(p.name[1:]) for p in (self.state / "systems").glob("v[0-9]*") if p.is_dir()]
         return max(existing, default=-1) + 1

@@ -26,12 +26,16 @@ EXIT = {
     "error": 2,  # a usage or configuration error, or a busy workspace
     "endpoint_down": 3,  # the circuit opened: the small model answered in its place
     "environment": 4,  # disk, store, MLflow, DVC...: nothing counted, the batch waits
+    "budget": 5,  # the spend cap is reached: calls refused (small model), batches may wait
 }
 
 
 def _flow_status(state: Any) -> int:
     """The exit status of a finished ``kcm-continual`` flow run."""
     if not state.is_failed():
+        if state.name == "BudgetExhausted":
+            sys.stderr.write(f"kcm: {state.message}\n")
+            return EXIT["budget"]
         return EXIT["ok"]
     sys.stderr.write(f"kcm: error: {state.message}\n")
     return {"EnvironmentFault": EXIT["environment"], "EndpointDown": EXIT["endpoint_down"]}.get(
@@ -91,22 +95,31 @@ def cmd_run(args: argparse.Namespace) -> int:
 
             state = continual_flow(config_path=str(cfg_path), inbox=inbox, return_state=True)
             status = _flow_status(state)
-            if status not in (EXIT["ok"], EXIT["endpoint_down"]):
+            if status not in (EXIT["ok"], EXIT["endpoint_down"], EXIT["budget"]):
                 return status
             report = json.loads((out / "state" / "report.json").read_text())
     path = out / "report.json"
     path.write_text(json.dumps(report, indent=2, default=float))
     Console().print(render_tables(report))
     Console().print(f"report: {path}")
-    return _endpoint_status(report)
+    return _run_status(report)
 
 
-def _endpoint_status(report: dict[str, Any]) -> int:
+def _run_status(report: dict[str, Any]) -> int:
     """3 when the circuit breaker stopped calling the large model on any batch of this run:
     answers were delivered (by the small model) but the endpoint is down, and a scheduler
-    should say so. Every batch of the run counts: a last batch with fewer hard samples than
-    the breaker's bound never opens it, however down the endpoint is."""
-    opened = (report.get("run") or {}).get("circuit_open") or []
+    should say so (every batch of the run counts: a last batch with fewer hard samples than
+    the breaker's bound never opens it, however down the endpoint is); 5 when the spend cap
+    refused calls or left batches waiting."""
+    run = report.get("run") or {}
+    opened = run.get("circuit_open") or []
+    if not opened and (run.get("budget_exhausted") or run.get("waiting")):
+        sys.stderr.write(
+            f"kcm: the serving spend cap is reached: calls refused on "
+            f"{', '.join(run.get('budget_exhausted') or []) or 'no batch'}; "
+            f"{len(run.get('waiting') or [])} batch(es) wait for budget (large.budget)\n"
+        )
+        return EXIT["budget"]
     if opened:
         sys.stderr.write(
             f"kcm: the large-model endpoint failed repeatedly: the circuit opened on "
@@ -148,7 +161,7 @@ def cmd_continual(args: argparse.Namespace) -> int:
     with stop_within(cfg.flow.stop_grace):
         state = continual_flow(config_path=str(cfg_path), inbox=args.inbox, return_state=True)
     status = _flow_status(state)
-    if status == EXIT["ok"]:
+    if status in (EXIT["ok"], EXIT["budget"]):
         result = state.result(raise_on_failure=False)
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
     return status

@@ -53,6 +53,7 @@ class KCMSystemModel(mlflow.pyfunc.PythonModel):
                 "answer": names_of(system.task, p.answer),
                 "confidence": p.confidence.astype(float),
                 "answered_by": p.answered_by.astype(str),
+                "cost": p.cost.astype(float) if p.cost is not None else 0.0,
             }
         )
 
@@ -140,6 +141,7 @@ def log_system(
             "answer": [task.label_names[0]] * len(example),
             "confidence": [0.5] * len(example),
             "answered_by": ["small"] * len(example),
+            "cost": [0.0] * len(example),
         }
     )
     artifacts = {"system": str(system_dir)}

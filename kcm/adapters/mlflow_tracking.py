@@ -96,6 +96,9 @@ def _metrics(report: dict[str, Any]) -> dict[str, float]:
     for key, v in (report.get("large_ledger") or {}).items():
         if isinstance(v, (int, float)):
             out[f"large_{key}"] = float(v)
+    for key, v in (report.get("money") or {}).items():  # spent, saved, cumulative_*, per_1000
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and key != "n":
+            out[f"money_{key}"] = float(v)
     return out
 
 

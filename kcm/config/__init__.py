@@ -16,12 +16,15 @@ import yaml
 from pydantic import ValidationError
 
 from kcm.config.large import (
+    BudgetConfig,
     CallableConfig,
     EmbeddingHeadConfig,
     LargeConfig,
     MLPTeacherConfig,
     OpenAIConfig,
     OutOfScopeConfig,
+    PriceConfig,
+    RateLimitConfig,
     ReplayConfig,
 )
 from kcm.config.sections import (
@@ -255,6 +258,7 @@ def check_frozen(built: KCMConfig, requested: KCMConfig, where: str = "the works
 
 __all__ = [
     "FROZEN",
+    "BudgetConfig",
     "CallableConfig",
     "DVCConfig",
     "DataConfig",
@@ -271,6 +275,8 @@ __all__ = [
     "MLPTeacherConfig",
     "OpenAIConfig",
     "OutOfScopeConfig",
+    "PriceConfig",
+    "RateLimitConfig",
     "RegistryConfig",
     "ReplayConfig",
     "RoutingConfig",

@@ -58,6 +58,11 @@ class ReplayConfig(Section):
     path: str | None = Field(None, description="a CSV or Parquet file of inputs and answers")
     input_col: str = Field("text", description="the column holding the input (matched exactly)")
     answer_col: str = Field("gpt4", description="the column holding the recorded answer")
+    model: str = Field(
+        "gpt-4",
+        description="the model whose answers were recorded: its published price and the "
+        "prompt the openai backend would send it estimate what each answer cost",
+    )
 
 
 class OutOfScopeConfig(Section):
@@ -82,6 +87,47 @@ class OutOfScopeConfig(Section):
         False,
         description="openai: the prompt offers out_of_scope as an answer for a query that fits "
         "no label",
+    )
+
+
+class PriceConfig(Section):
+    """What the large model costs. Token prices left null take the model's published price
+    (kcm.cost.PUBLISHED_PRICES: openai's and replay's model), else zero: local models cost
+    nothing unless priced here."""
+
+    input_per_1m: float | None = Field(None, ge=0, description="per 1M prompt tokens")
+    output_per_1m: float | None = Field(None, ge=0, description="per 1M completion tokens")
+    per_call: float = Field(0.0, ge=0, description="per call answered (any backend)")
+    currency: str = "USD"
+
+
+class BudgetConfig(Section):
+    """Spend caps, in ``large.price.currency``; null: no cap. Spend is kept in the workspace
+    (state/spend.sqlite), so a restart does not reset the day."""
+
+    per_run: float | None = Field(None, ge=0, description="serving spend per run")
+    per_day: float | None = Field(None, ge=0, description="serving spend per rolling 24 h")
+    evaluate_per_run: float | None = Field(
+        None, ge=0, description="spend on evaluation (held-out views, baselines) per run"
+    )
+    evaluate_per_day: float | None = Field(
+        None, ge=0, description="spend on evaluation per rolling 24 h"
+    )
+    on_exhausted: Literal["wait", "small"] = Field(
+        "wait",
+        description="when the serving budget is spent: wait (the run ends, the batches left "
+        "wait for budget) or small (they are answered by the small model alone)",
+    )
+
+
+class RateLimitConfig(Section):
+    """The provider's limits, kept on the client side by every thread and process of the
+    workspace together (null: no limit). A 429's Retry-After is always honoured."""
+
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    max_wait: float = Field(
+        300.0, gt=0, description="seconds a single Retry-After may make kcm wait at most"
     )
 
 
@@ -117,6 +163,9 @@ class LargeConfig(Section):
     cache_dir: str | None = Field(
         None, description="persist large-model answers here (default: in memory for the run)"
     )
+    price: PriceConfig = PriceConfig()
+    budget: BudgetConfig = BudgetConfig()
+    rate_limit: RateLimitConfig = RateLimitConfig()
     out_of_scope: OutOfScopeConfig = OutOfScopeConfig()
     embedding_head: EmbeddingHeadConfig = EmbeddingHeadConfig()
     mlp_teacher: MLPTeacherConfig = MLPTeacherConfig()

@@ -219,9 +219,10 @@ def plot_dashboard(
 ) -> Path:
     """The run's headline picture, one point per cycle: accuracy (the batch as answered, the
     held-out traffic view, the large model alone), the large-call rate, cumulative calls
-    made against samples answered (the gap: calls saved), and the alarms a team acts on: the
-    batch's drift score and the Few group's forgetting against their bounds, and the share of
-    the batch answered ``out_of_scope`` (when any was)."""
+    made against samples answered (the gap: calls saved), the alarms a team acts on (the
+    batch's drift score and the Few group's forgetting against their bounds, the share
+    answered ``out_of_scope``), and the money: spend per cycle by purpose, and cumulative
+    spend against sending everything to the large model (the gap: money saved)."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _plt()
@@ -232,8 +233,8 @@ def plot_dashboard(
     rate = [c.get("large_call_rate") for c in cycles]
     n = np.cumsum([int(c.get("n", 0)) for c in cycles])
     calls = np.cumsum([int(c.get("large_calls", 0)) for c in cycles])
-    fig, axes = plt.subplots(2, 2, figsize=(12, 7.4))
-    (a1, a2), (a3, a4) = axes
+    fig, axes = plt.subplots(3, 2, figsize=(12, 10.6))
+    (a1, a2), (a3, a4), (a5, a6) = axes
     a1.plot(x, delivered, marker="o", label="the batch, as answered")
     a1.plot(x, traffic, marker="s", label="held-out traffic view")
     if any(v is not None for v in large):
@@ -260,13 +261,44 @@ def plot_dashboard(
     a3.set(xlabel="cycle", ylabel="cumulative", title="calls saved so far")
     a3.legend(fontsize=8, loc="upper left")
     alarms(a4, cycles, x, few_alarm)
-    a4.set_xlim(a1.get_xlim())
-    for a in (a1, a2, a3, a4):
+    money_panels(a5, a6, cycles, x)
+    for a in (a1, a2, a3, a4, a5, a6):
         a.grid(alpha=0.3)
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    a4.set_xlim(a1.get_xlim())
     fig.suptitle(title)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def money_panels(bars: Any, lines: Any, cycles: Sequence[dict[str, Any]], x: list[int]) -> None:
+    """Spend per cycle (serving and evaluation stacked), and cumulative spend against sending
+    every query to the large model, the gap filled and labelled as saved."""
+    money = [c.get("money") or {} for c in cycles]
+    cur = next((m["currency"] for m in money if m.get("currency")), "USD")
+    est = " (estimated tokens)" if any(m.get("estimated") for m in money) else ""
+    serve = np.array([float(m.get("spent", 0.0)) for m in money])
+    evaluate = np.array([float(m.get("evaluate", 0.0)) for m in money])
+    bars.bar(x, serve, color="tab:red", label="serving")
+    bars.bar(x, evaluate, bottom=serve, color="tab:purple", alpha=0.6, label="evaluation")
+    refused = [int(m.get("refused", 0)) for m in money]
+    for xi, r, top in zip(x, refused, serve + evaluate, strict=True):
+        if r:
+            bars.annotate(f"cap: {r} refused", (xi, top), ha="center", va="bottom", fontsize=7)
+    bars.set(xlabel="cycle", ylabel=cur, title=f"spend per cycle{est}")
+    bars.legend(fontsize=8, loc="upper right")
+    spent = np.cumsum(serve)
+    large_only = np.cumsum([float(m.get("large_only", 0.0)) for m in money])
+    lines.plot(
+        x, large_only, ls="--", color="grey", marker=".", label="everything to the large model"
+    )
+    lines.plot(x, spent, color="tab:red", marker=".", label="kcm (serving)")
+    saved = float(large_only[-1] - spent[-1]) if len(x) else 0.0
+    lines.fill_between(
+        x, spent, large_only, alpha=0.15, color="tab:green", label=f"saved: {saved:,.2f} {cur}"
+    )
+    lines.set(xlabel="cycle", ylabel=f"cumulative {cur}", title="money saved so far")
+    lines.legend(fontsize=8, loc="upper left")
 
 
 def alarms(

@@ -100,7 +100,10 @@ _LEDGER_LOCK = threading.Lock()
 
 @dataclass
 class CallLedger:
-    """What the large model cost: samples sent, requests, cache hits, failures, latency."""
+    """What the large model cost: samples sent, requests, cache hits, failures, latency,
+    tokens (``estimated_tokens``: requests whose tokens kcm counted, the endpoint reporting
+    none), money (``cost``, in the price's currency), calls a spend cap refused, and the
+    seconds spent waiting on rate limits."""
 
     calls: int = 0
     requests: int = 0
@@ -112,6 +115,10 @@ class CallLedger:
     completion_tokens: int = 0
     circuit_open: int = 0  # times the circuit breaker stopped calling a failing endpoint
     skipped: int = 0  # inputs not sent because the circuit was open
+    estimated_tokens: int = 0
+    cost: float = 0.0
+    refused: int = 0  # inputs not sent because a spend cap would have been exceeded
+    wait_s: float = 0.0  # seconds waited on the rate limiter and Retry-After
     failed: list[dict[str, str]] = field(default_factory=list)
 
     MAX_FAILED_KEPT = 1000

@@ -20,7 +20,7 @@ from kcm.config import KCMConfig
 from kcm.data.batch import Batch
 from kcm.errors import KCMError
 from kcm.models.large import LargeOutput
-from kcm.steps.systems import champion, large_model
+from kcm.steps.systems import champion, paying
 from kcm.system import CollaborationSystem
 from kcm.workspace import Workspace, atomic_write_text
 
@@ -71,6 +71,7 @@ def route(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
     n_large = int(r.to_large.sum())
     size = cfg.flow.large_chunk_size
     chunks = [[s, min(s + size, n_large)] for s in range(0, n_large, size)]
+    large = system.large
     return {
         "batch": name,
         "n": len(batch),
@@ -78,6 +79,11 @@ def route(cfg: KCMConfig, ws: Workspace, name: str) -> dict[str, Any]:
         "epsilon": r.epsilon,
         "chunks": chunks,
         "drift": drift,
+        # what sending every query to the large model (no hint) would cost: savings' measure
+        "large_only_cost": 0.0
+        if large.price.free
+        else float(sum(large.expected_cost(x) for x in batch.inputs)),
+        "currency": large.price.currency,
     }
 
 
@@ -88,7 +94,7 @@ def call_large(cfg: KCMConfig, ws: Workspace, name: str, start: int, end: int) -
         idx = np.flatnonzero(r["to_large"])[start:end]
         hints = r["hints"][idx] if "hints" in r.files else None
     batch = ws.load_batch(name)
-    large = large_model(ws, cfg).session()  # this chunk's own ledger: its cost, exactly
+    large = paying(ws, cfg, "serve")  # this chunk's own ledger (its cost, exactly), the caps
     out = ask_large(large, batch, idx, hints)
     np.savez_compressed(
         ws.run_dir(name) / f"large-{start:06d}.npz",
@@ -99,6 +105,8 @@ def call_large(cfg: KCMConfig, ws: Workspace, name: str, start: int, end: int) -
         keys=out.keys if out.keys is not None else np.full(len(idx), "", dtype=str),
         errors=np.array(out.errors if out.errors is not None else np.full(len(idx), ""), dtype=str),
         out_of_scope=out.oos(),
+        cost=out.cost if out.cost is not None else np.zeros(len(idx)),
+        refused=out.refused_mask(),
     )
     cost = large.ledger.snapshot()
     failed = list(large.ledger.failed)
@@ -117,6 +125,13 @@ def routed_of(ws: Workspace, name: str, system: CollaborationSystem, batch: Batc
             epsilon=float(r["epsilon"]),
             hints=r["hints"] if "hints" in r.files else None,
         )
+
+
+def _column(parts: list[Any], key: str, dtype: type) -> np.ndarray:
+    """A per-sample column of the chunks (zeros for a chunk written before it existed)."""
+    return np.concatenate(
+        [p[key] if key in p.files else np.zeros(len(p["idx"]), dtype) for p in parts]
+    ).astype(dtype)
 
 
 def assemble(ws: Workspace, name: str, system: CollaborationSystem, batch: Batch) -> Predictions:
@@ -149,14 +164,9 @@ def assemble(ws: Workspace, name: str, system: CollaborationSystem, batch: Batch
             errors=np.concatenate(
                 [p["errors"] if "errors" in p.files else np.full(len(p["idx"]), "") for p in parts]
             ),
-            out_of_scope=np.concatenate(
-                [
-                    p["out_of_scope"]
-                    if "out_of_scope" in p.files
-                    else np.zeros(len(p["idx"]), bool)
-                    for p in parts
-                ]
-            ),
+            out_of_scope=_column(parts, "out_of_scope", bool),
+            cost=_column(parts, "cost", float),
+            refused=_column(parts, "refused", bool),
         )
     finally:
         for p in parts:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from kcm.answers import Predictions
@@ -36,6 +37,7 @@ def answers_frame(batch: Batch, preds: Predictions, task: Task) -> pd.DataFrame:
             "confidence": preds.confidence.astype(float),
             "answered_by": list(preds.answered_by),
             "large_error": list(errors),
+            "cost": preds.cost if preds.cost is not None else np.zeros(len(batch)),
         }
     )
 

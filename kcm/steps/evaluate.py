@@ -21,7 +21,7 @@ from kcm.evaluation.report import view_metrics
 from kcm.models.small import SmallModel
 from kcm.steps.answer import assemble, reference_path
 from kcm.steps.learn import load_baseline
-from kcm.steps.systems import champion, system_at
+from kcm.steps.systems import champion, paying, system_at
 from kcm.system import CollaborationSystem
 from kcm.workspace import Workspace, atomic_write_bytes
 
@@ -113,7 +113,7 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
     row = prequential(cfg, ws, name, groups)
     row.update(cycle=len(ledger.cycles), version=version)
     cand = system_at(ws, cfg, version)
-    cand.large = cand.large.session()  # what evaluating costs is counted apart
+    cand.large = paying(ws, cfg, "evaluate", cand.large)  # counted and capped apart
     baseline = load_baseline(ws, cand, version)
     views: dict[str, Any] = {}
     for vname in ("traffic", "balanced"):
@@ -128,6 +128,12 @@ def evaluate(cfg: KCMConfig, ws: Workspace, name: str, version: int) -> dict[str
         p = cand.predict(oos_view)
         views["out_of_scope"] = view_metrics(p.answer, oos_view.gold, p.to_large, groups)
     row["eval_ledger"] = cand.large.ledger.snapshot()
+    if row["eval_ledger"]["refused"]:
+        log.warning(
+            "the evaluation spend cap is reached: %d evaluation call(s) not sent; the held-out "
+            "figures use the small model's answers for them",
+            row["eval_ledger"]["refused"],
+        )
     per = {
         k: per_class(v, view.gold, task.n_classes) for k, v in labels.items() if k != "confidence"
     }  # balanced

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+from kcm.budget import SpendGuard
 from kcm.config import KCMConfig, config_to_dict
 from kcm.models.large import LargeModel
 from kcm.persist import check_built, load_large, load_system
@@ -19,6 +20,7 @@ from kcm.workspace import Workspace
 
 # per-process cache: a task in another process simply loads again
 _LARGE: dict[str, LargeModel] = {}
+_GUARDS: dict[tuple[str, ...], SpendGuard] = {}
 
 
 def now() -> str:
@@ -35,11 +37,43 @@ def large_model(ws: Workspace, cfg: KCMConfig) -> LargeModel:
     return _LARGE[key]
 
 
+def caps(cfg: KCMConfig, purpose: str) -> tuple[float | None, float | None]:
+    """The spend caps of ``purpose`` ("serve" or "evaluate"): per run, per rolling day."""
+    b = cfg.large.budget
+    return (
+        (b.per_run, b.per_day) if purpose == "serve" else (b.evaluate_per_run, b.evaluate_per_day)
+    )
+
+
+def spend_guard(ws: Workspace, cfg: KCMConfig, purpose: str) -> SpendGuard:
+    """The workspace's spend record for ``purpose`` in this run (state/spend.sqlite)."""
+    per_run, per_day = caps(cfg, purpose)
+    key = (str(ws.root), purpose, ws.run_id(), str(per_run), str(per_day))
+    if key not in _GUARDS:
+        _GUARDS[key] = SpendGuard(purpose, key[2], per_run, per_day, ws.state / "spend.sqlite")
+    return _GUARDS[key]
+
+
+def paying(
+    ws: Workspace, cfg: KCMConfig, purpose: str, large: LargeModel | None = None
+) -> LargeModel:
+    """A session of the large model for ``purpose``: a ledger of its own (what it paid,
+    exactly), the spend caps of that purpose, and the workspace's rate-limit clocks (every
+    process of the run paces against the same limits)."""
+    view = (large or large_model(ws, cfg)).session()
+    if any(c is not None for c in caps(cfg, purpose)):
+        view.guard = spend_guard(ws, cfg, purpose)
+    view.limits_path = str(ws.state / "limits.sqlite")
+    return view
+
+
 def release(ws: Workspace) -> None:
-    """Close and forget this process's large models of ``ws`` (their answer store is opened
+    """Close and forget this process's large models and spend records of ``ws`` (opened
     again by the next step): every run starts so, after ``kcm.doctor`` checked the stores."""
     for key in [k for k in _LARGE if k.startswith(f"{ws.root}|")]:
         _LARGE.pop(key).cache.close()
+    for gkey in [k for k in _GUARDS if k[0] == str(ws.root)]:
+        _GUARDS.pop(gkey).close()
 
 
 def system_at(ws: Workspace, cfg: KCMConfig, version: int) -> CollaborationSystem:

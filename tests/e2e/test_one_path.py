@@ -129,7 +129,15 @@ def test_every_processed_batch_has_its_answers_delivered(learned: Workspace) -> 
     path = learned.root / "data" / "answers" / f"{name.rsplit('.', 1)[0]}.csv"
     answers = pd.read_csv(path, keep_default_na=False, dtype={"label": str, "id": str})
     batch = learned.load_batch(name)
-    assert list(answers.columns) == ["id", "label", "confidence", "answered_by", "large_error"]
+    assert list(answers.columns) == [
+        "id",
+        "label",
+        "confidence",
+        "answered_by",
+        "large_error",
+        "cost",
+    ]
+    assert (answers.loc[answers["answered_by"] != "large", "cost"] == 0).all()
     assert [str(i) for i in answers["id"]] == [str(i) for i in batch.ids]
     assert set(answers["label"]) <= set(learned.task().label_names)
     assert set(answers["answered_by"]) <= {"small", "large", "small-fallback"}

@@ -187,9 +187,10 @@ def test_champion_loads_in_a_fresh_process_and_answers_like_the_workspace(
     _cfg, ws = two_cycles
     rows = _traffic_rows(ws)
     got = helpers.champion_answers_in_a_fresh_process(ws.root, rows, tmp_path)
-    assert list(got.columns) == ["answer", "confidence", "answered_by"]
+    assert list(got.columns) == ["answer", "confidence", "answered_by", "cost"]
     assert len(got) == len(rows)
-    assert set(got["answered_by"]) <= {"small", "large", "small-fallback"}
+    assert set(got["answered_by"]) <= {"small", "large", "small-fallback", "small-budget"}
+    assert (got.loc[got["answered_by"] == "small", "cost"] == 0).all()
     from kcm.data.batch import batch_from_frame
 
     system = champion(ws, _cfg)

@@ -44,9 +44,19 @@ def test_reported_requests_equal_what_the_endpoint_received(tmp_path: Path, runn
         ]
         assert main(args) == 0
         received = len(srv.requests)
+        billed = dict(srv.billed)
     rep = json.loads((out / "report.json").read_text())
     by = rep["large_ledger_by_purpose"]
     assert by["serve"]["requests"] + by["evaluate"]["requests"] == received
+    # tokens and dollars are the endpoint's bill (gpt-4o-mini's published prices by default)
+    for kind in ("prompt_tokens", "completion_tokens"):
+        assert by["serve"][kind] + by["evaluate"][kind] == billed[kind]
+    bill = (0.15 * billed["prompt_tokens"] + 0.6 * billed["completion_tokens"]) / 1e6
+    assert by["serve"]["cost"] + by["evaluate"]["cost"] == pytest.approx(bill)
+    money = rep["money"]
+    assert money["spent"]["serve"] == pytest.approx(by["serve"]["cost"])
+    assert money["spent"]["evaluate"] == pytest.approx(by["evaluate"]["cost"])
+    assert money["price"]["source"] == "published:gpt-4o-mini" and not money["estimated"]
     assert by["serve"]["retries"] + by["evaluate"]["retries"] >= 1  # the 503s were retried
     assert by["serve"]["requests"] > 0 and by["evaluate"]["requests"] > 0
     assert rep["large_ledger"] == by["serve"]

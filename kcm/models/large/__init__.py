@@ -6,6 +6,7 @@ from pathlib import Path
 
 from kcm import registry
 from kcm.config import KCMConfig
+from kcm.cost import resolve_price
 from kcm.data.batch import Task
 from kcm.models.cache import ResponseCache
 from kcm.models.large.base import Failure, LargeModel, LargeOutput, fuse, out_of_scope_row
@@ -30,6 +31,10 @@ def make_large_model(cfg: KCMConfig, task: Task, cache_dir: str | Path | None = 
     model.max_consecutive_failures = cfg.large.max_consecutive_failures
     model.out_of_scope_below = cfg.large.out_of_scope.below
     model.unknown_answers = cfg.large.out_of_scope.unknown_answers
+    p = cfg.large.price
+    model.price = resolve_price(
+        p.input_per_1m, p.output_per_1m, p.per_call, p.currency, model.priced_model()
+    )
     return model
 
 

@@ -2,8 +2,10 @@
 
 Backends implement ``_answer`` for the inputs that are not cached; this base class does the
 caching (by input hash, and by hint too for backends whose request contains the hint), the
-ledger (calls, latency, tokens, failures) and the hint for classifier backends (a fusion of
-the large model's distribution with the small model's, ``p ∝ p_large · p_small^w``).
+ledger (calls, latency, tokens, money, failures), the spend caps (a ``SpendGuard`` admits each
+chunk's calls at their estimated price before any is sent) and the hint for classifier
+backends (a fusion of the large model's distribution with the small model's,
+``p ∝ p_large · p_small^w``).
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from kcm.budget import SpendGuard
 from kcm.config import KCMConfig
+from kcm.cost import Price
 from kcm.data.batch import OUT_OF_SCOPE_LABEL, Batch, Task
 from kcm.errors import LargeModelError
 from kcm.models.cache import CallLedger, ResponseCache, input_key
+from kcm.models.large.prompt import hint_text
 
 log = logging.getLogger(__name__)
 _BREAKER_LOCK = threading.Lock()
@@ -37,6 +42,8 @@ class LargeOutput:
     answer: np.ndarray
     ok: np.ndarray
     keys: np.ndarray | None = None  # the answer-cache key of each input
+    cost: np.ndarray | None = None  # what answering each input cost now (0: cached, small)
+    refused: np.ndarray | None = None  # not sent: the spend cap would have been exceeded
     errors: np.ndarray | None = None  # why each failed call failed ("" where ok)
     out_of_scope: np.ndarray | None = None  # answered, but no class of the task fits
 
@@ -44,12 +51,27 @@ class LargeOutput:
         """``out_of_scope`` as a mask (all False when the backend never says it)."""
         return np.zeros(len(self.ok), bool) if self.out_of_scope is None else self.out_of_scope
 
+    def refused_mask(self) -> np.ndarray:
+        return np.zeros(len(self.ok), bool) if self.refused is None else self.refused
+
     def __len__(self) -> int:
         return len(self.ok)
 
 
 class Failure(str):
     """A per-item failure message returned by ``_answer`` instead of a distribution."""
+
+
+class Replies(list):  # type: ignore[type-arg]
+    """What ``_answer`` returns when it knows what each item cost (``costs``, one per item,
+    failed items included: a reply outside the label set was paid for)."""
+
+    def __init__(self, rows: Sequence[np.ndarray | Failure], costs: Sequence[float]) -> None:
+        super().__init__(rows)
+        self.costs = [float(c) for c in costs]
+
+
+BUDGET_REFUSED = "spend cap reached ({purpose}): not sent; the small model answers"
 
 
 def out_of_scope_row(n_classes: int) -> np.ndarray:
@@ -85,11 +107,6 @@ def fuse(raw: np.ndarray, hints: np.ndarray, weight: float) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
-def hint_text(hint: np.ndarray, labels: Sequence[str], top_k: int) -> str:
-    top = np.argsort(-hint)[:top_k]
-    return "; ".join(f"{labels[i]} ({hint[i]:.2f})" for i in top)
-
-
 class LargeModel(ABC):
     """Base class of every large-model backend."""
 
@@ -105,6 +122,9 @@ class LargeModel(ABC):
     out_of_scope_below: float | None = None
     #: a reply naming no class of the task: "failure" or "out_of_scope"
     unknown_answers: str = "failure"
+    #: where an HTTP backend keeps its rate limiter's clocks (a workspace's
+    #: state/limits.sqlite, shared by every process of a run); None: this process only
+    limits_path: str | None = None
 
     def __init__(self, task: Task, cache: ResponseCache | None = None) -> None:
         self.task = task
@@ -112,6 +132,8 @@ class LargeModel(ABC):
         self.ledger = CallLedger()
         self.hint_weight = 0.5
         self.hint_top_k = 3
+        self.price = Price()
+        self.guard: SpendGuard | None = None
         self.tripped_ = False
         self._streak = 0
 
@@ -189,6 +211,19 @@ class LargeModel(ABC):
     def load_state(self, arrays: dict[str, np.ndarray]) -> LargeModel:
         return self
 
+    def priced_model(self) -> str | None:
+        """The model name whose published price applies (None: a local model)."""
+        return None
+
+    def estimate(self, item: Any, hint: np.ndarray | None) -> float:
+        """An upper bound of what sending ``item`` costs (what a spend cap reserves)."""
+        return self.price.of(0, 0, 1)
+
+    def expected_cost(self, item: Any) -> float:
+        """What asking about ``item`` without a hint is expected to cost (the
+        everything-to-the-large-model figure savings are measured against)."""
+        return self.estimate(item, None)
+
     # -- the protocol --------------------------------------------------------------
     def _key(self, item: Any, hint: np.ndarray | None) -> str:
         extra = ""
@@ -211,6 +246,8 @@ class LargeModel(ABC):
         cached = self.cache.get_many(keys)
         self.ledger.cache_hits += sum(1 for k in keys if k in cached)
         errors = np.full(n, "", dtype=object)
+        cost = np.zeros(n)
+        refused = np.zeros(n, bool)
         todo: list[int] = []
         first: dict[str, int] = {}  # identical requests within one call are sent once
         repeats: list[tuple[int, int]] = []
@@ -236,12 +273,35 @@ class LargeModel(ABC):
                 if progress is not None:
                     progress(len(part))
                 continue
+            ticket = None
+            if self.guard is not None and self.guard.capped:
+                ticket = self.guard.admit(
+                    [self.estimate(inputs[i], None if hints is None else hints[i]) for i in part]
+                )
+                for i in part[ticket.n :]:
+                    errors[i] = BUDGET_REFUSED.format(purpose=self.guard.purpose)
+                    refused[i] = True
+                self.ledger.add(refused=len(part) - ticket.n)
+                if progress is not None and ticket.n < len(part):
+                    progress(len(part) - ticket.n)
+                part = part[: ticket.n]
+                if not part:
+                    continue
             sub_inputs = [inputs[i] for i in part]
             sub_hints = hints[part] if (hints is not None and self.hint_in_request) else None
             t0 = time.perf_counter()
             answers = self._answer(sub_inputs, sub_hints)
             self.ledger.latency_s += time.perf_counter() - t0
             self.ledger.calls += len(part)
+            costs = (
+                answers.costs
+                if isinstance(answers, Replies)
+                else [self.price.of(0, 0, 1)] * len(part)
+            )
+            cost[part] = costs
+            self.ledger.add(cost=float(sum(costs)))
+            if ticket is not None and self.guard is not None:
+                self.guard.settle(ticket, float(sum(costs)))
             fresh: dict[str, np.ndarray] = {}
             for i, ans in zip(part, answers, strict=True):
                 if not self.notes_itself:
@@ -255,8 +315,8 @@ class LargeModel(ABC):
             self.cache.put_many(fresh)
             if progress is not None:
                 progress(len(part))
-        for i, j in repeats:
-            raw[i], errors[i] = raw[j], errors[j]
+        for i, j in repeats:  # sent once: the repeat cost nothing more
+            raw[i], errors[i], refused[i] = raw[j], errors[j], refused[j]
         ok = ~np.isnan(raw).any(axis=1)
         oos = out_of_scope_mask(raw, ok, self.out_of_scope_below)
         answer = raw.copy()
@@ -271,4 +331,6 @@ class LargeModel(ABC):
             keys=np.array(keys, dtype=str),
             errors=errors,
             out_of_scope=oos,
+            cost=cost,
+            refused=refused,
         )

@@ -18,13 +18,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from kcm.config import KCMConfig, OpenAIConfig
+from kcm.config import KCMConfig, OpenAIConfig, RateLimitConfig
+from kcm.cost import chat_tokens, count_tokens
 from kcm.data.batch import OUT_OF_SCOPE_LABEL, Task
 from kcm.models.cache import ResponseCache
-from kcm.models.large.base import CIRCUIT_OPEN, EndpointError, Failure, LargeModel, hint_text
+from kcm.models.large.base import CIRCUIT_OPEN, EndpointError, Failure, LargeModel, Replies
+from kcm.models.large.prompt import chat_messages
+from kcm.ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 PROMPT_VERSION = "v1"
+MAX_TOKENS = 32  # a label is a few tokens: the reply never needs more
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
@@ -73,12 +77,35 @@ class OpenAIChatModel(LargeModel):
         self.chunk_size = max(self.cfg.concurrency * 4, 8)
         self._client: Any = None
         self.offer_out_of_scope = False
+        self.rate_limit = RateLimitConfig()
 
     @classmethod
     def from_config(cls, cfg: KCMConfig, task: Task, cache: ResponseCache) -> LargeModel:
         model = cls(task, cfg.large.openai, cache, use_hint=cfg.large.hint)
         model.offer_out_of_scope = cfg.large.out_of_scope.offer
+        model.rate_limit = cfg.large.rate_limit
         return model
+
+    def priced_model(self) -> str | None:
+        return self.cfg.model
+
+    def limiter(self) -> RateLimiter:
+        r = self.rate_limit
+        return RateLimiter.shared(
+            f"{self.cfg.base_url}|{self.cfg.model}",
+            r.requests_per_minute,
+            r.tokens_per_minute,
+            self.cfg.concurrency,
+            self.limits_path,
+        )
+
+    def estimate(self, item: Any, hint: np.ndarray | None) -> float:
+        return self.price.of(chat_tokens(self.messages(item, hint)), MAX_TOKENS)
+
+    def expected_cost(self, item: Any) -> float:
+        labels = self.task.label_names
+        reply = sum(count_tokens(lab) for lab in labels) / max(len(labels), 1)
+        return self.price.of(chat_tokens(self.messages(item, None)), reply)
 
     def fingerprint(self) -> str:
         c = self.cfg
@@ -100,25 +127,8 @@ class OpenAIChatModel(LargeModel):
         }
 
     def messages(self, item: Any, hint: np.ndarray | None) -> list[dict[str, str]]:
-        labels = ", ".join(self.task.label_names)
-        system = (
-            "You are a classifier. Choose exactly one label for the input from this list: "
-            f"{labels}. Reply with the label only, spelled exactly as in the list."
-        )
-        if self.offer_out_of_scope:
-            system += f" If no label fits the input, reply {OUT_OF_SCOPE_LABEL}."
-        if isinstance(item, np.ndarray):
-            cols = self.task.feature_cols or tuple(f"x{i}" for i in range(len(item)))
-            shown = ", ".join(f"{c}={v:.4g}" for c, v in zip(cols, item, strict=False))
-        else:
-            shown = str(item)
-        user = f"Input: {shown}\n"
-        if hint is not None and self.use_hint:
-            user += (
-                "A smaller model's guess (label, confidence): "
-                f"{hint_text(hint, self.task.label_names, self.cfg.top_k)}. It may be wrong.\n"
-            )
-        return [{"role": "system", "content": system}, {"role": "user", "content": user + "Label:"}]
+        shown = hint if self.use_hint else None
+        return chat_messages(self.task, item, shown, self.cfg.top_k, self.offer_out_of_scope)
 
     def _http(self) -> Any:
         if self._client is None:
@@ -135,34 +145,64 @@ class OpenAIChatModel(LargeModel):
             )
         return self._client
 
-    def _one(self, item: Any, hint: np.ndarray | None) -> np.ndarray | Failure:
-        out = self._request(item, hint)
+    def _one(self, item: Any, hint: np.ndarray | None) -> tuple[np.ndarray | Failure, float]:
+        out, cost = self._request(item, hint)
         self.note(not isinstance(out, Failure))
-        return out
+        return out, cost
 
-    def _request(self, item: Any, hint: np.ndarray | None) -> np.ndarray | Failure:
-        """One input: every attempt is a request the endpoint counts (``ledger.requests``);
-        transport errors, retryable statuses, malformed JSON and replies outside the label set
-        are retried with backoff; 401/403 fail the run (``EndpointError``)."""
+    def _paid(self, messages: list[dict[str, str]], reply: str, usage: dict[str, Any]) -> float:
+        """Count a response's tokens (the endpoint's usage, else counted: estimated) and
+        return its price."""
+        prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if prompt is None or completion is None:
+            prompt, completion = chat_tokens(messages), count_tokens(reply)
+            self.ledger.add(estimated_tokens=1)
+        self.ledger.add(prompt_tokens=int(prompt or 0), completion_tokens=int(completion or 0))
+        return self.price.of(int(prompt or 0), int(completion or 0))
+
+    def _wait(self, resp: Any, delay: float) -> float:
+        """Before the next attempt: a 429's Retry-After holds every caller of the endpoint
+        (capped at ``large.rate_limit.max_wait``); otherwise this attempt backs off."""
+        after = resp.headers.get("retry-after") if resp is not None else None
+        try:
+            seconds = float(after) if after is not None else None
+        except ValueError:
+            seconds = None
+        if seconds is not None and resp.status_code == 429:
+            self.limiter().pause(min(seconds, self.rate_limit.max_wait))
+            return 0.0
+        return delay
+
+    def _request(self, item: Any, hint: np.ndarray | None) -> tuple[np.ndarray | Failure, float]:
+        """One input and what it cost: every attempt is a request the endpoint counts
+        (``ledger.requests``), paced by the rate limiter; transport errors, retryable
+        statuses, malformed JSON and replies outside the label set are retried with backoff
+        (a 429's Retry-After instead); 401/403 fail the run (``EndpointError``)."""
         import httpx
 
+        messages = self.messages(item, hint)
         body = {
             "model": self.cfg.model,
-            "messages": self.messages(item, hint),
+            "messages": messages,
             "temperature": self.cfg.temperature,
-            "max_tokens": 32,
+            "max_tokens": MAX_TOKENS,
         }
+        want = chat_tokens(messages) + MAX_TOKENS if self.rate_limit.tokens_per_minute else 0
         delay = self.cfg.backoff
-        last = "no attempt"
+        last, cost, resp = "no attempt", 0.0, None
+        limiter = self.limiter()
         for attempt in range(self.cfg.max_retries + 1):
             if self.tripped_:
-                return Failure(CIRCUIT_OPEN.format(n=self.max_consecutive_failures))
+                return Failure(CIRCUIT_OPEN.format(n=self.max_consecutive_failures)), cost
             if attempt:
                 self.ledger.add(retries=1)
-                time.sleep(delay)
+                time.sleep(self._wait(resp, delay))
                 delay *= 2
+            resp = None
             try:
-                resp = self._http().post("/chat/completions", json=body)
+                self.ledger.add(wait_s=limiter.acquire(want))
+                with limiter.slot():
+                    resp = self._http().post("/chat/completions", json=body)
             except httpx.ConnectError as err:  # never reached the endpoint: not a request
                 last = f"{type(err).__name__}: {err} (is {self.cfg.base_url} reachable?)"
                 continue
@@ -180,29 +220,26 @@ class OpenAIChatModel(LargeModel):
                 last = f"HTTP {resp.status_code}: {resp.text[:200]}"
                 continue
             if resp.status_code >= 400:
-                return Failure(f"HTTP {resp.status_code}: {resp.text[:200]} (not retried)")
+                return Failure(f"HTTP {resp.status_code}: {resp.text[:200]} (not retried)"), cost
             try:
                 data = resp.json()
                 reply = data["choices"][0]["message"]["content"] or ""
             except (ValueError, KeyError, IndexError, TypeError):
                 last = f"malformed response: {resp.text[:200]}"
                 continue
-            usage = data.get("usage") or {}
-            self.ledger.add(
-                prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
-                completion_tokens=int(usage.get("completion_tokens", 0) or 0),
-            )
+            cost += self._paid(messages, reply, data.get("usage") or {})
             names = (*self.task.label_names, OUT_OF_SCOPE_LABEL)
             idx = parse_label(reply, names)
             if idx is None and self.unknown_answers != "out_of_scope":
                 last = f"reply outside the label set: {reply[:120]!r}"
                 continue
-            return self.row_of(OUT_OF_SCOPE_LABEL if idx is None else names[idx])
-        return Failure(f"failed after {self.cfg.max_retries + 1} attempt(s): {last}")
+            return self.row_of(OUT_OF_SCOPE_LABEL if idx is None else names[idx]), cost
+        return Failure(f"failed after {self.cfg.max_retries + 1} attempt(s): {last}"), cost
 
     def _answer(
         self, inputs: Sequence[Any], hints: np.ndarray | None
     ) -> list[np.ndarray | Failure]:
         hs = [None if hints is None else hints[i] for i in range(len(inputs))]
         with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
-            return list(pool.map(self._one, inputs, hs))
+            done = list(pool.map(self._one, inputs, hs))
+        return Replies([row for row, _ in done], [c for _, c in done])

@@ -19,10 +19,12 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kcm.config import KCMConfig, ReplayConfig
+from kcm.cost import chat_tokens, count_tokens
 from kcm.data.batch import Task
 from kcm.errors import ConfigError
 from kcm.models.cache import ResponseCache
-from kcm.models.large.base import Failure, LargeModel
+from kcm.models.large.base import Failure, LargeModel, Replies
+from kcm.models.large.prompt import chat_messages
 
 
 class ReplayModel(LargeModel):
@@ -83,15 +85,34 @@ class ReplayModel(LargeModel):
             "backend": self.name,
             "path": str(self.cfg.path),
             "answer_col": self.cfg.answer_col,
+            "model": self.cfg.model,
             "recorded": len(self.table()) if self.cfg.path else None,
         }
+
+    def priced_model(self) -> str | None:
+        return self.cfg.model
+
+    def tokens(self, item: Any) -> tuple[int, int]:
+        """Prompt and completion tokens the recorded model would have been charged."""
+        answer = self.table().get(str(item).strip()) or ""
+        return chat_tokens(chat_messages(self.task, item, None)), count_tokens(answer)
+
+    def estimate(self, item: Any, hint: np.ndarray | None) -> float:
+        return self.price.of(*self.tokens(item))
 
     def _answer(
         self, inputs: Sequence[Any], hints: np.ndarray | None
     ) -> list[np.ndarray | Failure]:
         table = self.table()
         out: list[np.ndarray | Failure] = []
+        costs: list[float] = []
         for item in inputs:
+            recorded = str(item).strip() in table
+            prompt, completion = self.tokens(item) if recorded else (0, 0)
+            self.ledger.add(
+                prompt_tokens=prompt, completion_tokens=completion, estimated_tokens=int(recorded)
+            )
+            costs.append(self.price.of(prompt, completion) if recorded else 0.0)
             answer = table.get(str(item).strip())
             if answer is None:
                 out.append(Failure("no recorded answer for this input"))
@@ -100,4 +121,4 @@ class ReplayModel(LargeModel):
             else:
                 row = self.row_of(answer)
                 out.append(Failure(f"recorded {row}") if isinstance(row, Failure) else row)
-        return out
+        return Replies(out, costs)

@@ -1,0 +1,99 @@
+"""The fault suite: spend caps (issue #24). A daily cap set to half of what a run would
+spend stops paid calls at the cap (within one call's price), loses no batch (the refused
+queries are answered by the small model, the batches left wait), and the next day (the
+caps' clock moved on) the run resumes, paying again."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+import kcm.budget
+from kcm import events, loop, steps
+from kcm.config import load_config
+from kcm.workspace import Workspace
+from tests.helpers import QUIET
+from tests.llm_server import LLMServer
+
+pytestmark = pytest.mark.slow
+
+DIGITS = [str(i) for i in range(10)]
+CALL = 0.01  # the price of one call
+
+
+def _settings(url: str, *extra: str) -> list[str]:
+    return [
+        "large.backend=openai",
+        f"large.openai.base_url={url}",
+        "large.openai.backoff=0.01",
+        f"large.price.per_call={CALL}",
+        "large.price.input_per_1m=0",
+        "large.price.output_per_1m=0",
+        "data.stream.n_batches=3",
+        "judge.epochs=10",
+        "eval.traffic_size=60",
+        *QUIET,
+        *extra,
+    ]
+
+
+def _answers(ws: Workspace) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    for f in sorted((ws.root / "data" / "answers").glob("*.csv")):
+        with open(f, newline="") as fh:
+            rows += list(csv.DictReader(fh))
+    return rows
+
+
+def test_a_daily_cap_stops_at_the_cap_loses_no_batch_and_resumes_the_next_day(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with LLMServer(DIGITS) as srv:
+        cfg = load_config(None, _settings(srv.base_url))
+        free = Workspace(tmp_path / "free")
+        steps.feed(cfg, free.inbox)
+        whole = loop.run(cfg, free)["money"]["spent"]["serve"]  # what the run spends uncapped
+        assert whole >= 6 * CALL
+
+        cap = whole / 2
+        cfg = load_config(None, _settings(srv.base_url, f"large.budget.per_day={cap}"))
+        ws = Workspace(tmp_path / "capped")
+        steps.feed(cfg, ws.inbox)
+        first = loop.run(cfg, ws)
+        run = first["run"]
+        assert run["budget_exhausted"], "the cap refused no call"
+        day = first["money"]["budget"]["spent"]["day"]
+        assert cap - CALL <= day <= cap + 1e-9  # stopped at the cap, within one call's price
+        assert first["money"]["spent"]["serve"] == pytest.approx(day)
+        rows = _answers(ws)
+        budget_rows = [r for r in rows if r["answered_by"] == "small-budget"]
+        assert budget_rows and all(float(r["cost"]) == 0 for r in budget_rows)
+        assert all(
+            float(r["cost"]) == pytest.approx(CALL) for r in rows if r["answered_by"] == "large"
+        )
+        kinds = [e["event"] for e in events.recorded(ws)]
+        assert "kcm.budget.exhausted" in kinds
+
+        again = loop.run(cfg, ws)  # the same day: nothing more is paid
+        assert not again["run"]["processed"]
+        assert again["money"]["budget"]["spent"]["day"] == pytest.approx(day)
+
+        now = kcm.budget.now()
+        processed = run["processed"]
+        for days in range(1, 4):  # the next day (and the one after, if the rest needs it)
+            monkeypatch.setattr(kcm.budget, "now", lambda d=days: now + d * kcm.budget.DAY + 1)
+            later = loop.run(cfg, ws)
+            processed += later["run"]["processed"]
+            assert later["money"]["budget"]["spent"]["day"] <= cap + 1e-9
+            if not later["run"]["waiting"]:
+                break
+        assert len(processed) == 3 and not later["run"]["quarantined"]
+        ledger = ws.load_ledger()
+        assert all(b.status == "processed" for b in ledger.batches.values())
+        paid = sum(c["money"]["spent"] for c in ledger.cycles)
+        assert paid == pytest.approx(sum(float(r["cost"]) for r in _answers(ws)))
+    report = json.loads((ws.state / "report.json").read_text())
+    assert report["money"]["budget"]["per_day"] == cap
