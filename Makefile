@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@touch $@
 
 demo: $(STAMP)  ## the main job on the embedded defaults (digits)
-	$(BIN)/kcm run --out runs/demo
+	$(BIN)/kcm run --out runs/demo --set large.price.per_call=0.002
 
 # test processes (pytest-xdist): one more than the cores (the end-to-end tests wait on servers
 # and child processes: 10.1 -> 9.1 min on 2 cores); JOBS=0 runs the tests in one process

@@ -35,6 +35,11 @@ class OnlineStream:
     warm: Batch | None = None
     warm_features: Features | None = None
     late: float | int = 0.25
+    #: what one call about each query costs (None: the large model is not priced)
+    prices: list[np.ndarray] | None = None
+
+    def prices_of(self, i: int) -> np.ndarray | None:
+        return None if self.prices is None else self.prices[i]
 
     @property
     def n(self) -> int:
@@ -56,7 +61,9 @@ def run_policy(policy: OnlinePolicy, stream: OnlineStream, seed: int) -> StreamM
     if stream.warm is not None and stream.warm_features is not None:
         policy.warm(stream.warm_features, stream.warm.label)
     metrics = StreamMetrics(late=stream.late)
-    for batch, feats, teacher in zip(stream.batches, stream.features, stream.teacher, strict=True):
+    for i, (batch, feats, teacher) in enumerate(
+        zip(stream.batches, stream.features, stream.teacher, strict=True)
+    ):
         called = np.zeros(len(batch), bool)
 
         def ask(rows: np.ndarray, teacher=teacher, called=called) -> np.ndarray:
@@ -74,7 +81,9 @@ def run_policy(policy: OnlinePolicy, stream: OnlineStream, seed: int) -> StreamM
         # retraining inside serve (every 100 requests) is learning, not serving
         inside = trained1 - trained0
         learn_s = (t2 - t1) - (trained2 - trained1) + (trained2 - trained0)
-        metrics.update(answer, batch.gold, called, learn_s, (t1 - t0) - inside, rss_mb())
+        metrics.update(
+            answer, batch.gold, called, learn_s, (t1 - t0) - inside, rss_mb(), stream.prices_of(i)
+        )
     return metrics
 
 
@@ -93,12 +102,20 @@ def run_system(
     if stream.warm is not None:
         system.learn(stream.warm, system.predict(stream.warm, call_large=False))
     metrics = StreamMetrics(late=stream.late)
-    for batch in stream.batches:
+    for i, batch in enumerate(stream.batches):
         t0 = time.perf_counter()
         preds = system.predict(batch, route=route, epsilon=epsilon)
         t1 = time.perf_counter()
         if ranking is not None and system.trained_:
             ranking.update(preds.small_proba, batch.gold, judge=preds.confidence)
         report = system.learn(batch, preds)
-        metrics.update(preds.answer, batch.gold, preds.to_large, report.seconds, t1 - t0, rss_mb())
+        metrics.update(
+            preds.answer,
+            batch.gold,
+            preds.to_large,
+            report.seconds,
+            t1 - t0,
+            rss_mb(),
+            stream.prices_of(i),
+        )
     return metrics

@@ -25,7 +25,7 @@ def aggregate_rows(
         row: dict[str, Any] = {"method": m}
         for k in metrics:
             vals = [s[m].get(k) for s in per_seed if s[m].get(k) is not None]
-            if k == "calls_to_match" and len(vals) < len(per_seed):
+            if k in ("calls_to_match", "cost_to_match") and len(vals) < len(per_seed):
                 vals = []  # a seed that never came within a point: no mean of the others
             row[k] = (
                 {"mean": float(np.mean(vals)), "std": float(np.std(vals))}
@@ -50,6 +50,9 @@ STREAM_COLS = (
     ("late_large_share", "late share", True),
     ("accuracy_at_kcm_share", "acc @ kcm share", True),
     ("calls_to_match", "calls to large−1pt", False),
+    ("cost_per_1k", "$ / 1k q", "money"),
+    ("saved", "$ saved", "money"),
+    ("cost_to_match", "$ to large−1pt", "money"),
     ("learn_growth", "learn s/sample last÷cycle 5", None),
     ("phi_0.05", "φ λ=.05", True),
     ("phi_0.1", "φ λ=.1", True),
@@ -57,9 +60,11 @@ STREAM_COLS = (
 )
 
 
-def _any(v: dict[str, Any], pct: bool | None) -> str:
+def _any(v: dict[str, Any], pct: bool | str | None) -> str:
     if v["mean"] is None:
         return "–"
+    if pct == "money":
+        return f"{v['mean']:.2f} ± {v['std']:.2f}"
     if pct is None:
         return f"{v['mean']:.2f} ± {v['std']:.2f}"
     return _cell(v, pct)
@@ -70,14 +75,16 @@ def stream_table(rows: list[dict[str, Any]]) -> list[str]:
     rows = [r for r in rows if r.get("stream_accuracy", {}).get("mean") is not None]
     if not rows:
         return []
+    priced = any(r.get("cost_per_1k", {}).get("mean") is not None for r in rows)
+    cols = [c for c in STREAM_COLS if priced or c[2] != "money"]
     out = [
-        "| method (stream) | " + " | ".join(c[1] for c in STREAM_COLS) + " |",
-        "|---|" + "---|" * len(STREAM_COLS),
+        "| method (stream) | " + " | ".join(c[1] for c in cols) + " |",
+        "|---|" + "---|" * len(cols),
     ]
     for r in rows:
         out.append(
             f"| {r['method']} | "
-            + " | ".join(_any(r.get(k, {"mean": None}), p) for k, _, p in STREAM_COLS)
+            + " | ".join(_any(r.get(k, {"mean": None}), p) for k, _, p in cols)
             + " |"
         )
     out += [
@@ -89,7 +96,15 @@ def stream_table(rows: list[dict[str, Any]]) -> list[str]:
         "read off the envelope of their sweep at kcm's share, `calls to large−1pt` is the "
         "fewest calls with which the sweep comes within one point of the large model's own "
         "stream accuracy, φ = accuracy − λ·share is their best point's (OCaTS's discounted "
-        "accuracy). A kcm system has one point: its ε.",
+        "accuracy). A kcm system has one point: its ε."
+        + (
+            " Money (the large model's price, docs/costs.md): `$ / 1k q` = what the calls "
+            "made cost per 1,000 stream queries, each call priced as the request it needs "
+            "(tokens counted), whatever an answer store holds; `$ saved` = against sending "
+            "every query; `$ to large−1pt` = `calls to large−1pt` at the mean price of a call."
+            if priced
+            else ""
+        ),
     ]
     return out
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from kcm.answers import teacher_labels
 from kcm.bench.online import OnlineStream
-from kcm.bench.streams import LAMBDAS
+from kcm.bench.streams import LAMBDAS, prices_of
 from kcm.config import KCMConfig, with_overrides
 from kcm.data.batch import NO_LABEL, OUT_OF_SCOPE, Batch, Task
 from kcm.data.sources import read_table
@@ -173,6 +173,7 @@ def build(
             warm=warm,
             warm_features=probe.featurize(warm),
             late=LATE,
+            prices=prices_of(probe.large, batches),
         ),
         task,
         warmup,

@@ -30,6 +30,9 @@ STREAM_METRICS = (
     "late_large_share",
     "accuracy_at_kcm_share",
     "calls_to_match",
+    "cost_per_1k",
+    "saved",
+    "cost_to_match",
     "learn_growth",
     *(f"phi_{lam}" for lam in LAMBDAS),
 )
@@ -66,10 +69,15 @@ def system_row(result: dict[str, Any], target: float | None) -> dict[str, Any]:
     acc, share = result["stream_accuracy"], result["stream_large_share"]
     row = {k: result.get(k) for k in ("stream_accuracy", "stream_large_share", "late_large_share")}
     row["learn_growth"] = learn_growth(result["curves"])
+    for k in ("cost_per_1k", "saved"):
+        if k in result:
+            row[k] = result[k]
     if acc is not None:
         row.update({f"phi_{lam}": phi(acc, share, lam) for lam in LAMBDAS})
         if target is not None and acc >= target:
             row["calls_to_match"] = result["stream_calls"]
+            if "stream_cost" in result:
+                row["cost_to_match"] = result["stream_cost"]
     return row
 
 
@@ -115,6 +123,8 @@ def sweep_row(
     row = system_row(chosen, None)
     row["accuracy_at_kcm_share"] = accuracy_at_share(pts, ref_share)
     row["calls_to_match"] = None if target is None else calls_to_reach(pts, target, n)
+    if row["calls_to_match"] is not None and "price_per_call" in chosen:  # at the mean price
+        row["cost_to_match"] = row["calls_to_match"] * chosen["price_per_call"]
     row.update({f"phi_{lam}": max(phi(a, s, lam) for s, a in pts) for lam in LAMBDAS})
     return row, {"points": [[s, a] for s, a in pts], "curves": chosen["curves"]}
 
@@ -137,4 +147,12 @@ def workspace_stream(ws: Workspace, cfg: KCMConfig) -> OnlineStream:
         features=[s0.featurize(b) for b in batches],
         teacher=[teacher_labels(s0.large, b) for b in batches],
         n_classes=s0.task.n_classes,
+        prices=prices_of(s0.large, batches),
     )
+
+
+def prices_of(large: Any, batches: list[Any]) -> list[np.ndarray] | None:
+    """What one call (no hint) about each query of each batch costs (None: not priced)."""
+    if large.price.free:
+        return None
+    return [np.array([large.expected_cost(x) for x in b.inputs]) for b in batches]

@@ -293,9 +293,16 @@ def money_panels(bars: Any, lines: Any, cycles: Sequence[dict[str, Any]], x: lis
         x, large_only, ls="--", color="grey", marker=".", label="everything to the large model"
     )
     lines.plot(x, spent, color="tab:red", marker=".", label="kcm (serving)")
+    from kcm.evaluation.report import money_text
+
     saved = float(large_only[-1] - spent[-1]) if len(x) else 0.0
     lines.fill_between(
-        x, spent, large_only, alpha=0.15, color="tab:green", label=f"saved: {saved:,.2f} {cur}"
+        x,
+        spent,
+        large_only,
+        alpha=0.15,
+        color="tab:green",
+        label=f"saved: {money_text(saved)} {cur}",
     )
     lines.set(xlabel="cycle", ylabel=f"cumulative {cur}", title="money saved so far")
     lines.legend(fontsize=8, loc="upper left")

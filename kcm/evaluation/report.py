@@ -105,4 +105,39 @@ def render_tables(report: Mapping[str, Any]) -> Any:
         fgt.add_row(
             "small_only", _fmt(so["bwt"]), _fmt(so["forgetting"]), _fmt(so["forgetting_few"])
         )
-    return Group(cyc, fin, fgt)
+    parts = [cyc, fin, fgt]
+    money = report.get("money") or {}
+    if money and (money["large_only"] or money["spent"]["serve"] or money["spent"]["evaluate"]):
+        parts.append(money_table(money))
+    return Group(*parts)
+
+
+def money_table(m: Mapping[str, Any]) -> Any:
+    """What the run cost and saved, in the price's currency."""
+    from rich.table import Table
+
+    cur = m["currency"]
+    est = ", tokens estimated" if m.get("estimated") else ""
+    t = Table(title=f"money ({cur}, price {m['price']['source']}{est})")
+    for col in ("", "spent", "per 1,000 queries", "everything to large", "saved"):
+        t.add_column(col, justify="right")
+    share = f" ({m['saved_share']:.0%})" if m.get("saved_share") is not None else ""
+    t.add_row(
+        "serving",
+        money_text(m["spent"]["serve"]),
+        money_text(m.get("per_1000")),
+        money_text(m["large_only"]),
+        money_text(m["saved"]) + share,
+    )
+    t.add_row("evaluation", money_text(m["spent"]["evaluate"]), "", "", "")
+    b = m.get("budget") or {}
+    if b.get("refused"):
+        t.add_row("refused by the cap", f"{b['refused']} call(s)", "", "", "")
+    return t
+
+
+def money_text(v: float | None) -> str:
+    """An amount with the precision it needs (cents for large sums, 4 decimals below 1)."""
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:,.2f}" if abs(v) >= 1 else f"{v:.4f}"

@@ -39,6 +39,8 @@ class StreamMetrics:
         self.right_: list[np.ndarray] = []
         self.called_: list[np.ndarray] = []
         self.cycles_: list[dict[str, float | None]] = []
+        self.cost_: list[float] = []  # what the batch's calls cost
+        self.full_cost_: list[float] = []  # what sending the whole batch would have cost
 
     def update(
         self,
@@ -48,8 +50,14 @@ class StreamMetrics:
         learn_seconds: float | None = None,
         serve_seconds: float | None = None,
         rss: float | None = None,
+        prices: np.ndarray | None = None,
     ) -> None:
+        """One batch; ``prices``: what one call about each of its queries costs (the bench
+        prices the calls made, whatever any answer store holds)."""
         answer, gold, called = np.asarray(answer), np.asarray(gold), np.asarray(called, bool)
+        if prices is not None:
+            self.cost_.append(float(np.asarray(prices)[called].sum()))
+            self.full_cost_.append(float(np.sum(prices)))
         known = gold >= 0
         right = np.where(known, answer == gold, np.nan)
         self.right_.append(right)
@@ -121,6 +129,18 @@ class StreamMetrics:
             "stream_calls": int(called.sum()),
             "stream_n": len(called),
             "curves": curves,
+            **self._money(len(called)),
+        }
+
+    def _money(self, n: int) -> dict[str, float]:
+        if not self.cost_:
+            return {}
+        spent, full = float(sum(self.cost_)), float(sum(self.full_cost_))
+        return {
+            "stream_cost": spent,
+            "cost_per_1k": 1000.0 * spent / n if n else 0.0,
+            "saved": full - spent,
+            "price_per_call": full / n if n else 0.0,
         }
 
 

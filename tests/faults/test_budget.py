@@ -97,3 +97,55 @@ def test_a_daily_cap_stops_at_the_cap_loses_no_batch_and_resumes_the_next_day(
         assert paid == pytest.approx(sum(float(r["cost"]) for r in _answers(ws)))
     report = json.loads((ws.state / "report.json").read_text())
     assert report["money"]["budget"]["per_day"] == cap
+
+
+def test_killed_after_paying_the_cap_still_holds_and_no_spend_goes_uncounted(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL right after a chunk's calls were answered (paid), before they were stored or
+    their reservation settled: the next run pays those calls again (the answers were lost
+    with the process), but the unsettled reservation still counts them, so what the endpoint
+    billed in all stays within the daily caps (serving and evaluation) and the spend record
+    never counts less."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from kcm.budget import SpendGuard
+
+    repo = Path(__file__).resolve().parents[2]
+    out = tmp_path / "ws"
+    cap = 0.5  # 50 calls serving, 50 evaluating
+
+    def run(url: str, failpoint: str | None) -> subprocess.CompletedProcess[str]:
+        args = [sys.executable, "-m", "kcm_app.cli", "run", "--in-process", "--no-progress"]
+        caps = (f"large.budget.per_day={cap}", f"large.budget.evaluate_per_day={cap}")
+        for s in _settings(url, *caps, "large.openai.concurrency=2"):
+            args += ["--set", s]
+        env = {k: v for k, v in os.environ.items() if k != "KCM_FAILPOINT"}
+        if failpoint:
+            env["KCM_FAILPOINT"] = failpoint
+        return subprocess.run(
+            [*args, "--out", str(out)],
+            cwd=repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+
+    with LLMServer(DIGITS) as srv:
+        killed = run(srv.base_url, "large:answered")
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        paid_before_kill = srv.billed["answered"]
+        assert paid_before_kill > 0
+        again = run(srv.base_url, None)
+        assert again.returncode in (0, 5), again.stderr[-2000:]
+        billed = srv.billed["answered"] * CALL
+    record = out / "state" / "spend.sqlite"
+    counted = sum(
+        SpendGuard(p, "any", None, cap, record).spent()["day"] for p in ("serve", "evaluate")
+    )
+    assert billed <= 2 * cap + 1e-9, f"the endpoint billed {billed:.2f} against caps of 2 × {cap}"
+    assert counted >= billed - 1e-9, "a paid call went uncounted"

@@ -26,6 +26,7 @@ from kcm.config import KCMConfig
 from kcm.cost import Price
 from kcm.data.batch import OUT_OF_SCOPE_LABEL, Batch, Task
 from kcm.errors import LargeModelError
+from kcm.failpoints import reach
 from kcm.models.cache import CallLedger, ResponseCache, input_key
 from kcm.models.large.prompt import hint_text
 
@@ -291,6 +292,7 @@ class LargeModel(ABC):
             sub_hints = hints[part] if (hints is not None and self.hint_in_request) else None
             t0 = time.perf_counter()
             answers = self._answer(sub_inputs, sub_hints)
+            reach("large:answered")  # paid, not yet stored or settled: the fault suite kills here
             self.ledger.latency_s += time.perf_counter() - t0
             self.ledger.calls += len(part)
             costs = (
