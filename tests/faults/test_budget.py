@@ -149,3 +149,29 @@ def test_killed_after_paying_the_cap_still_holds_and_no_spend_goes_uncounted(
     )
     assert billed <= 2 * cap + 1e-9, f"the endpoint billed {billed:.2f} against caps of 2 × {cap}"
     assert counted >= billed - 1e-9, "a paid call went uncounted"
+
+
+def test_through_the_flows_a_reached_cap_ends_the_run_budget_exhausted_with_status_5(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kcm_app.cli import main
+    from tests.helpers import set_args
+
+    out = tmp_path / "o"
+    with LLMServer(DIGITS) as srv:
+        status = main(
+            [
+                "run",
+                "--no-progress",
+                "--out",
+                str(out),
+                *set_args(*_settings(srv.base_url, f"large.budget.per_run={10 * CALL}")),
+            ]
+        )
+    assert status == 5
+    assert "spend cap is reached" in capsys.readouterr().err
+    report = json.loads((out / "state" / "report.json").read_text())
+    assert report["run"]["budget_exhausted"] and report["money"]["budget"]["refused"] > 0
+    assert report["money"]["spent"]["serve"] <= 10 * CALL + 1e-9
+    kinds = [e["event"] for e in events.recorded(Workspace(out))]
+    assert "kcm.budget.exhausted" in kinds
