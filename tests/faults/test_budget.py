@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -102,11 +103,11 @@ def test_a_daily_cap_stops_at_the_cap_loses_no_batch_and_resumes_the_next_day(
 def test_killed_after_paying_the_cap_still_holds_and_no_spend_goes_uncounted(
     tmp_path: Path,
 ) -> None:
-    """SIGKILL right after a chunk's calls were answered (paid), before they were stored or
-    their reservation settled: the next run pays those calls again (the answers were lost
-    with the process), but the unsettled reservation still counts them, so what the endpoint
-    billed in all stays within the daily caps (serving and evaluation) and the spend record
-    never counts less."""
+    """SIGKILL right after a chunk's calls were answered (paid), before their reservation was
+    settled: each answer was stored the moment it arrived, so the next run pays none of them
+    again, and the unsettled reservation still counts them: what the endpoint billed in all
+    stays within the daily caps (serving and evaluation), the spend record never counts less,
+    and no prompt was paid twice."""
     import os
     import signal
     import subprocess
@@ -143,6 +144,8 @@ def test_killed_after_paying_the_cap_still_holds_and_no_spend_goes_uncounted(
         again = run(srv.base_url, None)
         assert again.returncode in (0, 5), again.stderr[-2000:]
         billed = srv.billed["answered"] * CALL
+        prompts = Counter(json.dumps(r["body"], sort_keys=True) for r in srv.requests)
+    assert max(prompts.values()) == 1, "a prompt was paid twice across the kill"
     record = out / "state" / "spend.sqlite"
     counted = sum(
         SpendGuard(p, "any", None, cap, record).spent()["day"] for p in ("serve", "evaluate")

@@ -123,6 +123,9 @@ class LargeModel(ABC):
     out_of_scope_below: float | None = None
     #: a reply naming no class of the task: "failure" or "out_of_scope"
     unknown_answers: str = "failure"
+    #: set around each ``_answer`` call: a backend that answers item by item (HTTP) hands
+    #: each answer to it as it arrives, so it is stored at once
+    answered_hook: Callable[[int, Any], None] | None = None
     #: where an HTTP backend keeps its rate limiter's clocks (a workspace's
     #: state/limits.sqlite, shared by every process of a run); None: this process only
     limits_path: str | None = None
@@ -290,8 +293,22 @@ class LargeModel(ABC):
                     continue
             sub_inputs = [inputs[i] for i in part]
             sub_hints = hints[part] if (hints is not None and self.hint_in_request) else None
+            stored: set[str] = set()
+
+            def store(
+                j: int, row: np.ndarray | Failure, part: list[int] = part, stored: set[str] = stored
+            ) -> None:
+                """An answer kept the moment it arrives (a kill loses only those in flight)."""
+                if not isinstance(row, Failure):
+                    self.cache.put_many({keys[part[j]]: row})
+                    stored.add(keys[part[j]])
+
+            self.answered_hook = store
             t0 = time.perf_counter()
-            answers = self._answer(sub_inputs, sub_hints)
+            try:
+                answers = self._answer(sub_inputs, sub_hints)
+            finally:
+                self.answered_hook = None
             reach("large:answered")  # paid, not yet stored or settled: the fault suite kills here
             self.ledger.latency_s += time.perf_counter() - t0
             self.ledger.calls += len(part)
@@ -313,7 +330,8 @@ class LargeModel(ABC):
                     errors[i] = str(ans)
                     continue
                 raw[i] = ans
-                fresh[keys[i]] = ans
+                if keys[i] not in stored:
+                    fresh[keys[i]] = ans
             self.cache.put_many(fresh)
             if progress is not None:
                 progress(len(part))

@@ -240,6 +240,14 @@ class OpenAIChatModel(LargeModel):
         self, inputs: Sequence[Any], hints: np.ndarray | None
     ) -> list[np.ndarray | Failure]:
         hs = [None if hints is None else hints[i] for i in range(len(inputs))]
+        hook = self.answered_hook
+
+        def one(j: int) -> tuple[np.ndarray | Failure, float]:
+            row, cost = self._one(inputs[j], hs[j])
+            if hook is not None:  # stored as it arrives: a kill never pays for it again
+                hook(j, row)
+            return row, cost
+
         with ThreadPoolExecutor(max_workers=self.cfg.concurrency) as pool:
-            done = list(pool.map(self._one, inputs, hs))
+            done = list(pool.map(one, range(len(inputs))))
         return Replies([row for row, _ in done], [c for _, c in done])
