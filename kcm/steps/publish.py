@@ -37,13 +37,13 @@ def cycle_plots(
     from its most influential inputs."""
     if not cfg.eval.plots:
         return []
-    from kcm.evaluation import plots
+    from kcm.evaluation import dashboard, plots
 
     out = ws.run_dir(name) / "plots"
     t = report["traffic"]
     cycle = report.get("cycle", 0)
     paths = [
-        plots.plot_dashboard(
+        dashboard.plot_dashboard(
             [c for c in ws.load_ledger().cycles if int(c.get("cycle", 0)) <= cycle],
             out / "dashboard.png",
             title=f"{ws.root.name}: cycles 0-{cycle}",

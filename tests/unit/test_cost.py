@@ -45,9 +45,9 @@ def test_published_prices_fill_what_is_not_configured() -> None:
 def test_tokens_are_counted_with_gpt4s_tokenizer() -> None:
     """cl100k_base's ids for a sentence, as OpenAI's tokenizer gives them (checked against an
     independent implementation, bpe-openai)."""
-    import kcm.cost as cost
+    from kcm.cost import encoding
 
-    assert cost._encoding().encode("Hello world, how are you?") == [
+    assert encoding().encode("Hello world, how are you?") == [
         9906,
         1917,
         11,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from kcm.evaluation.curves import reliability
-from kcm.evaluation.plots import plot_dashboard, plot_matrix, plot_reliability
+from kcm.evaluation.dashboard import plot_dashboard
+from kcm.evaluation.plots import plot_matrix, plot_reliability
 
 
 def _scores(n: int = 540) -> tuple[np.ndarray, np.ndarray]:

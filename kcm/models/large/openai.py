@@ -169,7 +169,10 @@ class OpenAIChatModel(LargeModel):
         except ValueError:
             seconds = None
         if seconds is not None and resp.status_code == 429:
-            self.limiter().pause(min(seconds, self.rate_limit.max_wait))
+            wait = min(seconds, self.rate_limit.max_wait)
+            if wait >= 5:
+                log.warning("the endpoint is rate-limiting: every request waits %.0f s", wait)
+            self.limiter().pause(wait)
             return 0.0
         return delay
 
