@@ -72,7 +72,10 @@ class RateLimiter:
             return lim
 
     def _reserve(self, tokens: float) -> float:
-        """Take the next slot; returns the time it starts."""
+        """Take the next slot; returns the time it starts (with no limit configured: now, or
+        when a Retry-After pause ends; a read, no write)."""
+        if not (self.rpm or self.tpm):
+            return max(time.time(), self.paused_until())
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:

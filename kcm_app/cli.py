@@ -89,6 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         feed(cfg, inbox)
         if args.in_process:
             report = _run_in_process(cfg, out, inbox, show=not args.no_progress)
+            status = EXIT["ok"]
         else:
             _prefect_home(out)
             from flows.continual import continual_flow
@@ -102,10 +103,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     path.write_text(json.dumps(report, indent=2, default=float))
     Console().print(render_tables(report))
     Console().print(f"report: {path}")
-    return _run_status(report)
+    return _run_status(report, announced=status == EXIT["budget"])
 
 
-def _run_status(report: dict[str, Any]) -> int:
+def _run_status(report: dict[str, Any], announced: bool = False) -> int:
     """3 when the circuit breaker stopped calling the large model on any batch of this run:
     answers were delivered (by the small model) but the endpoint is down, and a scheduler
     should say so (every batch of the run counts: a last batch with fewer hard samples than
@@ -114,6 +115,8 @@ def _run_status(report: dict[str, Any]) -> int:
     run = report.get("run") or {}
     opened = run.get("circuit_open") or []
     if not opened and (run.get("budget_exhausted") or run.get("waiting")):
+        if announced:  # the flow's final state already said it
+            return EXIT["budget"]
         sys.stderr.write(
             f"kcm: the serving spend cap is reached: calls refused on "
             f"{', '.join(run.get('budget_exhausted') or []) or 'no batch'}; "

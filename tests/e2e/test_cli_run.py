@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from kcm_app.cli import main
+from tests.helpers import QUIET, set_args
 
 FIELDS = (
     "cycle",
@@ -164,6 +165,7 @@ def test_banking77_small_run(tmp_path: Path, banking77_dir: Path) -> None:
             "eval.traffic_size=300",
             "--set",
             "large.embedding_head.epochs=100",
+            *set_args(*QUIET),  # the text path; MLflow, DVC and plots are the digits runs'
         ]
     )
     assert rep["data"]["n_classes"] == 77

@@ -227,24 +227,3 @@ def test_a_crash_after_the_large_model_step_does_not_pay_twice(
     }
     asked = [h for call in helpers.inputs_asked() for h in call]
     assert all(asked.count(h) == 1 for h in hard), "a hard sample was sent to the large model twice"
-
-
-def test_dask_task_runner_switch(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_api: None
-) -> None:
-    pytest.importorskip("prefect_dask")
-    from flows.continual import continual_flow
-
-    config_path, ws = _setup(
-        tmp_path,
-        monkeypatch,
-        "flow.task_runner=dask",
-        "flow.max_workers=2",
-        "flow.large_chunk_size=10",
-    )
-    _feed(config_path, ws, [0])
-    state = continual_flow(config_path=config_path, return_state=True)
-    assert state.is_completed(), state.message
-    name = ws.load_ledger().order[0]
-    assert len(list(ws.run_dir(name).glob("large-*.npz"))) > 1  # several chunks, on workers
-    assert ws.load_ledger().batches[name].status == "processed"

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kcm.workspace import Workspace
 from kcm_app.cli import main
 from tests.helpers import QUIET, openai_digits, set_args
 from tests.llm_server import LLMServer
@@ -60,6 +61,10 @@ def test_reported_requests_equal_what_the_endpoint_received(tmp_path: Path, runn
     assert by["serve"]["retries"] + by["evaluate"]["retries"] >= 1  # the 503s were retried
     assert by["serve"]["requests"] > 0 and by["evaluate"]["requests"] > 0
     assert rep["large_ledger"] == by["serve"]
+    ws = Workspace(out)  # (dask: the flow.task_runner switch) several chunks, on the workers
+    name = ws.load_ledger().order[0]
+    assert len(list(ws.run_dir(name).glob("large-*.npz"))) > 1
+    assert all(b.status == "processed" for b in ws.load_ledger().batches.values())
 
 
 FRUIT = ["apple", "banana", "cherry", "grape", "lemon", "mango"]

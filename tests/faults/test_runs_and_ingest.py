@@ -19,7 +19,7 @@ from kcm.errors import EnvironmentFault
 from kcm.lock import WorkspaceBusy, exclusive
 from kcm.steps import ingest
 from kcm.workspace import Workspace
-from tests.helpers import QUIET, set_args
+from tests.helpers import TINY_DIGITS, set_args
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -270,7 +270,7 @@ def test_a_project_deleted_and_started_over_at_the_same_path_runs(tmp_path: Path
         "--out",
         str(out),
         "--no-progress",
-        *set_args("data.stream.n_batches=2", *QUIET),
+        *set_args("data.stream.n_batches=2", *TINY_DIGITS),
     ]
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}  # shared by both runs
     first = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
