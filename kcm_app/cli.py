@@ -224,12 +224,27 @@ def _add_workdir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", help="the project folder (default: flow.workdir)")
 
 
+def _version() -> str:
+    """The installed distribution's version (the source tree's pyproject.toml otherwise)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kcm")
+    except PackageNotFoundError:
+        import re
+
+        text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+        found = re.search(r'^version = "([^"]+)"', text, re.M)
+        return found.group(1) if found else "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kcm",
         description="KAN-based large-small model collaboration with continual learning.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("--version", action="version", version=f"kcm {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(
