@@ -4,7 +4,9 @@ Prefect cannot schedule against its ephemeral API. So when ``PREFECT_API_URL`` i
 starts a real local server (``prefect server start`` on loopback, its database under
 ``<workdir>/.prefect``), waits for its health check, serves the deployment against it, and
 stops the server on SIGINT/SIGTERM. When ``PREFECT_API_URL`` is set, it serves against that
-server and starts nothing. Prefect is imported only after the API URL is settled.
+server and starts nothing. Prefect is imported only after the API URL is settled. With
+``--interval``, the first run starts at start-up (then one every interval), not an interval
+later.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -121,6 +124,25 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
+def run_at_start(deployment: str, stop: threading.Event, timeout: float = 120.0) -> None:
+    """Once the served deployment is registered, ask for one run of it now."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                found = client.read_deployment_by_name(deployment)
+            except ObjectNotFound:
+                stop.wait(0.5)
+                continue
+            client.create_flow_run_from_deployment(found.id, tags=["kcm", "kcm:start-up"])
+            _say("the first run starts now (start-up); then every interval")
+            return
+    _say("the deployment %s did not appear: the first run waits for the interval", deployment)
+
+
 def serve(
     config_path: Path,
     workdir: Path,
@@ -153,6 +175,7 @@ def serve(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)  # also when started with SIGINT ignored (nohup, &)
+    started = threading.Event()  # set on the way out: the start-up helper gives up
     try:
         from flows.continual import continual_flow  # prefect reads PREFECT_API_URL here
 
@@ -161,6 +184,10 @@ def serve(
             params["inbox"] = inbox
         schedule: dict[str, Any] = {"cron": cron} if cron else {"interval": interval}
         _say("serving kcm-continual (%s) against %s", schedule, url)
+        if interval is not None:  # not an interval after start-up: now, then on the interval
+            threading.Thread(
+                target=run_at_start, args=("kcm-continual/kcm-continual", started), daemon=True
+            ).start()
         # one run at a time: a scheduled run never overlaps the previous one (this runner: limit;
         # every runner of the deployment: global_limit)
         continual_flow.serve(
@@ -174,6 +201,7 @@ def serve(
     except KeyboardInterrupt:
         _say("stopping")
     finally:
+        started.set()
         _stop_runs(exclude=server.pid if server else None, grace=_stop_grace(config_path))
         if server is not None:
             stop_server(server)
