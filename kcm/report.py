@@ -86,7 +86,7 @@ def money_of(
         "per_1000": per_thousand(spent, n),
         "saved_vs_previous": None if prev_rate is None else prev_rate * n - spent,
         "refused": int(report["large_ledger"]["refused"]),
-        "estimated": estimated or bool(before.get("estimated")),
+        "estimated": estimated,
         "cumulative_spent": float(before.get("cumulative_spent", 0.0)) + spent,
         "cumulative_evaluate": float(before.get("cumulative_evaluate", 0.0)) + evaluate,
         "cumulative_large_only": float(before.get("cumulative_large_only", 0.0)) + large_only,
