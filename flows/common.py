@@ -7,6 +7,7 @@ from typing import Any
 from kcm.config import KCMConfig, config_from_dict, config_to_dict, load_config
 from kcm.env import apply_offline_env
 from kcm.procs import tied_subprocess_module
+from kcm.project import project_name
 from kcm.workspace import Workspace
 
 apply_offline_env()
@@ -33,6 +34,24 @@ def resolve(cfg: dict[str, Any]) -> tuple[KCMConfig, Workspace]:
 
 def config_params(config_path: str | None, overrides: list[str] | None) -> dict[str, Any]:
     return config_to_dict(load_config(config_path, overrides or []))
+
+
+def artifact_key(c: KCMConfig, ws: Workspace, what: str) -> str:
+    """Artifact keys are global on a Prefect server: each project's are its own."""
+    return f"kcm-{project_name(c, ws)}-{what}"
+
+
+def run_name(what: str, cfg: Any = None) -> str:
+    """A flow run's name, led by its project (``<project>-<what>``). ``cfg``: the run's
+    config as a dict, else a callable of the run's parameters that makes one; a config that
+    does not load leaves the name ``kcm-<what>`` (the run reports the error itself)."""
+    from prefect.runtime import flow_run
+
+    try:
+        c, ws = resolve(cfg(**flow_run.parameters) if callable(cfg) else flow_run.parameters["cfg"])
+        return f"{project_name(c, ws)}-{what}"
+    except Exception:
+        return f"kcm-{what}"
 
 
 def task_runner(cfg: KCMConfig) -> Any:

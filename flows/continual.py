@@ -13,9 +13,9 @@ from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.states import Failed
 
-from flows.common import config_params, resolve, task_runner
+from flows.common import artifact_key, config_params, resolve, run_name, task_runner
 from flows.cycle import PrefectRunner
-from kcm import loop
+from kcm import loop, project
 from kcm.config import KCMConfig
 from kcm.errors import EnvironmentFault, KCMError
 from kcm.report import continual_markdown
@@ -36,7 +36,9 @@ class ContinualRunner(PrefectRunner):
 
         if self.progress_id is None:
             self.progress_id = create_progress_artifact(
-                progress=0.0, key="kcm-continual-progress", description="pending batches"
+                progress=0.0,
+                key=artifact_key(cfg, ws, "continual-progress"),
+                description="pending batches",
             )
         n = len(ws.load_ledger().pending) + index  # the batches of this run so far
         update_progress_artifact(artifact_id=self.progress_id, progress=100.0 * index / max(n, 1))
@@ -44,16 +46,38 @@ class ContinualRunner(PrefectRunner):
 
 
 def run_tags(c: Any, ws: Any) -> list[str]:
-    """Prefect tags of a project's runs: its folder, dataset and registered model's name."""
+    """Prefect tags of a project's runs: its project, dataset and registered model's name."""
+    names = project.names(c, ws)
     return [
         "kcm",
-        f"project:{ws.root.name}",
+        f"project:{names['project']}",
         f"dataset:{c.data.dataset}",
-        f"model:{c.registry.model_name}",
+        f"model:{names['model']}",
     ]
 
 
-@flow(name="kcm-continual")
+def flow_config(
+    config_path: str | None = None,
+    overrides: list[str] | None = None,
+    workdir: str | None = None,
+    inbox: str | None = None,
+) -> dict[str, Any]:
+    """The run's config from the flow's parameters."""
+    extra = list(overrides or [])
+    if workdir:
+        extra.append(f"flow.workdir={json.dumps(str(workdir))}")
+    if inbox:
+        extra.append(f"flow.inbox={json.dumps(str(inbox))}")
+    return config_params(config_path, extra)
+
+
+def _run_name() -> str:
+    from prefect.utilities.names import generate_slug
+
+    return run_name(generate_slug(2), flow_config)
+
+
+@flow(name="kcm-continual", flow_run_name=_run_name)
 def continual_flow(
     config_path: str | None = None,
     overrides: list[str] | None = None,
@@ -71,12 +95,7 @@ def continual_flow(
             config's flow.inbox, data/inbox in the project).
     """
     log = get_run_logger()
-    extra = list(overrides or [])
-    if workdir:
-        extra.append(f"flow.workdir={json.dumps(str(workdir))}")
-    if inbox:
-        extra.append(f"flow.inbox={json.dumps(str(inbox))}")
-    cfg = config_params(config_path, extra)
+    cfg = flow_config(config_path, overrides, workdir, inbox)
     c, ws = resolve(cfg)
     runner = ContinualRunner(cfg, task_runner(c))
     try:
@@ -98,7 +117,7 @@ def continual_flow(
 
         update_progress_artifact(artifact_id=runner.progress_id, progress=100.0)
     create_markdown_artifact(
-        key="kcm-continual",
+        key=artifact_key(c, ws, "continual"),
         markdown=continual_markdown(report, run["processed"], run["quarantined"]),
         description="continual run summary",
     )

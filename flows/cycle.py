@@ -26,7 +26,7 @@ from prefect.cache_policies import NONE
 from prefect.states import Failed
 
 from flows import events
-from flows.common import resolve
+from flows.common import artifact_key, resolve, run_name
 from kcm import report as reports
 from kcm.config import KCMConfig
 from kcm.cycle import Runner, run_cycle
@@ -72,30 +72,36 @@ class PrefectRunner(Runner):
         return dict(state.result())  # a failed cycle raises its error here, as in-process
 
 
-def publish_artifacts(ws: Workspace, out: dict[str, Any]) -> None:
+def publish_artifacts(c: KCMConfig, ws: Workspace, out: dict[str, Any]) -> None:
     """The cycle's artifacts: its table and the gate's decision, the plots (linked as
     files), and per-class accuracy."""
     report, committed = out["report"], out["committed"]
     create_markdown_artifact(
-        key="kcm-cycle",
+        key=artifact_key(c, ws, "cycle"),
         markdown=reports.cycle_markdown(report, committed),
         description=f"cycle {report['cycle']} on {report['batch']}",
     )
     if committed.get("plots"):
         plots = [str(ws.path(p)) for p in committed["plots"]]
         create_markdown_artifact(
-            key="kcm-cycle-plots",
+            key=artifact_key(c, ws, "cycle-plots"),
             markdown=reports.plots_markdown(report, plots),
             description=f"plots of cycle {report['cycle']} ({Path(plots[0]).parent})",
         )
     create_table_artifact(
-        key="kcm-per-class-accuracy",
+        key=artifact_key(c, ws, "per-class-accuracy"),
         table=reports.per_class_table(report, ws.meta()),
         description=f"per-class accuracy (balanced view) after {report['batch']}",
     )
 
 
-@flow(name="kcm-cycle", flow_run_name="cycle-{name}", log_prints=False)
+def _cycle_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    return run_name(f"cycle-{flow_run.parameters.get('name', '')}")
+
+
+@flow(name="kcm-cycle", flow_run_name=_cycle_run_name, log_prints=False)
 def cycle_flow(cfg: dict[str, Any], name: str, parent_run_id: str | None = None) -> Any:
     """Process one ingested batch (the driver's cycle, its steps as tasks)."""
     log = get_run_logger()
@@ -104,7 +110,7 @@ def cycle_flow(cfg: dict[str, Any], name: str, parent_run_id: str | None = None)
     docs = (out.get("validation") or {}).get("data_docs")
     if docs:  # GX's Data Docs page of this batch's validation
         create_link_artifact(
-            key="kcm-data-docs",
+            key=artifact_key(c, ws, "data-docs"),
             link=Path(docs).resolve().as_uri(),
             link_text=f"Data Docs: validation of {name}",
             description=f"Great Expectations validation of {name}",
@@ -112,5 +118,5 @@ def cycle_flow(cfg: dict[str, Any], name: str, parent_run_id: str | None = None)
     if out["status"] == "quarantined":
         log.error("batch %s quarantined: %s", name, out["reason"])
         return Failed(name="Quarantined", message=f"batch {name} quarantined: {out['reason']}")
-    publish_artifacts(ws, out)
+    publish_artifacts(c, ws, out)
     return out

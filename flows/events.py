@@ -2,7 +2,7 @@
 ``emit_event``, so that an automation can react to them (docs/operations.md has an example).
 
 Each event's resource is the workspace (``kcm.workspace.<id>``, named after its folder, with
-its path, dataset and model name as labels), so one automation trigger can match a project.
+its path, dataset, project and model name as labels), so one automation trigger can match a project.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from typing import Any
 
 from prefect.events import emit_event
 
+from kcm import project
 from kcm.config import KCMConfig
 from kcm.events import event_name
 from kcm.workspace import Workspace
@@ -22,7 +23,8 @@ def resource(c: KCMConfig, ws: Workspace) -> dict[str, str]:
         "prefect.resource.name": ws.root.name,
         "kcm.workspace": str(ws.root),
         "kcm.dataset": str(c.data.dataset),
-        "kcm.model": c.registry.model_name,
+        "kcm.project": project.project_name(c, ws),
+        "kcm.model": project.model_name(c, ws),
     }
 
 

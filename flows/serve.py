@@ -101,6 +101,16 @@ def _stop_runs(exclude: int | None, grace: float) -> None:
     stop_processes(kids, grace)
 
 
+def deployment_name(config_path: Path, workdir: Path) -> str:
+    """The served deployment is the project's (``kcm-continual/<project>``): projects served
+    against one Prefect API never replace each other's deployment nor share its limit."""
+    from kcm.config import load_config
+    from kcm.project import project_name
+    from kcm.workspace import Workspace
+
+    return project_name(load_config(config_path), Workspace(workdir))
+
+
 def _stop_grace(config_path: Path) -> float:
     from kcm.config import load_config
 
@@ -124,7 +134,9 @@ def _pgid(pid: int) -> int | None:
         return None
 
 
-def run_at_start(deployment: str, stop: threading.Event, timeout: float = 120.0) -> None:
+def run_at_start(
+    deployment: str, stop: threading.Event, tags: list[str], timeout: float = 120.0
+) -> None:
     """Once the served deployment is registered, ask for one run of it now."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
@@ -137,7 +149,7 @@ def run_at_start(deployment: str, stop: threading.Event, timeout: float = 120.0)
             except ObjectNotFound:
                 stop.wait(0.5)
                 continue
-            client.create_flow_run_from_deployment(found.id, tags=["kcm", "kcm:start-up"])
+            client.create_flow_run_from_deployment(found.id, tags=[*tags, "kcm:start-up"])
             _say("the first run starts now (start-up); then every interval")
             return
     _say("the deployment %s did not appear: the first run waits for the interval", deployment)
@@ -183,19 +195,21 @@ def serve(
         if inbox:
             params["inbox"] = inbox
         schedule: dict[str, Any] = {"cron": cron} if cron else {"interval": interval}
-        _say("serving kcm-continual (%s) against %s", schedule, url)
+        name = deployment_name(config_path, workdir)
+        tags = ["kcm", f"project:{name}"]
+        _say("serving kcm-continual/%s (%s) against %s", name, schedule, url)
         if interval is not None:  # not an interval after start-up: now, then on the interval
             threading.Thread(
-                target=run_at_start, args=("kcm-continual/kcm-continual", started), daemon=True
+                target=run_at_start, args=(f"kcm-continual/{name}", started, tags), daemon=True
             ).start()
         # one run at a time: a scheduled run never overlaps the previous one (this runner: limit;
         # every runner of the deployment: global_limit)
         continual_flow.serve(
-            name="kcm-continual",
+            name=name,
             parameters=params,
             limit=1,
             global_limit=1,
-            tags=["kcm"],
+            tags=tags,
             **schedule,
         )
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from kcm import doctor, policy, steps
+from kcm import doctor, policy, project, steps
 from kcm.config import KCMConfig
 from kcm.cycle import Runner
 from kcm.defaults import resolved
@@ -37,11 +37,13 @@ def tracking(cfg: KCMConfig, ws: Workspace, active: bool = True) -> Iterator[str
     from kcm.adapters import mlflow_tracking
 
     # params: the settings the run uses, auto / null as kcm.defaults decides them
+    names = project.names(cfg, ws)
     run_id = mlflow_tracking.start_parent(
         ws.root,
-        cfg.registry.experiment,
+        names["experiment"],
         cfg.registry.tracking_uri,
         cfg=resolved(cfg, ws.task()) if ws.exists() else cfg,
+        tags={"kcm.project": names["project"], "kcm.model": names["model"]},
     )
     failed = True
     try:

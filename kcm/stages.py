@@ -11,7 +11,7 @@ the stream batches again (they are the ``prepare`` stage's versioned output) and
 MLflow store of its own inside its output (``<dir>/workspace/mlflow/``), so neither ``dvc
 repro`` nor ``dvc exp run`` ever touches the production registry (``MLFLOW_TRACKING_URI`` is
 ignored there; a ``registry.tracking_uri`` in params.yaml is used with the model name
-``<registry.model_name>-pipeline``).
+``<registry.model_name>-pipeline``, default ``<repository>-pipeline-<task>``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kcm.config import KCMConfig
+from kcm.project import slug
 from kcm.workspace import Workspace, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -60,21 +61,25 @@ def cycle(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
     shutil.copytree(folder / "bootstrap", out)
     ws = Workspace(out)
     ws.make_dirs()  # DVC restores files, not empty folders
-    ledger = ws.load_ledger()  # a copy of the bootstrap is a workspace of its own
-    ws.save_ledger(ledger.model_copy(update={"workspace_id": uuid.uuid4().hex}))
+    ledger = ws.load_ledger()  # a copy of the bootstrap is a workspace of its own, named
+    own_name = f"{cfg.project or slug(Path.cwd().name)}-pipeline"  # after the repository
+    ws.save_ledger(
+        ledger.model_copy(update={"workspace_id": uuid.uuid4().hex, "project": own_name})
+    )
     for f in sorted((folder / "prepared" / "stream").glob("batch-*.csv")):
         shutil.copy(f, Path(ws.inbox) / f.name)
     updates: dict[str, Any] = {"dvc": cfg.dvc.model_copy(update={"enabled": False})}
     # A pipeline run (dvc repro, each dvc exp run) registers into its own store, inside its
     # workspace output, whatever MLFLOW_TRACKING_URI says: an experiment never moves the
     # production registry's aliases. A store named in params.yaml is used, under the model
-    # name "<registry.model_name>-pipeline".
+    # name "<registry.model_name>-pipeline" (default "<repository>-pipeline-<task>").
     reg = cfg.registry
     if reg.tracking_uri is None:
         own = {"tracking_uri": f"sqlite:///{ws.root}/mlflow/mlflow.db"}
     else:
-        own = {"model_name": f"{reg.model_name}-pipeline"}
+        own = {"model_name": f"{reg.model_name}-pipeline" if reg.model_name else None}
     updates["registry"] = reg.model_copy(update=own)
+    updates["project"] = own_name
     report = loop.run(cfg.model_copy(update=updates), ws)
     return {"cycles": len(report["cycles"]), "final": report["final"]["accuracy"]}
 

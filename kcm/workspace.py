@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from kcm.data.batch import Batch, Task, batch_from_frame
 from kcm.data.sources import read_table
 from kcm.errors import EnvironmentFault
+from kcm.project import slug
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class Ledger(BaseModel):
     created_at: str | None = None
     dataset: str | None = None
     workspace_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    project: str | None = None  # kcm.project: the names it was created / first registered with
+    model_name: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -132,6 +135,9 @@ class Ledger(BaseModel):
                 data.setdefault("challenger", data.pop("current"))
             if "serving" in data:
                 data.setdefault("champion", data.pop("serving"))
+            if "model_name" not in data:  # before projects had names: the name it registered
+                named = [(c.get("mlflow") or {}).get("model_name") for c in data.get("cycles", [])]
+                data["model_name"] = next((n for n in reversed(named) if n), None)
         return data
 
     def with_status(self, status: BatchStatus) -> list[str]:
@@ -281,6 +287,8 @@ class Workspace:
                 last,
             )
             ledger.workspace_id = uuid.uuid4().hex
+            # and names of its own: it registers into a model of its own
+            ledger.project, ledger.model_name = slug(self.root.name), None
             self.save_ledger(ledger)
         atomic_write_text(where, str(self.root))
         return copy

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from kcm.workspace import Workspace
+
 
 def _record(inputs: list[Any]) -> None:
     path = os.environ.get("KCM_TEST_CALLS")
@@ -104,7 +106,8 @@ def champion_answers_in_a_fresh_process(workspace: Path, rows: Any, tmp_path: Pa
     rows.to_parquet(tmp_path / "rows.parquet")
     script = (
         "import sys, mlflow, pandas as pd\n"
-        "m = mlflow.pyfunc.load_model('models:/kcm-system@champion')\n"
+        f"m = mlflow.pyfunc.load_model('models:/{Workspace(workspace).load_ledger().model_name}"
+        "@champion')\n"
         "m.predict(pd.read_parquet(sys.argv[1])).to_json(sys.argv[2], orient='records')\n"
     )
     env = {

@@ -83,8 +83,10 @@ def rebase_local_store(db: Path, experiment: str, location: str) -> int:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         if "experiments" not in tables:
             return 0
-        row = con.execute(
-            "SELECT artifact_location FROM experiments WHERE name = ?", (experiment,)
+        row = con.execute(  # the named experiment, else any of the store's (one folder)
+            "SELECT artifact_location FROM experiments WHERE artifact_location LIKE '%/artifacts' "
+            "ORDER BY name = ? DESC, experiment_id LIMIT 1",
+            (experiment,),
         ).fetchone()
         old = row[0] if row else None
         if not old or old == location or not old.endswith("/artifacts"):
@@ -180,6 +182,24 @@ def run_tags(run_id: str) -> dict[str, str]:
     return dict(MlflowClient().get_run(run_id).data.tags)
 
 
+def owners(name: str) -> dict[int, tuple[str | None, str | None]]:
+    """Each registered version of model ``name`` -> the workspace that registered it: (its
+    id, its folder) as kcm tagged the version or its run; (None, None) for a version kcm did
+    not register. No model of that name: empty."""
+    c = MlflowClient()
+    out: dict[int, tuple[str | None, str | None]] = {}
+    for mv in c.search_model_versions(f"name = '{name}'"):
+        wid, path = mv.tags.get("kcm.workspace_id"), mv.tags.get("kcm.workspace")
+        if (wid is None or path is None) and mv.run_id:
+            try:
+                tags = run_tags(mv.run_id)
+            except mlflow.exceptions.MlflowException:  # a run deleted since
+                tags = {}
+            wid, path = wid or tags.get("kcm.workspace_id"), path or tags.get("kcm.workspace")
+        out[int(mv.version)] = (wid, path)
+    return out
+
+
 def code_commit() -> str | None:
     """The git commit of the kcm code, when it runs from a git checkout."""
     import subprocess
@@ -209,6 +229,7 @@ def version_info(name: str, version: int | str) -> dict[str, Any]:
     mv = _version(name, version)
     sv = mv.tags.get("kcm.system_version")
     return {
+        "model": name,
         "version": int(mv.version),
         "system_version": int(sv) if sv not in (None, "") else None,
         "run_id": mv.run_id,

@@ -37,6 +37,7 @@ def start_parent(
     configured: str | None = None,
     name: str = "kcm-continual",
     cfg: Any = None,
+    tags: dict[str, str] | None = None,
 ) -> str:
     """A parent run for one continual invocation, with the run's settings as params; cycles
     are nested under it and their figures are also logged on it, stepped by cycle."""
@@ -45,7 +46,11 @@ def start_parent(
     run = c.create_run(
         mlflow.get_experiment_by_name(experiment).experiment_id,
         run_name=name,
-        tags={"kcm.kind": "continual", "kcm.workspace": str(Path(workdir).resolve())},
+        tags={
+            "kcm.kind": "continual",
+            "kcm.workspace": str(Path(workdir).resolve()),
+            **(tags or {}),
+        },
     )
     if cfg is not None:
         params = [Param(k, v) for k, v in _params(cfg).items()]
@@ -116,6 +121,7 @@ def _run_tags(
         "kcm.batch_sha256": record.sha256 if record else "",
         "kcm.system_version": str(version),
         "kcm.workspace": str(ws.root),
+        "kcm.workspace_id": ws.load_ledger().workspace_id,
         "kcm.git_commit": code_commit() or "unknown",
         "kcm.gate": "promote" if decision.promote else "refuse",
     }
@@ -149,15 +155,20 @@ def track_cycle(
     lineage: dict[str, Any],
     parent_run_id: str | None = None,
     system: Any = None,
+    *,
+    names: dict[str, str],
 ) -> dict[str, Any]:
     """One MLflow run for the cycle: config as params, the cycle's metrics (step = cycle),
     lineage tags, report and per-class artifacts; the system logged as a pyfunc model and
     registered. No alias moves here: ``register`` moves them after the ledger has committed
     the cycle (``set_aliases``), so an alias never points at an uncommitted version. A
-    failure after registration removes the version."""
+    failure after registration removes the version. ``names``: the project's
+    (``kcm.project.names``: project, model, experiment)."""
     reg = cfg.registry
-    setup(ws.root, reg.experiment, reg.tracking_uri)
+    model = names["model"]
+    setup(ws.root, names["experiment"], reg.tracking_uri)
     tags = _run_tags(ws, name, version, decision, parent_run_id, report.get("answers"))
+    tags["kcm.project"] = names["project"]
     task = ws.task()
     example = ws.view("traffic", task).to_frame(task, with_labels=False).head(3)
     step = int(report.get("cycle", 0))
@@ -171,31 +182,33 @@ def track_cycle(
         mlflow.log_text(_per_class_csv(ws.meta(), report), "per_class_accuracy.csv")
         for png in report.get("plots", []):
             mlflow.log_artifact(str(ws.path(png)), artifact_path="plots")
-        info = log_system(ws.system_dir(version), example, reg.model_name, system)
+        info = log_system(ws.system_dir(version), example, model, system)
         mv = info.registered_model_version
         try:
             # the run's metrics, linked to its LoggedModel (one call: one point per cycle)
             mlflow.log_metrics(metrics, step=step, model_id=info.model_id)
             c = MlflowClient()
             c.update_model_version(
-                reg.model_name, str(mv), description=version_description(name, report, decision)
+                model, str(mv), description=version_description(name, report, decision)
             )
-            if not c.get_registered_model(reg.model_name).description:
-                c.update_registered_model(reg.model_name, description=MODEL_DESCRIPTION)
-            c.set_model_version_tag(reg.model_name, str(mv), "kcm.system_version", str(version))
-            c.set_model_version_tag(reg.model_name, str(mv), "kcm.batch", name)
+            if not c.get_registered_model(model).description:
+                c.update_registered_model(model, description=MODEL_DESCRIPTION)
+            c.set_model_version_tag(model, str(mv), "kcm.system_version", str(version))
+            c.set_model_version_tag(model, str(mv), "kcm.batch", name)
+            c.set_model_version_tag(model, str(mv), "kcm.workspace", str(ws.root))
+            c.set_model_version_tag(model, str(mv), "kcm.project", names["project"])
             c.set_model_version_tag(
-                reg.model_name, str(mv), "kcm.workspace_id", ws.load_ledger().workspace_id
+                model, str(mv), "kcm.workspace_id", ws.load_ledger().workspace_id
             )
         except BaseException:
-            drop_version(reg.model_name, mv)
+            drop_version(model, mv)
             raise
     if parent_run_id:
         log_series(parent_run_id, report)
     return {
         "run_id": run.info.run_id,
         "model_version": int(mv),
-        "model_name": reg.model_name,
+        "model_name": model,
         "promoted": decision.promote,
     }
 

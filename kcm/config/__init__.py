@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from kcm.config.large import (
     BudgetConfig,
@@ -30,14 +30,12 @@ from kcm.config.large import (
 from kcm.config.sections import (
     DataConfig,
     DistillConfig,
-    DVCConfig,
     EncoderConfig,
     EvalConfig,
     FeaturesConfig,
     FlowConfig,
     GroupsConfig,
     JudgeConfig,
-    RegistryConfig,
     RoutingConfig,
     Section,
     SmallConfig,
@@ -45,10 +43,17 @@ from kcm.config.sections import (
     TextFeaturesConfig,
     ValidateConfig,
 )
+from kcm.config.tracking import DVCConfig, RegistryConfig
 from kcm.errors import ConfigError
 
 
 class KCMConfig(Section):
+    project: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9][a-z0-9-]*$",
+        description="this project's name on a shared MLflow / Prefect server (lower-case "
+        "letters, digits, dashes); default: the workspace folder's name when it was created",
+    )
     seed: int = 0
     data: DataConfig = DataConfig()
     features: FeaturesConfig = FeaturesConfig()

@@ -366,33 +366,3 @@ class FlowConfig(Section):
         description="seconds a run gets after SIGTERM/SIGINT to stop on its own before it and "
         "its child processes are killed (every step survives a kill)",
     )
-
-
-class RegistryConfig(Section):
-    """MLflow tracking and model registry (embedded default: SQLite under <workdir>/mlflow/;
-    MLFLOW_TRACKING_URI points at a tracking server instead)."""
-
-    enabled: bool = True
-    tracking_uri: str | None = Field(
-        None,
-        description="default: MLFLOW_TRACKING_URI, else sqlite:///<workdir>/mlflow/mlflow.db",
-    )
-    experiment: str = "kcm"
-    model_name: str = "kcm-system"
-    accuracy_tolerance: float = Field(0.01, ge=0, description="traffic accuracy may drop this much")
-    few_tolerance: float = Field(
-        0.0, ge=0, description="balanced Few-group accuracy may drop this much"
-    )
-    large_rate_tolerance: float = Field(
-        0.05, ge=0, description="large-call rate may rise this much"
-    )
-
-
-class DVCConfig(Section):
-    """Data versioning: every ingested batch is ``dvc add``-ed and pushed to the remote."""
-
-    enabled: bool = True
-    remote: str | None = Field(
-        None, description="a DVC remote URL (s3://..., /path); default <workdir>/dvc-remote"
-    )
-    remote_name: str = "kcm"

@@ -15,6 +15,7 @@ from kcm.config import KCMConfig
 from kcm.data.stream import DataBundle, build_bundle
 from kcm.models.large import make_large_model
 from kcm.persist import check_built, save_system
+from kcm.project import project_name
 from kcm.steps.systems import now
 from kcm.system import CollaborationSystem
 from kcm.workspace import Ledger, Workspace, atomic_write_text
@@ -61,7 +62,9 @@ def bootstrap(cfg: KCMConfig, ws: Workspace, bundle: DataBundle | None = None) -
         "large_model": large.describe(),
     }
     atomic_write_text(ws.eval_dir / "meta.json", json.dumps(meta, indent=1))
-    ws.save_ledger(Ledger(challenger=0, created_at=now(), dataset=cfg.data.dataset))
+    ledger = Ledger(challenger=0, created_at=now(), dataset=cfg.data.dataset)
+    ledger.project = project_name(cfg, ws)  # fixed: a moved workspace keeps its names
+    ws.save_ledger(ledger)
     log.info(
         "workspace %s created in %.1fs (large model %s fitted on %d samples)",
         ws.root,

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from kcm import project
 from kcm.config import KCMConfig
 from kcm.defaults import resolved
 from kcm.evaluation.gate import Decision
@@ -136,7 +137,12 @@ def publish(
     candidate = system_at(ws, cfg, version) if (cfg.eval.plots or r.enabled) else None
     report["plots"] = cycle_plots(cfg, ws, name, report, candidate)
     if r.enabled:
-        from kcm.adapters import mlflow_tracking
+        from kcm.adapters import mlflow_registry, mlflow_tracking
+        from kcm.steps.registry_ops import check_owner
+
+        names = project.names(cfg, ws)
+        mlflow_registry.setup(ws.root, names["experiment"], r.tracking_uri)
+        check_owner(cfg, ws, mlflow_registry, names["model"])  # never into another's model
 
         report["mlflow"] = mlflow_tracking.track_cycle(
             resolved(cfg, ws.task()),  # params: what the cycle ran with, auto decided
@@ -148,6 +154,7 @@ def publish(
             lineage=lineage_of(ledger, name),
             parent_run_id=parent_run_id,
             system=candidate,
+            names=names,
         )
     report["published"] = True
     atomic_write_text(report_path(ws, name), json.dumps(report, indent=1, default=float))
@@ -156,10 +163,15 @@ def publish(
         **ledger.cycles[i],
         **{k: report[k] for k in ("plots", "mlflow", "published")},
     }
+    if r.enabled and ledger.model_name is None:  # fixed: a moved workspace keeps its model
+        ledger.model_name = report["mlflow"]["model_name"]
+        ledger.project = ledger.project or project.project_name(cfg, ws)
     ws.save_ledger(ledger)
     reach("publish:recorded")
     if r.enabled:  # aliases move only once the ledger names the version (see sync_champion)
         from kcm.adapters import mlflow_registry
 
-        mlflow_registry.set_aliases(r.model_name, report["mlflow"]["model_version"], decision)
+        mlflow_registry.set_aliases(
+            report["mlflow"]["model_name"], report["mlflow"]["model_version"], decision
+        )
     return {"batch": name, "plots": report["plots"], "mlflow": report["mlflow"]}

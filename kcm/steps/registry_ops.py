@@ -9,7 +9,8 @@ import logging
 from typing import Any
 
 from kcm.config import KCMConfig
-from kcm.errors import KCMError
+from kcm.errors import KCMError, RegistryError
+from kcm.project import experiment_name, model_name, project_name, task_name
 from kcm.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -26,18 +27,44 @@ def _registry(cfg: KCMConfig, ws: Workspace) -> Any:
     ws.claim_identity()  # a copy never moves the original's aliases
     from kcm.adapters import mlflow_registry
 
-    mlflow_registry.setup(ws.root, cfg.registry.experiment, cfg.registry.tracking_uri)
+    mlflow_registry.setup(ws.root, experiment_name(cfg, ws), cfg.registry.tracking_uri)
     return mlflow_registry
 
 
-def committed_versions(ws: Workspace) -> dict[int, dict[str, Any]]:
-    """Registered model version -> the committed cycle of this workspace that produced it."""
+def committed_versions(ws: Workspace, name: str) -> dict[int, dict[str, Any]]:
+    """Version of registered model ``name`` -> the committed cycle of this workspace that
+    produced it."""
     out = {}
     for c in ws.load_ledger().cycles:
-        mv = (c.get("mlflow") or {}).get("model_version")
-        if mv is not None:
-            out[int(mv)] = c
+        ml = c.get("mlflow") or {}
+        if ml.get("model_version") is not None and ml.get("model_name", name) == name:
+            out[int(ml["model_version"])] = c
     return out
+
+
+def check_owner(cfg: KCMConfig, ws: Workspace, reg: Any, name: str) -> None:
+    """Refuse (one line naming both) a registered model that holds versions another
+    workspace registered, or that kcm did not register: this project never registers into
+    it nor moves its aliases. Versions of this workspace's folder registered before
+    workspaces had ids count as its own."""
+    me = ws.load_ledger().workspace_id
+    foreign = {
+        v: (wid, path)
+        for v, (wid, path) in reg.owners(name).items()
+        if not (wid == me or (wid is None and path == str(ws.root)))
+    }
+    if not foreign:
+        return
+    versions = sorted(foreign)
+    wid, path = foreign[versions[-1]]
+    other = f"workspace {wid[:8]} at {path}" if wid else "not registered by kcm"
+    raise RegistryError(
+        f"registered model {name!r} holds versions of another project (version(s) "
+        f"{', '.join(map(str, versions[:5]))}{' ...' if len(versions) > 5 else ''}: {other}); "
+        f"this project ({ws.root}, workspace {me[:8]}) neither registers into it nor moves its "
+        f"aliases: give it a name of its own with `project` or `registry.model_name` in its "
+        f"params.yaml (its default would be {project_name(cfg, ws)}-{task_name(cfg)})"
+    )
 
 
 def _belongs(reg: Any, info: dict[str, Any], ws: Workspace, workspace_id: str) -> bool:
@@ -47,7 +74,7 @@ def _belongs(reg: Any, info: dict[str, Any], ws: Workspace, workspace_id: str) -
     not: it is refused, never promoted)."""
     if info["system_version"] is None:
         return False  # half-registered (no committed cycle tagged it)
-    if info["version"] not in committed_versions(ws):
+    if info["version"] not in committed_versions(ws, info["model"]):
         return False
     tagged = info["tags"].get("kcm.workspace_id")
     if tagged is not None:
@@ -59,11 +86,12 @@ def _finish_last_commit(cfg: KCMConfig, ws: Workspace, reg: Any) -> None:
     """A run killed between the ledger commit and the alias move: move them now. (Every
     committed version becomes the challenger, so a challenger alias that does not name the
     last committed version is exactly that case; a person's promote never moves it.)"""
-    cycles = [c for c in ws.load_ledger().cycles if (c.get("mlflow") or {}).get("model_version")]
+    name = model_name(cfg, ws)
+    cycles = committed_versions(ws, name)
     if not cycles:
         return
-    last, name = cycles[-1], cfg.registry.model_name
-    mv = int(last["mlflow"]["model_version"])
+    mv = max(cycles)
+    last = cycles[mv]
     if reg.alias_version(name, reg.CHALLENGER) == mv:
         return
     from kcm.evaluation.gate import Decision
@@ -83,11 +111,13 @@ def sync_champion(cfg: KCMConfig, ws: Workspace) -> int | None:
     if not cfg.registry.enabled or not ws.exists():
         return ledger.champion
     reg = _registry(cfg, ws)
+    name = model_name(cfg, ws)
+    check_owner(cfg, ws, reg, name)
     _finish_last_commit(cfg, ws, reg)
-    version = reg.champion_version(cfg.registry.model_name)
+    version = reg.champion_version(name)
     if version is None:
         return ledger.champion
-    info = reg.version_info(cfg.registry.model_name, version)
+    info = reg.version_info(name, version)
     if not _belongs(reg, info, ws, ledger.workspace_id):
         log.info("MLflow's champion (version %s) belongs to another workspace: kept", version)
         return ledger.champion
@@ -112,7 +142,8 @@ def promote(cfg: KCMConfig, ws: Workspace, version: int, who: str) -> dict[str, 
     """Make registered model ``version`` the champion by hand (recorded as version tags);
     the workspace serves the system it holds from the next cycle on."""
     reg = _registry(cfg, ws)
-    name = cfg.registry.model_name
+    name = model_name(cfg, ws)
+    check_owner(cfg, ws, reg, name)
     info = reg.version_info(name, version)
     if not _belongs(reg, info, ws, ws.load_ledger().workspace_id):
         raise KCMError(
@@ -128,7 +159,8 @@ def promote(cfg: KCMConfig, ws: Workspace, version: int, who: str) -> dict[str, 
 def rollback(cfg: KCMConfig, ws: Workspace, who: str) -> dict[str, Any]:
     """Point the champion back at the version the current champion replaced."""
     reg = _registry(cfg, ws)
-    name = cfg.registry.model_name
+    name = model_name(cfg, ws)
+    check_owner(cfg, ws, reg, name)
     was = reg.champion_version(name)
     target = reg.version_info(name, reg.rollback_target(name))
     if not _belongs(reg, target, ws, ws.load_ledger().workspace_id):
@@ -147,4 +179,4 @@ def lineage(cfg: KCMConfig, ws: Workspace, version: int) -> dict[str, Any]:
     """Where registered model ``version`` came from: batches (with DVC hashes), code commit,
     config and the gate's decision."""
     reg = _registry(cfg, ws)
-    return dict(reg.lineage(cfg.registry.model_name, version))
+    return dict(reg.lineage(model_name(cfg, ws), version))

@@ -98,8 +98,12 @@ def test_dvc_repro_and_exp_run_reproduce_the_pipeline(tmp_path: Path) -> None:
     assert not (repo / "mlflow").exists()
     from mlflow import MlflowClient
 
+    from kcm.project import slug
+
     own = MlflowClient(tracking_uri=f"sqlite:///{pipe / 'workspace' / 'mlflow' / 'mlflow.db'}")
-    assert len(own.search_model_versions("name = 'kcm-system'")) == 2  # the experiment's own
+    name = ledger["model_name"]  # the pipeline's own model, named after the repository
+    assert name == f"{slug(repo.name)}-pipeline-digits", name
+    assert len(own.search_model_versions(f"name = '{name}'")) == 2  # the experiment's own
     keep = "Experiment|routing.epsilon|traffic.accuracy|traffic.large_call_rate|large_calls"
     table = _run(
         [str(BIN / "dvc"), "exp", "show", "--no-pager", "--csv", "--drop", ".*", "--keep", keep],

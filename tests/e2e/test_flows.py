@@ -103,21 +103,24 @@ def test_continual_flow_runs_every_batch_and_the_matrix_grows_across_runs(
     assert continual_flow(config_path=config_path, return_state=True).is_completed()
     with get_client(sync_client=True) as client:
         arts = client.read_artifacts()
-    keys = {a.key for a in arts}
-    assert {"kcm-cycle", "kcm-cycle-plots", "kcm-per-class-accuracy", "kcm-continual"} <= keys
-    plots = next(a for a in arts if a.key == "kcm-cycle-plots")
+    keys = {a.key for a in arts}  # the project's own keys (artifact keys are server-wide)
+    own = ("cycle", "cycle-plots", "per-class-accuracy", "continual")
+    assert {f"kcm-ws-{k}" for k in own} <= keys
+    plots = next(a for a in arts if a.key == "kcm-ws-cycle-plots")
     # linked as files (not inlined into the Prefect database): dashboard, trade-off,
     # reliability, matrix, KAN
     links = re.findall(r"\((file://[^)]+\.png)\)", plots.data)
     assert len(links) == 5 and "base64" not in plots.data
     assert all(Path(urllib.parse.urlparse(u).path).is_file() for u in links)
-    cycle = next(a for a in arts if a.key == "kcm-cycle")
-    assert "promoted" in cycle.data and "MLflow: model `kcm-system`" in cycle.data
+    cycle = next(a for a in arts if a.key == "kcm-ws-cycle")
+    assert "promoted" in cycle.data and "MLflow: model `ws-digits`" in cycle.data
     with get_client(sync_client=True) as client:  # tagged, and task runs named by batch
         runs = client.read_flow_runs()
         tasks = client.read_task_runs()
-    cycles = [r for r in runs if r.name.startswith("cycle-") and r.created >= started]
-    assert cycles and all({"kcm", f"project:{ws.root.name}"} <= set(r.tags) for r in cycles)
+    ours = [r for r in runs if r.created >= started]  # named and tagged by project
+    cycles = [r for r in ours if r.name.startswith("ws-cycle-")]
+    assert cycles and all({"kcm", "project:ws", "model:ws-digits"} <= set(r.tags) for r in cycles)
+    assert all(r.name.startswith("ws-") for r in ours), [r.name for r in ours]
     names = {t.name for t in tasks}
     first = sorted(p.name for p in ws.batches.glob("0000-*.csv"))[0]
     assert {f"validate-{first}", f"route-{first}", f"learn-{first}"} <= names
@@ -181,7 +184,7 @@ def test_malformed_batches_are_quarantined_and_models_untouched(
     # one kcm.batch.quarantined event each, with what an automation needs
     events = _wait_events("kcm.batch.quarantined", ws, 4)
     assert sorted(e.payload["batch"] for e in events) == sorted(result["quarantined"])
-    assert all(e.payload["reason"] and e.resource["kcm.model"] == "kcm-system" for e in events)
+    assert all(e.payload["reason"] and e.resource["kcm.model"] == "ws-digits" for e in events)
     for name in result["quarantined"]:
         assert (ws.quarantine / name).is_file()
         rep = json.loads((ws.quarantine / f"{name}.report.json").read_text())

@@ -50,8 +50,8 @@ def test_the_champion_serves_from_a_virtualenv_of_its_requirements(tmp_path: Pat
 
     uri = f"sqlite:///{ws}/mlflow/mlflow.db"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    mv = client.get_model_version_by_alias("kcm-system", "champion")
-    where = client.get_model_version_download_uri("kcm-system", mv.version)
+    mv = client.get_model_version_by_alias("ws-digits", "champion")
+    where = client.get_model_version_download_uri("ws-digits", mv.version)
     model = tmp_path / "model"  # the champion's files alone, away from the workspace
     shutil.copytree(where.removeprefix("file://"), model)
     reqs = model / "requirements.txt"

@@ -23,6 +23,7 @@ import pytest
 
 from kcm import loop, steps
 from kcm.config import KCMConfig, load_config
+from kcm.project import model_name
 from kcm.steps.systems import champion
 from kcm.workspace import Workspace
 from tests import helpers
@@ -77,7 +78,7 @@ def test_two_cycles_are_tracked_registered_and_their_data_versioned(
     cfg, ws = two_cycles
     ledger = ws.load_ledger()
     c = _client(ws)
-    name = cfg.registry.model_name
+    name = model_name(cfg, ws)
     versions = {int(v.version): v for v in c.search_model_versions(f"name = '{name}'")}
     assert sorted(versions) == [1, 2]
     aliases = c.get_registered_model(name).aliases
@@ -225,7 +226,7 @@ def test_mlflow_models_serve_answers_with_the_routing_applied(
             "models",
             "serve",
             "-m",
-            "models:/kcm-system@champion",
+            f"models:/{model_name(_cfg, ws)}@champion",
             "--env-manager",
             "local",
             "-h",
@@ -294,7 +295,7 @@ def test_promote_and_rollback_by_hand_are_recorded(
 
     cfg, ws = two_cycles
     c = _client(ws)
-    name = cfg.registry.model_name
+    name = model_name(cfg, ws)
     before = int(c.get_model_version_by_alias(name, "champion").version)
     other = 2 if before == 1 else 1
     assert main(["promote", "--workdir", str(ws.root), "--version", str(other), "--who", "ci"]) == 0
@@ -316,7 +317,7 @@ def test_an_alias_moved_in_mlflow_is_what_the_next_run_serves(
     ledger adopts it at the start of the next run; the two never disagree afterwards."""
     cfg, ws = two_cycles
     c = _client(ws)
-    name = cfg.registry.model_name
+    name = model_name(cfg, ws)
     before = c.get_model_version_by_alias(name, "champion")
     other = c.get_model_version(name, "2" if before.version == "1" else "1")
     c.set_registered_model_alias(name, "champion", other.version)
@@ -356,7 +357,7 @@ def test_the_gate_refuses_a_challenger_that_is_worse_on_the_few_group(tmp_path: 
     gate = ledger.cycles[1]["gate"]
     assert gate["promote"] is False
     c = _client(ws)
-    name = cfg.registry.model_name
+    name = model_name(cfg, ws)
     mv = c.get_model_version(name, "2")
     assert mv.tags["kcm.gate"] == "refuse"
     assert "Few-group accuracy" in mv.tags["kcm.gate_reasons"]

@@ -63,9 +63,9 @@ def test_killed_between_commit_and_publish_the_next_run_publishes_first(tmp_path
     (cycle,) = ws.load_ledger().cycles
     assert cycle["published"] is True
     client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow/mlflow.db")
-    (version,) = client.search_model_versions("name = 'kcm-system'")
+    (version,) = client.search_model_versions("name = 'ws-digits'")
     assert int(version.version) == cycle["mlflow"]["model_version"]
-    aliases = client.get_model_version("kcm-system", version.version).aliases
+    aliases = client.get_model_version("ws-digits", version.version).aliases
     assert "challenger" in aliases
 
 
@@ -81,15 +81,15 @@ def test_killed_between_publish_and_alias_move_the_next_run_finishes_it(tmp_path
     ledger = ws.load_ledger()
     assert len(ledger.cycles) == 1  # committed ...
     mv = ledger.cycles[0]["mlflow"]["model_version"]
-    assert not client.get_model_version("kcm-system", str(mv)).aliases  # ... aliases not moved
+    assert not client.get_model_version("ws-digits", str(mv)).aliases  # ... aliases not moved
 
     cfg = load_config(out / "params.resolved.yaml")
     sync_champion(cfg, ws)  # what every run does first
-    aliases = client.get_model_version("kcm-system", str(mv)).aliases
+    aliases = client.get_model_version("ws-digits", str(mv)).aliases
     assert "challenger" in aliases
     if ledger.cycles[0]["gate"]["promote"]:
         assert "champion" in aliases
-    assert len(client.search_model_versions("name = 'kcm-system'")) == 1  # not registered twice
+    assert len(client.search_model_versions("name = 'ws-digits'")) == 1  # not registered twice
 
     # a version no committed cycle names (as if the run had died just before the ledger
     # write) is refused by promote

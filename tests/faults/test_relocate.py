@@ -90,8 +90,9 @@ def test_a_moved_then_copied_workspace_goes_on_at_its_new_path(tmp_path: Path) -
 
 def test_registry_commands_on_a_copy_never_touch_the_originals_aliases(tmp_path: Path) -> None:
     """A shared tracking store: ``a`` registers its versions; ``c``, a copy of ``a`` (``a``
-    still in place), gets an identity of its own, so ``kcm promote --workdir c`` is refused
-    one line, and the original's champion does not move."""
+    still in place), gets an identity and a model of its own (``c-digits``), so ``kcm promote
+    --workdir c`` finds no such version there, pointed at ``a``'s model it is refused one line,
+    and the original's champion does not move."""
     from mlflow import MlflowClient
 
     a, c = tmp_path / "a", tmp_path / "c"
@@ -100,12 +101,15 @@ def test_registry_commands_on_a_copy_never_touch_the_originals_aliases(tmp_path:
     first = _kcm("run", "--in-process", "--no-progress", *sets, "--out", str(a))
     assert first.returncode == 0, first.stderr[-3000:]
     client = MlflowClient(tracking_uri=store)
-    champion = client.get_model_version_by_alias("kcm-system", "champion").version
+    champion = client.get_model_version_by_alias("a-digits", "champion").version
     shutil.copytree(a, c, symlinks=True)
     other = "1" if champion == "2" else "2"
     promoted = _kcm("promote", "--version", other, "--workdir", str(c), *sets)
     assert promoted.returncode == 2, promoted.stderr[-3000:]
-    assert "not registered by a committed cycle" in promoted.stderr
-    assert "Traceback" not in promoted.stderr
-    assert client.get_model_version_by_alias("kcm-system", "champion").version == champion
+    assert "model 'c-digits' has no version" in promoted.stderr
+    into = _kcm(*promoted.args[3:], "--set", "registry.model_name=a-digits")
+    assert into.returncode == 2, into.stderr[-3000:]
+    assert "holds versions of another project" in into.stderr
+    assert "Traceback" not in promoted.stderr + into.stderr
+    assert client.get_model_version_by_alias("a-digits", "champion").version == champion
     assert Workspace(c).load_ledger().workspace_id != Workspace(a).load_ledger().workspace_id

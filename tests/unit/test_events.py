@@ -18,7 +18,10 @@ class _Ws:
     root = Path("/p/proj")
 
     def load_ledger(self) -> Any:
-        return type("L", (), {"workspace_id": "abc"})()
+        return type("L", (), {"workspace_id": "abc", "project": "proj", "model_name": None})()
+
+    def exists(self) -> bool:
+        return True
 
 
 def test_a_cycle_calls_for_refusal_and_few_forgetting_only_when_due(monkeypatch: Any) -> None:
@@ -45,7 +48,7 @@ def test_a_cycle_calls_for_refusal_and_few_forgetting_only_when_due(monkeypatch:
     assert [e for e, _, _ in sent] == ["kcm.challenger.refused", "kcm.forgetting.few"]
     _, resource, refused = sent[0]
     assert resource["prefect.resource.id"] == "kcm.workspace.abc"
-    assert resource["kcm.model"] == c.registry.model_name
+    assert resource["kcm.project"] == "proj" and resource["kcm.model"] == "proj-digits"
     assert refused["reasons"] == ["Few dropped"] and refused["traffic_accuracy"] == 0.9
     assert sent[1][2] == {"batch": "b1", "forgetting_few": 0.2, "bound": 0.05}
     with pytest.raises(ValueError, match="choose from"):
