@@ -3,12 +3,17 @@
 ```
 prepare         raw dataset -> <dir>/prepared/   (splits, long-tailed stream as CSV batches)
 pretrain_large  prepared    -> <dir>/bootstrap/  (large model's head fitted once, system v0)
-cycle           bootstrap + stream -> <dir>/workspace/  (every batch: route, call, distil...)
-evaluate        workspace   -> <dir>/metrics.json, <dir>/plots/
+cycle           bootstrap + stream -> <dir>/metrics.json, <dir>/plots/ (CSV), <dir>/figures/
+                (every batch: route, call, distil ... in the scratch folder <dir>/workspace/)
 ```
-Each stage reads ``params.yaml`` (``kcm stage NAME``). The ``cycle`` stage does not ``dvc add``
-the stream batches again (they are the ``prepare`` stage's versioned output) and tracks to an
-MLflow store of its own inside its output (``<dir>/workspace/mlflow/``), so neither ``dvc
+Each stage reads ``params.yaml`` (``kcm stage NAME``; ``evaluate`` redraws the metrics and
+plots from the scratch workspace). Every tracked output is a function of the stage's inputs
+alone (no timestamps, ids or databases), so ``dvc repro`` on a fresh clone leaves
+``dvc.lock`` as committed; ``metrics.json`` and the plots' CSV are kept by git
+(``cache: false``), so every ``dvc exp run`` commits them and ``dvc exp show`` / ``dvc metrics
+diff`` / ``dvc plots diff`` compare experiments. The ``cycle`` stage does not ``dvc add`` the
+stream batches again (they are the ``prepare`` stage's versioned output) and tracks to an
+MLflow store of its own inside its workspace (``<dir>/workspace/mlflow/``), so neither ``dvc
 repro`` nor ``dvc exp run`` ever touches the production registry (``MLFLOW_TRACKING_URI`` is
 ignored there; a ``registry.tracking_uri`` in params.yaml is used with the model name
 ``<registry.model_name>-pipeline``, default ``<repository>-pipeline-<task>``).
@@ -50,7 +55,34 @@ def pretrain_large(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
 
     out = folder / "bootstrap"
     shutil.rmtree(out, ignore_errors=True)
-    return bootstrap(cfg, Workspace(out), load_bundle(folder / "prepared"))
+    made = bootstrap(cfg, Workspace(out), load_bundle(folder / "prepared"))
+    _as_a_function_of_its_inputs(Workspace(out))
+    return made
+
+
+#: the bootstrap output's id (the cycle stage gives its copy one of its own)
+TEMPLATE_ID = uuid.UUID(int=0).hex
+
+
+def _as_a_function_of_its_inputs(ws: Workspace) -> None:
+    """The bootstrap output holds nothing that changes from one run to the next, so that its
+    hash in ``dvc.lock`` is the same under ``dvc repro`` on a fresh clone: no creation time,
+    a fixed id, and no answer store while it is empty (it is created on first use)."""
+    import sqlite3
+
+    ledger = ws.load_ledger().model_copy(update={"created_at": None, "workspace_id": TEMPLATE_ID})
+    ws.save_ledger(ledger, backup=False)
+    store = ws.state / "large_cache.sqlite"
+    if store.is_file():
+        con = sqlite3.connect(store)
+        try:
+            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            empty = all(con.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] == 0 for t in tables)
+        finally:
+            con.close()
+        if empty:
+            for f in ws.state.glob("large_cache.sqlite*"):
+                f.unlink()
 
 
 def cycle(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
@@ -81,6 +113,8 @@ def cycle(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
     updates["registry"] = reg.model_copy(update=own)
     updates["project"] = own_name
     report = loop.run(cfg.model_copy(update=updates), ws)
+    evaluate(cfg, folder)  # what the stage tracks: its metrics and plots (the workspace is
+    # a scratch folder: its stores and timestamps would change dvc.lock on every repro)
     return {"cycles": len(report["cycles"]), "final": report["final"]["accuracy"]}
 
 
@@ -111,8 +145,8 @@ def metrics_of(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
-    """Write ``metrics.json`` and ``plots/``: the trade-off curve and per-cycle figures as CSV
-    (``dvc plots show`` draws them) and the last cycle's PNG plots."""
+    """Write ``metrics.json``, ``plots/`` (the trade-off curve and per-cycle figures as CSV:
+    ``dvc plots show`` draws them) and ``figures/`` (the last cycle's PNG plots)."""
     from kcm.report import summary_report
 
     ws = Workspace(folder / "workspace")
@@ -133,9 +167,12 @@ def evaluate(cfg: KCMConfig, folder: Path) -> dict[str, Any]:
         w.writerow(["cycle", "batch_accuracy", "large_call_rate"])
         for c in report["cycles"]:
             w.writerow([c["cycle"], c["accuracy"], c["large_call_rate"]])
+    figures = folder / "figures"
+    shutil.rmtree(figures, ignore_errors=True)
+    figures.mkdir(parents=True)
     last = ws.load_ledger().order[-1]
     for png in sorted((ws.run_dir(last) / "plots").glob("*.png")):
-        shutil.copy(png, plots / png.name)
+        shutil.copy(png, figures / png.name)
     return metrics
 
 

@@ -242,11 +242,11 @@ class Workspace:
             self.save_ledger(ledger)
         return ledger
 
-    def save_ledger(self, ledger: Ledger) -> None:
+    def save_ledger(self, ledger: Ledger, backup: bool = True) -> None:
         """Write the ledger atomically, keeping the one it replaces as backup 1 (a hard
         link: the replaced file's content stays there) and shifting the older ones."""
         text = json.dumps(ledger.model_dump(), indent=1, default=_plain)
-        if self.ledger_path.is_file():
+        if backup and self.ledger_path.is_file():
             backups = self.state / "backups"
             backups.mkdir(parents=True, exist_ok=True)
             for n in range(LEDGER_BACKUPS - 1, 0, -1):
