@@ -164,16 +164,22 @@ def plot_kan(
     samples lie. Influence: the range of that curve."""
     import torch
 
+    import copy
+
     plt = plt_agg()
-    z = judge.scaled_inputs(inputs, small_proba)
+    # in float64, rounded: the same picture, byte for byte, from run to run (float32 matrix
+    # products vary in their last bits with memory alignment; the DVC pipeline hashes the PNG)
+    net = copy.deepcopy(judge.net_).double()
+    z = judge.scaled_inputs(inputs, small_proba).double()
     n, d = z.shape
     names = list(input_names or [f"x{i}" for i in range(d)])
-    grid = torch.linspace(-1, 1, 41)
+    grid = torch.linspace(-1, 1, 41, dtype=torch.float64)
     off = judge.prior_offset(small_proba)  # the prior, as observed
-    offs = None if off is None else off.repeat(len(grid), 1)
+    offs = None if off is None else off.double().repeat(len(grid), 1)
 
     def conf(zz: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(judge.logits_of(zz, offs), dim=1)
+        out = net(zz)
+        p = torch.softmax(out if offs is None else out + offs, dim=1)
         return p[:, 1] if judge.target == "correctness" else p.max(dim=1).values
 
     curves = []
@@ -181,7 +187,7 @@ def plot_kan(
         for i in range(d):
             zz = z.repeat(len(grid), 1)
             zz[:, i] = grid.repeat_interleave(n)
-            curves.append(conf(zz).reshape(len(grid), n).mean(dim=1).numpy())
+            curves.append(np.round(conf(zz).reshape(len(grid), n).mean(dim=1).numpy(), 6))
     influence = np.array([c.max() - c.min() for c in curves])
     keep = np.argsort(-influence)[: max(1, top_inputs)]
     cols = min(len(keep), 2 if len(keep) <= 4 else 3)
