@@ -3,8 +3,9 @@
 ```
 prepare         raw dataset -> <dir>/prepared/   (splits, long-tailed stream as CSV batches)
 pretrain_large  prepared    -> <dir>/bootstrap/  (large model's head fitted once, system v0)
-cycle           bootstrap + stream -> <dir>/metrics.json, <dir>/plots/ (CSV), <dir>/figures/
-                (every batch: route, call, distil ... in the scratch folder <dir>/workspace/)
+cycle           bootstrap + stream -> <dir>/metrics.json, <dir>/plots/ (CSV)
+                (every batch: route, call, distil ... in the scratch folder <dir>/workspace/;
+                the PNGs in <dir>/figures/, untracked: their pixels move with float32's last bits)
 ```
 Each stage reads ``params.yaml`` (``kcm stage NAME``; ``evaluate`` redraws the metrics and
 plots from the scratch workspace). Every tracked output is a function of the stage's inputs
