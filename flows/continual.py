@@ -17,7 +17,7 @@ from flows.common import artifact_key, config_params, resolve, run_name, task_ru
 from flows.cycle import PrefectRunner
 from kcm import loop, project
 from kcm.config import KCMConfig
-from kcm.errors import EnvironmentFault, KCMError
+from kcm.errors import EnvironmentFault, KCMError, NoWorkspace
 from kcm.report import continual_markdown
 from kcm.workspace import Workspace
 
@@ -74,7 +74,12 @@ def flow_config(
 def _run_name() -> str:
     from prefect.utilities.names import generate_slug
 
-    return run_name(generate_slug(2), flow_config)
+    def config(**p: Any) -> dict[str, Any]:
+        return flow_config(
+            p.get("config_path"), p.get("overrides"), p.get("workdir"), p.get("inbox")
+        )
+
+    return run_name(generate_slug(2), config)
 
 
 @flow(name="kcm-continual", flow_run_name=_run_name)
@@ -83,8 +88,9 @@ def continual_flow(
     overrides: list[str] | None = None,
     workdir: str | None = None,
     inbox: str | None = None,
+    init: bool = False,
 ) -> Any:
-    """Bootstrap the workspace if needed, ingest the inbox, run a cycle per pending batch.
+    """Ingest the inbox of an existing workspace and run a cycle per pending batch.
 
     Args:
         config_path: the project's params.yaml (default: ./params.yaml if present, else the
@@ -93,10 +99,16 @@ def continual_flow(
         workdir: the project folder (default: the config's flow.workdir).
         inbox: where new batches arrive: a folder, file:// or fsspec URL (default: the
             config's flow.inbox, data/inbox in the project).
+        init: create the workspace if the folder holds none (default: the run fails, one
+            line naming the folder: a mistyped or unmounted path never becomes a new project).
     """
     log = get_run_logger()
     cfg = flow_config(config_path, overrides, workdir, inbox)
     c, ws = resolve(cfg)
+    if not (init or ws.exists()):
+        err = NoWorkspace.of(ws.root)
+        log.error("%s", err)
+        return Failed(name="NoWorkspace", message=str(err))
     runner = ContinualRunner(cfg, task_runner(c))
     try:
         with tags(*run_tags(c, ws)):  # every cycle's flow and task runs: filterable in the UI

@@ -42,3 +42,15 @@ def check_is_fitted(obj: object, attr: str) -> None:
 
 class RegistryError(KCMError, LookupError):
     """A model registry operation that cannot be done (unknown version, nothing to roll back)."""
+
+
+class NoWorkspace(KCMError, FileNotFoundError):
+    """A run was asked on a folder that holds no workspace (``kcm init`` creates one): a
+    mistyped path must not become a new, empty project that bootstraps and pays from scratch."""
+
+    @classmethod
+    def of(cls, root: object) -> NoWorkspace:
+        return cls(
+            f"{root} holds no kcm workspace (no state/ledger.json): create it with "
+            f"`kcm init --workdir {root}` (or pass --init), or check the path"
+        )

@@ -80,6 +80,15 @@ def prepare(cfg: KCMConfig, ws: Workspace, runner: Runner) -> list[str]:
         raise policy.environment_fault(err, step, what) from err
 
 
+def init(cfg: KCMConfig, ws: Workspace) -> dict[str, Any]:
+    """Create the workspace (``kcm init``): its folders, the large model fitted once, system
+    v0 and the ledger, under the workspace's lock; an existing one is left as it is."""
+    with exclusive(ws.root, cfg.flow.lock_timeout):
+        made = dict(steps.bootstrap(cfg, ws))
+        ws.claim_identity()
+    return {**made, "root": str(ws.root), **project.names(cfg, ws)}
+
+
 def run(cfg: KCMConfig, ws: Workspace, runner: Runner | None = None) -> dict[str, Any]:
     """Process every pending batch in order, holding the workspace (``kcm.lock``) for the
     whole run. Returns the summary report (also ``state/report.json``) with ``run``: this

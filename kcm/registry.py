@@ -36,10 +36,18 @@ DATASETS: dict[str, str] = {
     "csv": "kcm.data.sources:load_csv_task",
 }
 
+#: kcm score --engine -> the engine class (``(address, workers)``; ``run(job) -> parts``)
+ENGINES: dict[str, str] = {
+    "local": "kcm.scoring:LocalEngine",  # this process
+    "dask": "kcm.adapters.dask_engine:DaskEngine",  # a Dask cluster (local by default)
+    "spark": "kcm.adapters.spark_engine:SparkEngine",  # Spark, the pyfunc as MLflow's spark_udf
+}
+
 TABLES: dict[str, dict[str, str]] = {
     "judge.kind": JUDGES,
     "large.backend": LARGE_BACKENDS,
     "data.dataset": DATASETS,
+    "score.engine": ENGINES,
 }
 
 

@@ -77,8 +77,12 @@ def _as_a_function_of_its_inputs(ws: Workspace) -> None:
     if store.is_file():
         con = sqlite3.connect(store)
         try:
-            tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-            empty = all(con.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] == 0 for t in tables)
+            tables = [
+                r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            ]
+            empty = all(
+                con.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] == 0 for t in tables
+            )
         finally:
             con.close()
         if empty:

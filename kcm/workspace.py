@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kcm.data.batch import Batch, Task, batch_from_frame
 from kcm.data.sources import read_table
-from kcm.errors import EnvironmentFault
+from kcm.errors import EnvironmentFault, NoWorkspace
 from kcm.project import slug
 
 log = logging.getLogger(__name__)
@@ -216,6 +216,11 @@ class Workspace:
 
     def exists(self) -> bool:
         return self.ledger_path.is_file()
+
+    def require(self) -> None:
+        """Raise ``NoWorkspace`` (naming the folder and ``kcm init``) unless one is here."""
+        if not self.exists():
+            raise NoWorkspace.of(self.root)
 
     def ledger_backups(self) -> list[Path]:
         """The kept ledgers, newest first."""

@@ -16,8 +16,9 @@ from typing import Any
 from kcm.env import apply_offline_env
 from kcm.procs import stop_within
 from kcm_app.bench_cmd import add_bench_parser
-from kcm_app.common import add_config_args, load_cli_config
+from kcm_app.common import add_config_args, load_cli_config, package_version
 from kcm_app.registry_cmds import cmd_lineage, cmd_promote, cmd_rollback
+from kcm_app.score_cmd import add_score_parser
 
 #: exit statuses of the commands that run cycles (README, "When something fails")
 EXIT = {
@@ -30,6 +31,9 @@ EXIT = {
 }
 
 
+INIT_HELP = "create the workspace if the folder holds none (default: refuse; see `kcm init`)"
+
+
 def _flow_status(state: Any) -> int:
     """The exit status of a finished ``kcm-continual`` flow run."""
     if not state.is_failed():
@@ -38,9 +42,12 @@ def _flow_status(state: Any) -> int:
             return EXIT["budget"]
         return EXIT["ok"]
     sys.stderr.write(f"kcm: error: {state.message}\n")
-    return {"EnvironmentFault": EXIT["environment"], "EndpointDown": EXIT["endpoint_down"]}.get(
-        state.name, EXIT["cycle_failed"]
-    )
+    named = {
+        "EnvironmentFault": EXIT["environment"],
+        "EndpointDown": EXIT["endpoint_down"],
+        "NoWorkspace": EXIT["error"],
+    }
+    return named.get(state.name, EXIT["cycle_failed"])
 
 
 def _prefect_home(workdir: Path) -> None:
@@ -94,7 +101,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             _prefect_home(out)
             from flows.continual import continual_flow
 
-            state = continual_flow(config_path=str(cfg_path), inbox=inbox, return_state=True)
+            state = continual_flow(  # `kcm run --out DIR` creates its workspace
+                config_path=str(cfg_path), inbox=inbox, init=True, return_state=True
+            )
             status = _flow_status(state)
             if status not in (EXIT["ok"], EXIT["endpoint_down"], EXIT["budget"]):
                 return status
@@ -154,15 +163,41 @@ def cmd_feed(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_continual(args: argparse.Namespace) -> int:
+def _existing(args: argparse.Namespace, cfg: Any) -> Path:
+    """The workspace folder of a run: it must hold a workspace, unless ``--init`` asks for a
+    new one (a mistyped --workdir is one clear error, never a new empty project)."""
+    from kcm.workspace import Workspace
+
+    workdir = Path(args.workdir or cfg.flow.workdir).resolve()
+    if not args.init:
+        Workspace(workdir).require()
+    return workdir
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from kcm import loop
+    from kcm.workspace import Workspace
+
     cfg = load_cli_config(args)
     workdir = Path(args.workdir or cfg.flow.workdir).resolve()
+    made = loop.init(cfg, Workspace(workdir, cfg.flow.inbox))
+    if not made["created"]:
+        sys.stderr.write(f"kcm: {workdir} is already a workspace: left as it is\n")
+    sys.stdout.write(json.dumps(made, indent=2, default=str) + "\n")
+    return 0
+
+
+def cmd_continual(args: argparse.Namespace) -> int:
+    cfg = load_cli_config(args)
+    workdir = _existing(args, cfg)
     cfg_path = _workdir_config(args, cfg, workdir)
     _prefect_home(workdir)
     from flows.continual import continual_flow
 
     with stop_within(cfg.flow.stop_grace):
-        state = continual_flow(config_path=str(cfg_path), inbox=args.inbox, return_state=True)
+        state = continual_flow(
+            config_path=str(cfg_path), inbox=args.inbox, init=args.init, return_state=True
+        )
     status = _flow_status(state)
     if status in (EXIT["ok"], EXIT["budget"]):
         result = state.result(raise_on_failure=False)
@@ -174,7 +209,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from flows.serve import serve
 
     cfg = load_cli_config(args)
-    workdir = Path(args.workdir or cfg.flow.workdir).resolve()
+    workdir = _existing(args, cfg)
+    if args.init:  # created now: the deployment's runs require it
+        from kcm import loop
+        from kcm.workspace import Workspace
+
+        loop.init(cfg, Workspace(workdir, cfg.flow.inbox))
     cfg_path = _workdir_config(args, cfg, workdir)
     return serve(cfg_path, workdir, inbox=args.inbox, cron=args.cron, interval=args.interval)
 
@@ -224,27 +264,13 @@ def _add_workdir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workdir", help="the project folder (default: flow.workdir)")
 
 
-def _version() -> str:
-    """The installed distribution's version (the source tree's pyproject.toml otherwise)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("kcm")
-    except PackageNotFoundError:
-        import re
-
-        text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
-        found = re.search(r'^version = "([^"]+)"', text, re.M)
-        return found.group(1) if found else "unknown"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kcm",
         description="KAN-based large-small model collaboration with continual learning.",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
-    parser.add_argument("--version", action="version", version=f"kcm {_version()}")
+    parser.add_argument("--version", action="version", version=f"kcm {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser(
@@ -266,10 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
     fd.add_argument("--batches", type=int, help="how many batches (default: all K)")
     fd.set_defaults(func=cmd_feed)
 
+    ini = sub.add_parser("init", help="create a workspace (runs require an existing one)")
+    add_config_args(ini)
+    _add_workdir(ini)
+    ini.set_defaults(func=cmd_init)
+
     co = sub.add_parser("continual", help="run the kcm-continual flow once on the inbox")
     add_config_args(co)
     _add_workdir(co)
     co.add_argument("--inbox", help="folder or fsspec URL (default: flow.inbox)")
+    co.add_argument("--init", action="store_true", help=INIT_HELP)
     co.set_defaults(func=cmd_continual)
 
     se = sub.add_parser("serve", help="run kcm-continual on a schedule through Prefect")
@@ -279,7 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     when.add_argument("--interval", type=float, help="seconds between runs")
     _add_workdir(se)
     se.add_argument("--inbox", help="folder or fsspec URL (default: flow.inbox)")
+    se.add_argument("--init", action="store_true", help=INIT_HELP)
     se.set_defaults(func=cmd_serve)
+
+    add_score_parser(sub)
 
     pr = sub.add_parser("promote", help="make a registered model version the champion")
     add_config_args(pr)

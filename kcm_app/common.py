@@ -76,3 +76,17 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
         help="text features of the small model and the judge (features.kind): encoder = "
         "sentence embeddings, tfidf = n-gram TF-IDF; auto = encoder with an LLM backend",
     )
+
+
+def package_version() -> str:
+    """The installed distribution's version (the source tree's pyproject.toml otherwise)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kcm")
+    except PackageNotFoundError:
+        import re
+
+        text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+        found = re.search(r'^version = "([^"]+)"', text, re.M)
+        return found.group(1) if found else "unknown"

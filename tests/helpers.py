@@ -14,15 +14,16 @@ from kcm.workspace import Workspace
 
 
 def _record(inputs: list[Any]) -> None:
+    """One line per call, appended with one write (whole lines from concurrent processes)."""
     path = os.environ.get("KCM_TEST_CALLS")
     if not path:
         return
-    p = Path(path)
-    calls = json.loads(p.read_text()) if p.exists() else []
-    calls.append([hashlib.sha256(np.asarray(v, np.float32).tobytes()).hexdigest() for v in inputs])
-    tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps(calls))
-    tmp.replace(p)
+    hashes = [hashlib.sha256(np.asarray(v, np.float32).tobytes()).hexdigest() for v in inputs]
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(hashes) + "\n").encode())
+    finally:
+        os.close(fd)
 
 
 def digits_large(inputs: list[Any], hints: np.ndarray | None) -> np.ndarray:
@@ -41,7 +42,9 @@ def digits_large(inputs: list[Any], hints: np.ndarray | None) -> np.ndarray:
 def inputs_asked() -> list[list[str]]:
     """Per call, the hashes of the inputs the large model was asked about."""
     path = os.environ.get("KCM_TEST_CALLS")
-    return json.loads(Path(path).read_text()) if path and Path(path).exists() else []
+    if not path or not Path(path).exists():
+        return []
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def calls_made() -> list[int]:

@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from kcm.data.batch import batch_from_frame, names_of
+from kcm.data.batch import batch_from_frame
 from kcm.errors import DataError
 
 
@@ -36,26 +36,28 @@ class KCMSystemModel(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
+        """``params``: ``workspace`` (a workspace's folder: the large-model calls go through
+        its answer store, spend caps and rate limits, as ``kcm score`` does) and ``job`` (the
+        scoring job they are counted for); neither: the model's own answer store."""
+        from kcm.scoring import answer_for_workspace, answer_frame
+
         system = self.system
         try:
             df = pd.DataFrame(model_input)
             if system.task.label_col not in df.columns:
                 df = df.assign(**{system.task.label_col: None})
-            batch = batch_from_frame(df, system.task, "request")
+            batch_from_frame(df, system.task, "request")
         except (DataError, ValueError, TypeError) as err:
             # the client's mistake: a 400 that names it, not a 500 with a stack trace
             raise MlflowException(
                 f"bad request: {err}", error_code=INVALID_PARAMETER_VALUE
             ) from None
-        p = system.predict(batch)
-        return pd.DataFrame(
-            {
-                "answer": names_of(system.task, p.answer),
-                "confidence": p.confidence.astype(float),
-                "answered_by": p.answered_by.astype(str),
-                "cost": p.cost.astype(float) if p.cost is not None else 0.0,
-            }
-        )
+        workspace = (params or {}).get("workspace")
+        if workspace:
+            return answer_for_workspace(
+                system, workspace, (params or {}).get("job") or "pyfunc", df
+            )
+        return answer_frame(system, df)
 
 
 def guard_scoring_server() -> None:
@@ -150,7 +152,7 @@ def log_system(
         name="system",
         python_model=str(MODEL_CODE),
         artifacts=artifacts,
-        signature=infer_signature(example, output),
+        signature=infer_signature(example, output, params={"workspace": "", "job": ""}),
         pip_requirements=requirements(),
         # kcm itself travels with the model (it is not on PyPI): MLflow puts this copy of
         # the package on sys.path when it loads the model, so `mlflow models serve` works in

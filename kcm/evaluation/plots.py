@@ -162,9 +162,9 @@ def plot_kan(
     mean C_x as that input sweeps the KAN grid's range [-1, 1] with every other input as
     observed (partial dependence through the whole network), over the histogram of where the
     samples lie. Influence: the range of that curve."""
-    import torch
-
     import copy
+
+    import torch
 
     plt = plt_agg()
     # in float64, rounded: the same picture, byte for byte, from run to run (float32 matrix

@@ -45,24 +45,29 @@ def caps(cfg: KCMConfig, purpose: str) -> tuple[float | None, float | None]:
     )
 
 
-def spend_guard(ws: Workspace, cfg: KCMConfig, purpose: str) -> SpendGuard:
-    """The workspace's spend record for ``purpose`` in this run (state/spend.sqlite)."""
+def spend_guard(ws: Workspace, cfg: KCMConfig, purpose: str, run: str | None = None) -> SpendGuard:
+    """The workspace's spend record for ``purpose`` in this run (state/spend.sqlite); ``run``:
+    another run's id than the workspace's current one (a scoring job's)."""
     per_run, per_day = caps(cfg, purpose)
-    key = (str(ws.root), purpose, ws.run_id(), str(per_run), str(per_day))
+    key = (str(ws.root), purpose, run or ws.run_id(), str(per_run), str(per_day))
     if key not in _GUARDS:
         _GUARDS[key] = SpendGuard(purpose, key[2], per_run, per_day, ws.state / "spend.sqlite")
     return _GUARDS[key]
 
 
 def paying(
-    ws: Workspace, cfg: KCMConfig, purpose: str, large: LargeModel | None = None
+    ws: Workspace,
+    cfg: KCMConfig,
+    purpose: str,
+    large: LargeModel | None = None,
+    run: str | None = None,
 ) -> LargeModel:
     """A session of the large model for ``purpose``: a ledger of its own (what it paid,
     exactly), the spend caps of that purpose, and the workspace's rate-limit clocks (every
     process of the run paces against the same limits)."""
     view = (large or large_model(ws, cfg)).session()
     if any(c is not None for c in caps(cfg, purpose)):
-        view.guard = spend_guard(ws, cfg, purpose)
+        view.guard = spend_guard(ws, cfg, purpose, run)
     view.limits_path = str(ws.state / "limits.sqlite")
     return view
 

@@ -1,5 +1,7 @@
 """End-to-end: `dvc repro` and `dvc exp run -S ...` on the default dataset, in a temporary git +
-DVC copy of the project (stages shortened through params.yaml)."""
+DVC copy of the project (its .gitignore, stages shortened through params.yaml): a forced
+`dvc repro` on a fresh clone leaves `git status` clean, and two experiments compare in `dvc exp
+show`, `dvc metrics diff` and `dvc plots diff`."""
 
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ def test_dvc_repro_and_exp_run_reproduce_the_pipeline(tmp_path: Path) -> None:
     params.setdefault("judge", {})["epochs"] = 15
     params.setdefault("eval", {})["kan_plot_inputs"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (repo / ".gitignore").write_text("mlflow/\n")
+    (repo / ".gitignore").write_text((REPO / ".gitignore").read_text() + "\nmlflow/\n")
     _run(["git", "init", "-q"], repo)
     _run([str(BIN / "dvc"), "init", "-q"], repo)
     _run(["git", "add", "-A"], repo)
@@ -64,9 +66,9 @@ def test_dvc_repro_and_exp_run_reproduce_the_pipeline(tmp_path: Path) -> None:
     assert 0.5 < metrics["traffic"]["accuracy"] <= 1.0
     assert {"bwt", "forgetting", "forgetting_few"} <= set(metrics["forgetting"])
     for png in ("tradeoff.png", "accuracy_matrix.png", "reliability.png", "kan_judge.png"):
-        assert (pipe / "plots" / png).is_file(), png
+        assert (pipe / "figures" / png).is_file(), png
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {"prepare", "pretrain_large", "cycle", "evaluate"}
+    assert set(lock["stages"]) == {"prepare", "pretrain_large", "cycle"}
     shown = json.loads(_run([str(BIN / "dvc"), "metrics", "show", "--json"], repo).stdout)
     assert "data/pipeline/metrics.json" in json.dumps(shown)
     _run([str(BIN / "dvc"), "plots", "show", "-o", str(tmp_path / "plots")], repo)
@@ -76,9 +78,19 @@ def test_dvc_repro_and_exp_run_reproduce_the_pipeline(tmp_path: Path) -> None:
     again = _run([str(BIN / "dvc"), "repro"], repo).stdout
     assert "didn't change, skipping" in again and "Running stage" not in again
 
-    # an experiment with another epsilon re-runs the cycles only, and the setting takes effect
+    # git keeps the metrics and the plots' CSV; a forced repro on a fresh clone changes nothing
     _run(["git", "add", "-A"], repo)
     _run(["git", "commit", "-qm", "pipeline run"], repo)
+    kept = _run(["git", "ls-files", "data"], repo).stdout.split()
+    assert {"data/pipeline/metrics.json", "data/pipeline/plots/tradeoff.csv"} <= set(kept), kept
+    clone = tmp_path / "clone"
+    _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path)
+    forced = _run([str(BIN / "dvc"), "repro", "--force"], clone).stdout
+    assert "Running stage 'cycle'" in forced
+    dirty = _run(["git", "status", "--porcelain"], clone).stdout
+    assert not dirty, f"dvc repro on a fresh clone changed:\n{dirty}"
+
+    # an experiment with another epsilon re-runs the cycles only, and the setting takes effect
     # ... and never touches the production registry, even with MLFLOW_TRACKING_URI naming it
     prod = f"sqlite:///{tmp_path / 'production.db'}"
     exp = _run(
@@ -104,10 +116,35 @@ def test_dvc_repro_and_exp_run_reproduce_the_pipeline(tmp_path: Path) -> None:
     name = ledger["model_name"]  # the pipeline's own model, named after the repository
     assert name == f"{slug(repo.name)}-pipeline-digits", name
     assert len(own.search_model_versions(f"name = '{name}'")) == 2  # the experiment's own
+
+    # a second experiment: both print their metrics side by side, and diff
+    _run([str(BIN / "dvc"), "exp", "run", "-S", "routing.epsilon=0.8"], repo)
+    shown = json.loads(_run([str(BIN / "dvc"), "exp", "show", "--json"], repo).stdout)
+    exps = {}
+    for commit in shown:
+        for e in commit.get("experiments") or []:
+            for rev in e.get("revs") or []:
+                data = rev.get("data") or {}
+                eps = data["params"]["params.yaml"]["data"]["routing"]["epsilon"]
+                exps[eps] = (rev["name"], data["metrics"]["data/pipeline/metrics.json"]["data"])
+    assert set(exps) == {0.9, 0.8}, shown
+    for _name, m in exps.values():
+        assert m["cycles"] == 2 and 0.5 < m["traffic"]["accuracy"] <= 1.0
+    (a, ma), (b, mb) = exps[0.9], exps[0.8]
+    assert mb["traffic"]["large_call_rate"] < ma["traffic"]["large_call_rate"]
     keep = "Experiment|routing.epsilon|traffic.accuracy|traffic.large_call_rate|large_calls"
     table = _run(
         [str(BIN / "dvc"), "exp", "show", "--no-pager", "--csv", "--drop", ".*", "--keep", keep],
         repo,
     ).stdout
-    header = table.splitlines()[0].split(",")
-    assert {"routing.epsilon", "traffic.accuracy", "traffic.large_call_rate"} <= set(header), header
+    rows = [r.split(",") for r in table.splitlines()]
+    col = rows[0].index("traffic.large_call_rate")
+    assert sum(1 for r in rows[1:] if r[col] not in ("", "!")) >= 3, table  # base + 2 exps
+    diff = json.loads(_run([str(BIN / "dvc"), "metrics", "diff", a, b, "--json"], repo).stdout)
+    assert "traffic.large_call_rate" in diff["data/pipeline/metrics.json"], diff
+    plots = json.loads(_run([str(BIN / "dvc"), "plots", "diff", a, b, "--json"], repo).stdout)
+    assert not plots.get("errors"), plots["errors"]
+    (curve,) = plots["data"]["accuracy_vs_large_call_rate"]
+    assert set(curve["revisions"]) == {a, b}
+    drawn = {row["rev"] for row in curve["content"]["data"]["values"]}
+    assert drawn == {a, b}, drawn

@@ -86,7 +86,11 @@ def test_continual_flow_runs_every_batch_and_the_matrix_grows_across_runs(
     started = datetime.now(UTC)  # the worker's API also holds the runs of its earlier tests
     config_path, ws = _setup(tmp_path, monkeypatch)
     _feed(config_path, ws, [0, 1])
-    state = continual_flow(config_path=config_path, return_state=True)
+    # a folder that holds no workspace is refused (kcm init / init=True creates one)
+    refused = continual_flow(config_path=config_path, return_state=True)
+    assert refused.is_failed() and refused.name == "NoWorkspace", refused
+    assert "kcm init" in str(refused.message) and not ws.state.exists()
+    state = continual_flow(config_path=config_path, init=True, return_state=True)
     assert state.is_completed(), state.message
     assert len(state.result()["processed"]) == 2
     _feed(config_path, ws, [2])
@@ -142,7 +146,7 @@ def test_a_batch_dvc_refuses_stops_the_run_in_one_line_and_waits(
     subprocess.run(["git", "init", "-q"], cwd=ws.root, check=True)
     (ws.root / ".gitignore").write_text("/data/batches/*\n")
     _feed(config_path, ws, [0])
-    state = continual_flow(config_path=config_path, return_state=True)
+    state = continual_flow(config_path=config_path, init=True, return_state=True)
     assert state.is_failed()
     name = ws.load_ledger().order[0]
     assert str(state.message).startswith(
@@ -161,7 +165,7 @@ def test_malformed_batches_are_quarantined_and_models_untouched(
 
     config_path, ws = _setup(tmp_path, monkeypatch)
     _feed(config_path, ws, [0])
-    assert continual_flow(config_path=config_path, return_state=True).is_completed()
+    assert continual_flow(config_path=config_path, init=True, return_state=True).is_completed()
     inbox = Path(ws.inbox)
     good = (ws.root.parent / "feed" / "batch-001.csv").read_text()
     header = good.splitlines()[0]
@@ -212,7 +216,7 @@ def test_a_crash_after_the_large_model_step_does_not_pay_twice(
         raise RuntimeError("simulated crash after the large-model step")
 
     monkeypatch.setattr(steps, "learn", crash)
-    state = continual_flow(config_path=config_path, return_state=True)
+    state = continual_flow(config_path=config_path, init=True, return_state=True)
     assert state.is_failed()
     name = ws.load_ledger().order[0]
     assert ws.load_ledger().batches[name].status == "ingested"  # still pending

@@ -59,7 +59,7 @@ def test_in_process_and_flow_runs_give_the_same_ledger_answers_and_events(
     path_a, a = _workspace(tmp_path, "in_process")
     loop.run(load_config(path_a), a)
     path_b, b = _workspace(tmp_path, "flows")
-    state = continual_flow(config_path=str(path_b), return_state=True)
+    state = continual_flow(config_path=str(path_b), init=True, return_state=True)
     assert state.is_completed(), state.message
 
     assert _ledger_view(a) == _ledger_view(b)

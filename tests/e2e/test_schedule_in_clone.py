@@ -144,7 +144,8 @@ def test_the_readme_schedule_in_a_fresh_clone_leaves_only_dvc_files_to_commit(
     if not (REPO / ".git").exists():
         pytest.skip(f"{REPO} is not a git checkout: nothing to clone")
     commands = _readme_schedule()
-    assert [c[:2] for c in commands] == [["kcm", "feed"], ["kcm", "continual"]] * 2, commands
+    expected = [["kcm", "init"]] + [["kcm", "feed"], ["kcm", "continual"]] * 2
+    assert [c[:2] for c in commands] == expected, commands
     env = _env(tmp_path, tmp_path / "kcm")
     clone = _clone_of_the_tree(tmp_path, env)
     assert _untracked(clone, env) == []

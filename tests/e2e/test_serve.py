@@ -56,7 +56,7 @@ def test_serve_starts_a_server_runs_on_schedule_and_stops_cleanly(tmp_path: Path
     log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         # an hour between runs: the run seen below is the one at start-up
-        [*kcm, "serve", "--interval", "3600", "--config", str(tmp_path / "params.yaml")],
+        [*kcm, "serve", "--init", "--interval", "3600", "--config", str(tmp_path / "params.yaml")],
         env=env,
         cwd=tmp_path,
         stdout=log,

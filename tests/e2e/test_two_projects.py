@@ -64,7 +64,7 @@ def test_two_projects_on_one_server_never_touch_each_other(
     alpha_cfg, alpha = _project(tmp_path, "alpha", store)
     beta_cfg, beta = _project(tmp_path, "beta", store)
     for cfg_path in (alpha_cfg, beta_cfg):  # what each project's scheduled run executes
-        state = continual_flow(config_path=cfg_path, return_state=True)
+        state = continual_flow(config_path=cfg_path, init=True, return_state=True)
         assert state.is_completed(), state.message
 
     # each its own model, experiment and versions, tagged with its workspace

@@ -201,6 +201,7 @@ def test_an_overlapping_flow_run_exits_naming_the_holder(tmp_path: Path) -> None
                 "-m",
                 "kcm_app.cli",
                 "continual",
+                "--init",
                 "--workdir",
                 str(tmp_path),
                 "--set",

@@ -96,7 +96,7 @@ def test_kill_9_of_kcm_continual_leaves_no_prefect_server_behind(tmp_path: Path)
         capture_output=True,
     )
     proc = subprocess.Popen(
-        [*kcm, "continual", *set_args(f"flow.workdir={ws}", *QUIET)],
+        [*kcm, "continual", "--init", *set_args(f"flow.workdir={ws}", *QUIET)],
         cwd=repo,
         env=env,
         stdout=subprocess.DEVNULL,

@@ -32,6 +32,7 @@ ADAPTER_MAY_IMPORT = (
     "kcm.errors",
     "kcm.evaluation",
     "kcm.persist",
+    "kcm.scoring",  # answering a frame: what the pyfunc and every scoring engine serve
 )
 
 

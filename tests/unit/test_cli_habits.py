@@ -1,4 +1,5 @@
-"""The command line's habits (issue #25): ``kcm --version``."""
+"""The command line's habits (issue #25): ``kcm --version``; runs require an existing workspace
+unless ``kcm init`` (or ``--init``) creates one."""
 
 from __future__ import annotations
 
@@ -17,3 +18,37 @@ def test_version_prints_the_packages_version(capsys: pytest.CaptureFixture[str])
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     want = re.search(r'^version = "([^"]+)"', pyproject, re.M)
     assert want and capsys.readouterr().out.strip() == f"kcm {want.group(1)}"
+
+
+@pytest.mark.parametrize("command", [["continual"], ["serve", "--interval", "60"]])
+def test_a_run_on_a_folder_without_a_workspace_is_one_clear_error(
+    command: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "projcet"  # mistyped: it must not become a new, empty project
+    assert main([*command, "--workdir", str(typo)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(typo) in err[0] and "kcm init --workdir" in err[0], err
+    assert not typo.exists()
+
+
+def test_init_creates_a_workspace_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from kcm.workspace import Workspace
+
+    ws = tmp_path / "fraud"
+    sets = [
+        "--set",
+        "large.backend=callable",
+        "--set",
+        "large.callable.target=tests.helpers:digits_large",
+    ]
+    assert main(["init", "--workdir", str(ws), *sets]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert made["created"] and made["project"] == "fraud" and made["model"] == "fraud-digits"
+    ledger = Workspace(ws).load_ledger()
+    assert ledger.project == "fraud" and ledger.challenger == 0
+    assert main(["init", "--workdir", str(ws), *sets]) == 0  # again: left as it is
+    out = capsys.readouterr()
+    assert not json.loads(out.out)["created"] and "already a workspace" in out.err
+    assert Workspace(ws).load_ledger().workspace_id == ledger.workspace_id

@@ -1,0 +1,88 @@
+"""score: a table answered by the workspace's champion on an engine (``kcm.scoring``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from kcm import registry
+from kcm.config import KCMConfig, config_to_dict
+from kcm.errors import ConfigError, KCMError
+from kcm.project import model_name
+from kcm.scoring import ScoreJob, Scorer, job_id, prepare_output, summarize, usage
+from kcm.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("parquet", "csv")
+
+
+def score(
+    cfg: KCMConfig,
+    ws: Workspace,
+    source: str,
+    out: str,
+    engine: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    keep: tuple[str, ...] = (),
+    fmt: str = "parquet",
+    partition_rows: int = 50_000,
+) -> dict[str, Any]:
+    """Answer every row of ``source`` (CSV or Parquet, a path or fsspec URL) with the
+    champion, on ``engine``; the answers go to the folder ``out`` as parts in the table's order
+    (``part-00000.parquet`` ...), a summary in its ``_summary.json``. Returns the summary."""
+    ws.require()
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    registry.check("score.engine", engine)
+    if cfg.routing.target_large_rate is not None or cfg.routing.max_loss not in (None, "auto"):
+        log.warning(
+            "routing.target_large_rate / max_loss decide per partition: the answers depend on "
+            "how the table is cut (partition_rows=%d)",
+            partition_rows,
+        )
+    if cfg.registry.enabled:
+        from kcm.steps.registry_ops import sync_champion
+
+        sync_champion(cfg, ws)  # the champion MLflow names (a person may have moved it)
+    version = ws.load_ledger().answering_version
+    if version is None:
+        raise KCMError(f"{ws.root} has no system to answer with yet: run `kcm continual` first")
+    settings = config_to_dict(cfg)
+    job = job_id(source, version, settings, partition_rows)
+    scorer = Scorer(str(ws.root), settings, int(version), job, tuple(keep))
+    uri = None
+    if cfg.registry.enabled:
+        from kcm.adapters.mlflow_registry import tracking_uri
+
+        uri = tracking_uri(ws.root, cfg.registry.tracking_uri)
+    task = ScoreJob(
+        source=source,
+        out=out,
+        scorer=scorer,
+        fmt=fmt,
+        partition_rows=partition_rows,
+        model_uri=f"models:/{model_name(cfg, ws)}@champion" if cfg.registry.enabled else None,
+        tracking_uri=uri,
+    )
+    prepare_output(task, engine)
+    log.info("scoring %s with system v%04d on %s (job %s)", source, version, engine, job)
+    t0 = time.perf_counter()
+    parts = registry.load("score.engine", engine)(address, workers).run(task)
+    summary = {
+        "job": job,
+        "source": source,
+        "out": out,
+        "engine": engine,
+        "version": int(version),
+        **summarize(parts, time.perf_counter() - t0, usage(ws.root, job)),
+    }
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(out)
+    with fs.open(f"{root.rstrip('/')}/_summary.json", "w") as fh:
+        fh.write(json.dumps(summary, indent=1))
+    return summary
