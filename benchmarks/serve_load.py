@@ -1,15 +1,17 @@
-"""Serving under load: the champion pyfunc behind ``mlflow models serve``, a bounded load.
+"""Serving under load: the champion pyfunc behind ``kcm serve-model`` (MLflow's scoring
+server), 1 and 2 worker processes, a bounded load.
 
-    python benchmarks/serve_load.py [--workdir PROJECT] [--requests 2000] [--clients 1 4 16]
-                                    [--out DIR]
+    python benchmarks/serve_load.py [--workdir PROJECT] [--workers 1 2] [--requests 2000]
+                                    [--clients 1 4 16] [--out DIR]
 
 Without ``--workdir`` a digits project is built first in a temporary folder (``kcm run
---in-process``, 2 batches, registry on): its champion is what is served. The champion is
-served on 127.0.0.1 (``mlflow models serve -m models:/<name>@champion --env-manager local``),
-then for each number of concurrent clients ``--requests`` single-row requests (rows of the
+--in-process``, 2 batches, registry on): its champion is what is served. For each number of
+worker processes the champion is served on 127.0.0.1 (``kcm serve-model --workers N``), then
+for each number of concurrent clients ``--requests`` single-row requests (rows of the
 project's traffic view: a mix the judge routes to the small and to the large model) are sent
 and timed; the route of each answer is read from the reply (``answered_by``). Then malformed
-payloads, each of which must get a 4xx that names the problem and no stack trace.
+payloads (and a 50,000-row request, over the request limits), each of which must get a 4xx
+that names the problem and no stack trace. The load generator shares the machine's cores.
 
 Writes ``serve_load.json`` and ``serve_load.md`` into ``--out`` (default ``runs/serve-load``).
 """
@@ -56,31 +58,33 @@ def build_project(root: Path) -> Path:
     return ws
 
 
-def serve(workdir: Path, model: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def serve(workdir: Path, workers: int, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """``kcm serve-model --workers N`` on a free loopback port (MLflow's scoring server)."""
     port = _free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{workdir}/mlflow/mlflow.db",
-        "PYTHONPATH": str(REPO),
-        "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    cmd = [str(mlflow_bin), "models", "serve", "-m", f"models:/{model}@champion"]
-    cmd += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(REPO)
+    cmd = [sys.executable, "-m", "kcm_app.cli", "serve-model", "--workdir", str(workdir)]
+    cmd += ["--config", str(workdir / "params.resolved.yaml")]
+    cmd += ["--workers", str(workers), "--port", str(port)]
     proc = subprocess.Popen(
-        cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True
+        cmd,
+        env=env,
+        cwd=REPO,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"mlflow models serve exited: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"kcm serve-model exited: {log.read_text()[-2000:]}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(f"{url}/ping", timeout=2).status_code == 200:
                 return proc, url
         time.sleep(1)
     stop(proc)
-    raise RuntimeError(f"mlflow models serve did not come up: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"kcm serve-model did not come up: {log.read_text()[-2000:]}")
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -162,6 +166,11 @@ def malformed(url: str, rows: pd.DataFrame, col: str) -> list[dict[str, Any]]:
         ("a word in a numeric column", json.dumps(wrong_type).encode(), col),
         ("JSON nested 100,000 deep", b"[" * depth + b"]" * depth, ""),
         ("an unknown format key", json.dumps({"rows": [[1, 2]]}).encode(), ""),
+        (
+            "50,000 rows in one request",
+            json.dumps(_body(rows.sample(50_000, replace=True, random_state=0))).encode(),
+            "kcm score",
+        ),
     ]
     out = []
     for what, body, names in cases:
@@ -189,9 +198,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         f"Machine: {result['machine']}; model: {result['model']} (champion v{result['version']})",
         "",
-        "| clients | req/s | errors | p50 / p95 / p99 ms (all) | small: n, p50 / p99 | "
+        "| workers | clients | req/s | errors | p50 / p95 / p99 ms (all) | small: n, p50 / p99 | "
         "large: n, p50 / p99 |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
 
     def f(x: float | None) -> str:
@@ -200,7 +209,7 @@ def markdown(result: dict[str, Any]) -> str:
     for r in result["load"]:
         a, s, lg = r["all"], r["small"], r["large"]
         lines.append(
-            f"| {r['clients']} | {r['req_per_s']:.1f} | {r['errors']} | "
+            f"| {r['workers']} | {r['clients']} | {r['req_per_s']:.1f} | {r['errors']} | "
             f"{f(a['p50'])} / {f(a['p95'])} / {f(a['p99'])} | {s['n']}, {f(s['p50'])} / "
             f"{f(s['p99'])} | {lg['n']}, {f(lg['p50'])} / {f(lg['p99'])} |"
         )
@@ -221,36 +230,39 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", type=Path, help="a project with a champion (default: build one)")
-    ap.add_argument("--model", default="kcm-system", help="the registered model's name")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="server processes")
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "serve-load")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    from kcm.workspace import Workspace
+
     with tempfile.TemporaryDirectory(prefix="kcm-serve-load-") as tmp:
         workdir = (args.workdir or build_project(Path(tmp))).resolve()
         from mlflow import MlflowClient
 
+        model = str(Workspace(workdir).load_ledger().model_name)
         client = MlflowClient(tracking_uri=f"sqlite:///{workdir}/mlflow/mlflow.db")
-        version = client.get_model_version_by_alias(args.model, "champion").version
-        proc, url = serve(workdir, args.model, args.out / "serve.log")
-        try:
-            rows = traffic_rows(workdir)
-            load(url, rows, min(50, args.requests), 1)  # warm-up
-            runs = []
-            for c in args.clients:
-                print(f"{args.requests} requests from {c} client(s) ...", flush=True)
-                runs.append(load(url, rows, args.requests, c))
-            from kcm.workspace import Workspace
-
-            bad = malformed(url, rows, Workspace(workdir).task().input_cols[0])
-        finally:
-            stop(proc)
+        version = client.get_model_version_by_alias(model, "champion").version
+        rows = traffic_rows(workdir)
+        runs, bad = [], []
+        for w in args.workers:
+            proc, url = serve(workdir, w, args.out / f"serve-{w}.log")
+            try:
+                load(url, rows, min(50, args.requests), 1)  # warm-up
+                for c in args.clients:
+                    print(f"{w} worker(s): {args.requests} requests from {c} client(s) ...")
+                    runs.append({"workers": w, **load(url, rows, args.requests, c)})
+                if not bad:
+                    bad = malformed(url, rows, Workspace(workdir).task().input_cols[0])
+            finally:
+                stop(proc)
     result = {
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores, "
         f"python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
-        "model": args.model,
+        "model": model,
         "version": version,
         "load": runs,
         "malformed": bad,

@@ -19,6 +19,7 @@ from kcm_app.bench_cmd import add_bench_parser
 from kcm_app.common import add_config_args, load_cli_config, package_version
 from kcm_app.registry_cmds import cmd_lineage, cmd_promote, cmd_rollback
 from kcm_app.score_cmd import add_score_parser
+from kcm_app.serve_model_cmd import add_serve_model_parser
 
 #: exit statuses of the commands that run cycles (README, "When something fails")
 EXIT = {
@@ -315,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.set_defaults(func=cmd_serve)
 
     add_score_parser(sub)
+    add_serve_model_parser(sub)
 
     pr = sub.add_parser("promote", help="make a registered model version the champion")
     add_config_args(pr)

@@ -9,6 +9,7 @@ import dataclasses
 import logging
 import math
 import os
+import threading
 from typing import Any
 
 from kcm.scoring import ScoreJob, report_progress, write_part
@@ -23,24 +24,62 @@ class DaskEngine:
         self.address = address
         self.workers = workers
 
+    def start(self) -> None:
+        """Connect, or start the local cluster, in the background (``run`` waits for it)."""
+        box: dict[str, Any] = {}
+
+        def connect() -> None:
+            try:
+                box["client"] = self._client()
+            except BaseException as err:  # raised again by run
+                box["error"] = err
+
+        self._starting = (threading.Thread(target=connect, daemon=True), box)
+        self._starting[0].start()
+
+    def _connected(self) -> tuple[Any, Any]:
+        if not hasattr(self, "_starting"):
+            self.start()
+        thread, box = self._starting
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["client"]
+
     def _client(self) -> tuple[Any, Any]:
         from dask.distributed import Client, LocalCluster
 
         if self.address:
             return Client(self.address), None
-        cluster = LocalCluster(
-            n_workers=self.workers or os.cpu_count() or 1,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-        )
+        import dask
+
+        # distributed's workers start with MALLOC_TRIM_THRESHOLD_=65536, which turns off
+        # glibc's adaptive mmap threshold: every large temporary array is then mapped and
+        # unmapped afresh (page faults on each). Measured on 1,000,000 digits rows: 67,000
+        # rows/s per worker with it, as fast as one process without it. One thread each
+        # (OMP/MKL/OpenBLAS), as distributed sets.
+        environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+        environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+        with dask.config.set(
+            {
+                "distributed.nanny.pre-spawn-environ": environ,
+                "distributed.worker.multiprocessing-method": "forkserver",
+            }
+        ):
+            _preload_forkserver()
+            cluster = LocalCluster(
+                n_workers=self.workers or os.cpu_count() or 1,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=None,
+            )
         return Client(cluster), cluster
 
     def run(self, job: ScoreJob) -> list[dict[str, Any]]:
         import dask
         from dask.distributed import as_completed
 
-        client, cluster = self._client()
+        client, cluster = self._connected()
         try:
             frame = read(job.source, job.partition_rows)
             scorer = job.scorer if self.address else dataclasses.replace(job.scorer, threads=1)
@@ -65,6 +104,26 @@ class DaskEngine:
             client.close()
             if cluster is not None:
                 cluster.close()
+
+
+#: imported once by the fork server the workers start from (each worker: ~2.5 s less)
+PRELOAD = (
+    "torch",
+    "pandas",
+    "pyarrow.parquet",
+    "sklearn",
+    "dask.dataframe",
+    "kcm.scoring",
+    "kcm.steps.systems",
+)
+
+
+def _preload_forkserver() -> None:
+    """Workers start from a fork server that has already imported what answering needs."""
+    from distributed.utils import get_mp_context
+
+    ctx = get_mp_context()  # distributed's own preload list first, then ours
+    ctx.set_forkserver_preload(["distributed", "dask", *PRELOAD])
 
 
 def read(source: str, partition_rows: int) -> Any:

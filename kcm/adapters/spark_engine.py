@@ -28,6 +28,9 @@ class SparkEngine:
         self.address = address
         self.workers = workers
 
+    def start(self) -> None:
+        """Spark starts in ``run`` (its session is the job's)."""
+
     def run(self, job: ScoreJob) -> list[dict[str, Any]]:
         try:
             from pyspark.sql import SparkSession

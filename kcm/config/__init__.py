@@ -43,7 +43,7 @@ from kcm.config.sections import (
     TextFeaturesConfig,
     ValidateConfig,
 )
-from kcm.config.tracking import DVCConfig, RegistryConfig
+from kcm.config.tracking import DVCConfig, RegistryConfig, ServingConfig
 from kcm.errors import ConfigError
 
 
@@ -67,6 +67,7 @@ class KCMConfig(Section):
     flow: FlowConfig = FlowConfig()
     registry: RegistryConfig = RegistryConfig()
     dvc: DVCConfig = DVCConfig()
+    serving: ServingConfig = ServingConfig()
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:
@@ -286,6 +287,7 @@ __all__ = [
     "ReplayConfig",
     "RoutingConfig",
     "Section",
+    "ServingConfig",
     "SmallConfig",
     "StreamConfig",
     "TextFeaturesConfig",

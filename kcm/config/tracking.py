@@ -1,4 +1,5 @@
-"""The sections of the platform kcm reports to: MLflow tracking and registry, DVC."""
+"""The sections of the platform kcm reports to and serves on: MLflow tracking and registry,
+DVC, and the champion's scoring server (``kcm serve-model``)."""
 
 from __future__ import annotations
 
@@ -39,3 +40,22 @@ class DVCConfig(Section):
         None, description="a DVC remote URL (s3://..., /path); default <workdir>/dvc-remote"
     )
     remote_name: str = "kcm"
+
+
+class ServingConfig(Section):
+    """``kcm serve-model``: the champion behind MLflow's scoring server (``mlflow models
+    serve``), with kcm's request limits."""
+
+    workers: int = Field(1, ge=1, description="server worker processes (one per core to use)")
+    host: str = "127.0.0.1"
+    port: int = Field(5001, ge=1, le=65535)
+    max_rows: int = Field(
+        10_000,
+        ge=1,
+        description="rows one request may hold; more is refused (400) naming the limit "
+        "(score a big table with `kcm score`)",
+    )
+    max_bytes: int = Field(
+        16_000_000, ge=1, description="bytes one request body may hold; more is refused (413)"
+    )
+    timeout: int = Field(60, ge=1, description="seconds one request may take")

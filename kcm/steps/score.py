@@ -34,10 +34,12 @@ def score(
     """Answer every row of ``source`` (CSV or Parquet, a path or fsspec URL) with the
     champion, on ``engine``; the answers go to the folder ``out`` as parts in the table's order
     (``part-00000.parquet`` ...), a summary in its ``_summary.json``. Returns the summary."""
+    t0 = time.perf_counter()
     ws.require()
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    registry.check("score.engine", engine)
+    runner = registry.load("score.engine", engine)(address, workers)
+    runner.start()  # a cluster starts while the champion is looked up
     if cfg.routing.target_large_rate is not None or cfg.routing.max_loss not in (None, "auto"):
         log.warning(
             "routing.target_large_rate / max_loss decide per partition: the answers depend on "
@@ -52,7 +54,7 @@ def score(
     if version is None:
         raise KCMError(f"{ws.root} has no system to answer with yet: run `kcm continual` first")
     settings = config_to_dict(cfg)
-    job = job_id(source, version, settings, partition_rows)
+    job = job_id(source, out, version, settings, partition_rows)
     scorer = Scorer(str(ws.root), settings, int(version), job, tuple(keep))
     uri = None
     if cfg.registry.enabled:
@@ -70,8 +72,7 @@ def score(
     )
     prepare_output(task, engine)
     log.info("scoring %s with system v%04d on %s (job %s)", source, version, engine, job)
-    t0 = time.perf_counter()
-    parts = registry.load("score.engine", engine)(address, workers).run(task)
+    parts = runner.run(task)  # seconds: from the call, cluster start and champion included
     summary = {
         "job": job,
         "source": source,

@@ -210,30 +210,17 @@ def _free_port() -> int:
 def test_mlflow_models_serve_answers_with_the_routing_applied(
     two_cycles: tuple[KCMConfig, Workspace], tmp_path: Path
 ) -> None:
+    """``kcm serve-model``: the champion behind MLflow's scoring server, 2 worker processes,
+    kcm's request limits (rows: 400, bytes: 413, each naming the limit)."""
     _cfg, ws = two_cycles
     port = _free_port()
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{ws.root}/mlflow/mlflow.db",
-        "PYTHONPATH": str(REPO),
-    }
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    env["PATH"] = f"{mlflow_bin.parent}{os.pathsep}{env.get('PATH', '')}"  # its uvicorn
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(REPO)
     log = (tmp_path / "serve.log").open("w")
+    limits = ["--workers", "2", "--port", str(port), "--max-rows", "20"]
+    limits += ["--set", "serving.max_bytes=400000"]
     proc = subprocess.Popen(
-        [
-            str(mlflow_bin),
-            "models",
-            "serve",
-            "-m",
-            f"models:/{model_name(_cfg, ws)}@champion",
-            "--env-manager",
-            "local",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ],
+        [sys.executable, "-m", "kcm_app.cli", "serve-model", "--workdir", str(ws.root), *limits],
         env=env,
         cwd=tmp_path,
         stdout=log,
@@ -278,6 +265,18 @@ def test_mlflow_models_serve_answers_with_the_routing_applied(
         word["dataframe_split"]["data"][0][word["dataframe_split"]["columns"].index(col)] = "abc"
         r = httpx.post(f"http://127.0.0.1:{port}/invocations", json=word, timeout=60)
         assert 400 <= r.status_code < 500 and "Traceback" not in r.text, r.text[:500]
+        many = _traffic_rows(ws, 21)  # one row over the limit
+        over = {"dataframe_split": json.loads(many.to_json(orient="split", index=False))}
+        r = httpx.post(f"http://127.0.0.1:{port}/invocations", json=over, timeout=60)
+        assert r.status_code == 400 and "at most 20" in r.text and "kcm score" in r.text, r.text
+        big = b'{"dataframe_split": {"columns": [], "data": []}, "pad": "' + b"x" * 400_001 + b'"}'
+        r = httpx.post(
+            f"http://127.0.0.1:{port}/invocations",
+            content=big,
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
+        assert r.status_code == 413 and "at most 400000" in r.text, r.text[:500]
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)

@@ -52,3 +52,24 @@ def test_init_creates_a_workspace_once(tmp_path: Path, capsys: pytest.CaptureFix
     out = capsys.readouterr()
     assert not json.loads(out.out)["created"] and "already a workspace" in out.err
     assert Workspace(ws).load_ledger().workspace_id == ledger.workspace_id
+
+
+def test_serve_model_serves_the_projects_champion_with_the_serving_settings(
+    tmp_path: Path,
+) -> None:
+    from kcm.config import load_config
+    from kcm.errors import NoWorkspace
+    from kcm.workspace import Ledger, Workspace
+    from kcm_app.serve_model_cmd import server_command
+
+    cfg = load_config(overrides=["serving.workers=2", "serving.max_rows=50", "serving.port=6001"])
+    with pytest.raises(NoWorkspace):
+        server_command(cfg, tmp_path / "missing")
+    ws = Workspace(tmp_path / "fraud")
+    ws.make_dirs()
+    ws.save_ledger(Ledger(project="fraud", model_name="fraud-digits"))
+    cmd, env = server_command(cfg, ws.root)
+    assert cmd[1:5] == ["models", "serve", "-m", "models:/fraud-digits@champion"]
+    assert cmd[cmd.index("-w") + 1] == "2" and cmd[cmd.index("-p") + 1] == "6001"
+    assert env["KCM_SERVE_MAX_ROWS"] == "50" and env["KCM_SERVE_MAX_BYTES"] == "16000000"
+    assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{ws.root}/mlflow/mlflow.db"

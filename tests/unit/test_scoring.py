@@ -40,14 +40,16 @@ def _job(tmp_path: Path, source: Path, job: str) -> ScoreJob:
     return ScoreJob(str(source), str(tmp_path / "out"), Scorer(str(tmp_path), {}, 1, job))
 
 
-def test_a_job_is_its_input_champion_settings_and_cut(tmp_path: Path) -> None:
+def test_a_job_is_its_input_output_champion_settings_and_cut(tmp_path: Path) -> None:
     table = tmp_path / "t.csv"
     table.write_text("a\n1\n")
-    first = job_id(str(table), 3, {"x": 1}, 100)
-    assert first == job_id(str(table), 3, {"x": 1}, 100)
-    assert first != job_id(str(table), 4, {"x": 1}, 100) != job_id(str(table), 3, {"x": 1}, 50)
+    first = job_id(str(table), "out", 3, {"x": 1}, 100)
+    assert first == job_id(str(table), "out", 3, {"x": 1}, 100)
+    assert first != job_id(str(table), "out", 4, {"x": 1}, 100)
+    assert first != job_id(str(table), "out", 3, {"x": 1}, 50)
+    assert first != job_id(str(table), "out2", 3, {"x": 1}, 100)
     with pytest.raises(DataError, match="does not exist"):
-        job_id(str(tmp_path / "missing.csv"), 3, {}, 100)
+        job_id(str(tmp_path / "missing.csv"), "out", 3, {}, 100)
 
 
 def test_the_output_is_claimed_resumed_by_its_job_and_refused_to_another(tmp_path: Path) -> None:
