@@ -35,10 +35,13 @@ def holder(path: Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def exclusive(root: str | Path, timeout: float = 0.0, poll: float = 0.2) -> Iterator[Path]:
-    """Hold the workspace at ``root`` for the block; wait at most ``timeout`` seconds for
-    another holder to finish, then raise ``WorkspaceBusy`` naming it."""
-    path = Path(root) / "state" / "run.lock"
+def exclusive(
+    root: str | Path, timeout: float = 0.0, poll: float = 0.2, lock: str = "run.lock"
+) -> Iterator[Path]:
+    """Hold the workspace at ``root`` for the block (``lock``: another lock file under
+    ``state/``, e.g. a scoring job's); wait at most ``timeout`` seconds for another holder to
+    finish, then raise ``WorkspaceBusy`` naming it."""
+    path = Path(root) / "state" / lock
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + max(0.0, timeout)
@@ -50,9 +53,17 @@ def exclusive(root: str | Path, timeout: float = 0.0, poll: float = 0.2) -> Iter
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     h = holder(path)
+                    who = (
+                        f"pid {h.get('pid', '?')} on {h.get('host', '?')}, started "
+                        f"{h.get('started', '?')}"
+                    )
+                    if lock != "run.lock":
+                        raise WorkspaceBusy(
+                            f"{path.stem} in {Path(root)} is running in another process "
+                            f"({who}): wait for it to finish"
+                        ) from None
                     raise WorkspaceBusy(
-                        f"{Path(root)} is in use by another kcm run (pid {h.get('pid', '?')} on "
-                        f"{h.get('host', '?')}, started {h.get('started', '?')}): one run per "
+                        f"{Path(root)} is in use by another kcm run ({who}): one run per "
                         "workspace; wait for it to finish, or set flow.lock_timeout=SECONDS "
                         "to wait for it"
                     ) from None

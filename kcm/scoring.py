@@ -264,6 +264,9 @@ class LocalEngine:
         self.address = address
         self.workers = workers
 
+    def abort(self) -> None:
+        """Nothing to stop before ``run``."""
+
     def start(self) -> None:
         """Nothing to start: this process answers."""
 

@@ -42,6 +42,9 @@ BANKING77 = (REPO / ".." / "shared" / "data" / "banking77").resolve()
 @pytest.fixture(autouse=True)
 def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
+    # mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI into os.environ: without this, a
+    # test's subprocesses would inherit the store of an earlier test on the same worker
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
 
 

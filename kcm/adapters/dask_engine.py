@@ -37,6 +37,16 @@ class DaskEngine:
         self._starting = (threading.Thread(target=connect, daemon=True), box)
         self._starting[0].start()
 
+    def abort(self) -> None:
+        """Close what ``start`` opened (the job stopped before ``run``)."""
+        if hasattr(self, "_starting"):
+            self._starting[0].join()
+            client, cluster = self._starting[1].get("client", (None, None))
+            if client is not None:
+                client.close()
+            if cluster is not None:
+                cluster.close()
+
     def _connected(self) -> tuple[Any, Any]:
         if not hasattr(self, "_starting"):
             self.start()

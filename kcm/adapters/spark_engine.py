@@ -28,6 +28,9 @@ class SparkEngine:
         self.address = address
         self.workers = workers
 
+    def abort(self) -> None:
+        """Nothing to stop before ``run``."""
+
     def start(self) -> None:
         """Spark starts in ``run`` (its session is the job's)."""
 

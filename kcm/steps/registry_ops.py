@@ -58,12 +58,18 @@ def check_owner(cfg: KCMConfig, ws: Workspace, reg: Any, name: str) -> None:
     versions = sorted(foreign)
     wid, path = foreign[versions[-1]]
     other = f"workspace {wid[:8]} at {path}" if wid else "not registered by kcm"
+    default = f"{project_name(cfg, ws)}-{task_name(cfg)}"
+    hint = (
+        f"its default, {default}, is that name: two projects share a folder name"
+        if default == name
+        else f"its default would be {default}"
+    )
     raise RegistryError(
         f"registered model {name!r} holds versions of another project (version(s) "
         f"{', '.join(map(str, versions[:5]))}{' ...' if len(versions) > 5 else ''}: {other}); "
         f"this project ({ws.root}, workspace {me[:8]}) neither registers into it nor moves its "
         f"aliases: give it a name of its own with `project` or `registry.model_name` in its "
-        f"params.yaml (its default would be {project_name(cfg, ws)}-{task_name(cfg)})"
+        f"params.yaml ({hint})"
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from kcm import registry
 from kcm.config import KCMConfig, config_to_dict
 from kcm.errors import ConfigError, KCMError
+from kcm.lock import exclusive
 from kcm.project import model_name
 from kcm.scoring import ScoreJob, Scorer, job_id, prepare_output, summarize, usage
 from kcm.workspace import Workspace
@@ -40,39 +41,44 @@ def score(
         raise ConfigError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     runner = registry.load("score.engine", engine)(address, workers)
     runner.start()  # a cluster starts while the champion is looked up
-    if cfg.routing.target_large_rate is not None or cfg.routing.max_loss not in (None, "auto"):
-        log.warning(
-            "routing.target_large_rate / max_loss decide per partition: the answers depend on "
-            "how the table is cut (partition_rows=%d)",
-            partition_rows,
+    try:
+        if cfg.routing.target_large_rate is not None or cfg.routing.max_loss not in (None, "auto"):
+            log.warning(
+                "routing.target_large_rate / max_loss decide per partition: the answers depend on "
+                "how the table is cut (partition_rows=%d)",
+                partition_rows,
+            )
+        if cfg.registry.enabled:
+            from kcm.steps.registry_ops import sync_champion
+
+            sync_champion(cfg, ws)  # the champion MLflow names (a person may have moved it)
+        version = ws.load_ledger().answering_version
+        if version is None:
+            raise KCMError(f"{ws.root} has no system to answer with yet: run `kcm continual` first")
+        settings = config_to_dict(cfg)
+        job = job_id(source, out, version, settings, partition_rows)
+        scorer = Scorer(str(ws.root), settings, int(version), job, tuple(keep))
+        uri = None
+        if cfg.registry.enabled:
+            from kcm.adapters.mlflow_registry import tracking_uri
+
+            uri = tracking_uri(ws.root, cfg.registry.tracking_uri)
+        task = ScoreJob(
+            source=source,
+            out=out,
+            scorer=scorer,
+            fmt=fmt,
+            partition_rows=partition_rows,
+            model_uri=f"models:/{model_name(cfg, ws)}@champion" if cfg.registry.enabled else None,
+            tracking_uri=uri,
         )
-    if cfg.registry.enabled:
-        from kcm.steps.registry_ops import sync_champion
-
-        sync_champion(cfg, ws)  # the champion MLflow names (a person may have moved it)
-    version = ws.load_ledger().answering_version
-    if version is None:
-        raise KCMError(f"{ws.root} has no system to answer with yet: run `kcm continual` first")
-    settings = config_to_dict(cfg)
-    job = job_id(source, out, version, settings, partition_rows)
-    scorer = Scorer(str(ws.root), settings, int(version), job, tuple(keep))
-    uri = None
-    if cfg.registry.enabled:
-        from kcm.adapters.mlflow_registry import tracking_uri
-
-        uri = tracking_uri(ws.root, cfg.registry.tracking_uri)
-    task = ScoreJob(
-        source=source,
-        out=out,
-        scorer=scorer,
-        fmt=fmt,
-        partition_rows=partition_rows,
-        model_uri=f"models:/{model_name(cfg, ws)}@champion" if cfg.registry.enabled else None,
-        tracking_uri=uri,
-    )
-    prepare_output(task, engine)
-    log.info("scoring %s with system v%04d on %s (job %s)", source, version, engine, job)
-    parts = runner.run(task)  # seconds: from the call, cluster start and champion included
+        with exclusive(ws.root, lock=f"scores/job-{job}.lock"):  # one process per job
+            prepare_output(task, engine)
+            log.info("scoring %s with system v%04d on %s (job %s)", source, version, engine, job)
+            parts = runner.run(task)  # seconds: from the call, cluster start and champion included
+    except BaseException:
+        runner.abort()  # a cluster started for nothing is closed
+        raise
     summary = {
         "job": job,
         "source": source,

@@ -40,7 +40,7 @@ def test_out_of_scope_queries_are_answered_and_counted(tmp_path: Path) -> None:
     )
     assert set(answers.loc[answers["label"] == "out_of_scope", "answered_by"]) == {"large"}
     c = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow/mlflow.db")
-    exp = c.get_experiment_by_name("kcm")
+    exp = c.get_experiment_by_name("kcm-ws")  # kcm-<project>
     parent = [
         r for r in c.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags
     ]

@@ -47,14 +47,14 @@ def _kcm(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A workspace with a registered champion, and a 20,000-row digits table (with ids)."""
+    """A workspace with a registered champion, and a 10,000-row digits table (with ids)."""
     from sklearn.datasets import load_digits
 
     root = tmp_path_factory.mktemp("score")
     made = _kcm("run", "--in-process", "--no-progress", *set_args(*SETS), "--out", str(root / "ws"))
     assert made.returncode == 0, made.stderr[-3000:]
     d = load_digits()
-    idx = np.random.default_rng(0).integers(0, len(d.data), 20_000)
+    idx = np.random.default_rng(0).integers(0, len(d.data), 10_000)
     table = pd.DataFrame(d.data[idx], columns=[f"px{i}" for i in range(64)])
     table.insert(0, "id", np.arange(len(table)))
     table.to_parquet(root / "table.parquet", index=False)
@@ -87,9 +87,9 @@ def test_every_engine_gives_the_pyfunc_answers_and_buys_each_answer_once(
     ws, root = project
     calls = {"KCM_TEST_CALLS": str(tmp_path / "calls.jsonl")}
     local = _score(
-        ws, str(root / "table.parquet"), tmp_path / "local", "--partition-rows", "5000", **calls
+        ws, str(root / "table.parquet"), tmp_path / "local", "--partition-rows", "2500", **calls
     )
-    assert local["rows"] == 20_000 and local["parts"] == 4
+    assert local["rows"] == 10_000 and local["parts"] == 4
     assert local["answered_by"]["small"] > 0 and local["answered_by"]["large"] > 0
     asked = [h for call in _asked(calls) for h in call]
     assert local["large_requests"] == len(asked) == len(set(asked)) > 0  # counted as sent
@@ -104,14 +104,14 @@ def test_every_engine_gives_the_pyfunc_answers_and_buys_each_answer_once(
         "--workers",
         "2",
         "--partition-rows",
-        "5000",
+        "2500",
         **calls,
     )
-    assert dask["rows"] == 20_000 and dask["parts"] >= 2
+    assert dask["rows"] == 10_000 and dask["parts"] >= 2
     assert dask["large_requests"] == 0, "an answer the workspace bought was bought again"
     assert len([h for c in _asked(calls) for h in c]) == len(asked)
     a, b = pd.read_parquet(tmp_path / "local"), pd.read_parquet(tmp_path / "dask")
-    assert (a["id"].to_numpy() == np.arange(20_000)).all()  # the table's order
+    assert (a["id"].to_numpy() == np.arange(10_000)).all()  # the table's order
     _same(a, b)
 
     # the registered champion, as MLflow loads it: the same answers row for row
@@ -140,7 +140,7 @@ def test_every_engine_gives_the_pyfunc_answers_and_buys_each_answer_once(
         "2",
         **calls,
     )
-    assert spark["rows"] == 20_000 and spark["large_requests"] == 0
+    assert spark["rows"] == 10_000 and spark["large_requests"] == 0
     c = pd.read_parquet(tmp_path / "spark" / "parts").sort_values("id").reset_index(drop=True)
     _same(a, c)
 

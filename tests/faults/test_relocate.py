@@ -51,7 +51,7 @@ def _locations(db: Path) -> list[str]:
     con = sqlite3.connect(db)
     try:
         rows = con.execute(
-            "SELECT artifact_location FROM experiments WHERE name = 'kcm' UNION ALL "
+            "SELECT artifact_location FROM experiments WHERE name LIKE 'kcm%' UNION ALL "
             "SELECT artifact_uri FROM runs UNION ALL SELECT artifact_location FROM logged_models "
             "UNION ALL SELECT storage_location FROM model_versions"
         ).fetchall()

@@ -81,3 +81,16 @@ def test_a_table_is_read_in_parts_of_the_rows_asked(tmp_path: Path, suffix: str)
     assert [len(p) for p in parts] == [4, 4, 2]
     assert pd.concat(parts)["id"].tolist() == list(range(10))
     assert json.dumps(parts[0]["x"].tolist()) == "[0.0, 1.0, 2.0, 3.0]"
+
+
+def test_one_process_per_scoring_job_and_the_workspace_stays_free(tmp_path: Path) -> None:
+    from kcm.lock import WorkspaceBusy, exclusive
+
+    with exclusive(tmp_path, lock="scores/job-abc.lock"):
+        with (
+            pytest.raises(WorkspaceBusy, match=r"job-abc in .* is running in another process"),
+            exclusive(tmp_path, lock="scores/job-abc.lock"),
+        ):
+            pass
+        with exclusive(tmp_path):  # a continual run may go on beside a scoring job
+            pass
