@@ -88,9 +88,12 @@ def test_serve_starts_a_server_runs_on_schedule_and_stops_cleanly(tmp_path: Path
             r = httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10)
             return r.status_code == 200 and bool(r.json())
 
-        # stop while a scheduled run is in flight, the hard case (best effort on timing)
+        # stop while a run of the deployment is in flight, the hard case (best effort on
+        # timing): the next scheduled one is an hour away, so one is asked for now
+        deployment = runs[0]["deployment_id"]
+        httpx.post(f"{api}/deployments/{deployment}/create_flow_run", json={}, timeout=10)
         with contextlib.suppress(AssertionError):
-            _wait(running, 60, "a run in flight")
+            _wait(running, 30, "a run in flight")
     finally:
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
