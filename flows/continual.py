@@ -17,7 +17,7 @@ from flows.common import artifact_key, config_params, resolve, run_name, task_ru
 from flows.cycle import PrefectRunner
 from kcm import loop, project
 from kcm.config import KCMConfig
-from kcm.errors import EnvironmentFault, KCMError, NoWorkspace
+from kcm.errors import EnvironmentFault, KCMError, NoWorkspace, RegistryError
 from kcm.report import continual_markdown
 from kcm.workspace import Workspace
 
@@ -118,7 +118,8 @@ def continual_flow(
         return Failed(name="EnvironmentFault", message=str(err))
     except KCMError as err:  # one line: the busy workspace, the failed cycle, a bad setting
         log.error("%s", err)
-        return Failed(message=str(err))
+        named = {"name": "Refused"} if isinstance(err, RegistryError) else {}
+        return Failed(message=str(err), **named)
     run = report["run"]
     if not report["cycles"]:
         if run["waiting"]:

@@ -52,5 +52,6 @@ class NoWorkspace(KCMError, FileNotFoundError):
     def of(cls, root: object) -> NoWorkspace:
         return cls(
             f"{root} holds no kcm workspace (no state/ledger.json): create it with "
-            f"`kcm init --workdir {root}` (or pass --init), or check the path"
+            f"`kcm init --workdir {root}` and the project's --config / --set (or pass --init), "
+            "or check the path"
         )

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,8 @@ def usage(workdir: str | Path, job: str) -> dict[str, float]:
 _SYSTEMS: dict[tuple[str, ...], Any] = {}
 _BOUND: dict[tuple[str, int], Any] = {}
 _LIMITS: list[Any] = []
+_ANSWERING = threading.Lock()
+_JOB = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def answer_for_workspace(
@@ -114,6 +117,8 @@ def answer_for_workspace(
     from kcm.steps.systems import paying
     from kcm.workspace import Workspace
 
+    if not _JOB.fullmatch(job):
+        raise KCMError(f"job {job!r}: give letters, digits, '-' or '_' (at most 64)")
     ws = Workspace(workdir)
     key = (str(ws.root), id(system))
     if key not in _BOUND:
@@ -123,13 +128,14 @@ def answer_for_workspace(
             base = copy.copy(base)
             base.cache = ResponseCache(store)
         _BOUND[key] = base
-    saved = system.large
-    system.large = paying(ws, cfg or system.cfg, "serve", _BOUND[key], run=job)
-    try:
-        out = answer_frame(system, df, keep)
-        record_usage(ws.root, job, system.large.ledger.snapshot())
-    finally:
-        system.large = saved
+    with _ANSWERING:  # the system is shared by this process's threads: one session at a time
+        saved = system.large
+        system.large = paying(ws, cfg or system.cfg, "serve", _BOUND[key], run=job)
+        try:
+            out = answer_frame(system, df, keep)
+            record_usage(ws.root, job, system.large.ledger.snapshot())
+        finally:
+            system.large = saved
     return out
 
 
@@ -181,7 +187,8 @@ def write_part(scorer: Scorer, df: pd.DataFrame, out: str, index: int, fmt: str)
     answered = scorer(df)
     fs, root = fsspec.core.url_to_fs(out)
     final = f"{root.rstrip('/')}/part-{index:05d}.{fmt}"
-    tmp = f"{final}.tmp-{os.getpid()}"
+    # "_": Parquet and CSV dataset readers skip it, so a torn part never reads as answers
+    tmp = f"{root.rstrip('/')}/_tmp-{os.getpid()}-part-{index:05d}.{fmt}"
     with fs.open(tmp, "wb") as fh:
         if fmt == "parquet":
             answered.to_parquet(fh, index=False)
@@ -213,11 +220,9 @@ class ScoreJob:
     done: set[int] = field(default_factory=set)  # parts a previous run of the job wrote
 
 
-def job_id(
-    source: str, out: str, version: int, settings: dict[str, Any], partition_rows: int
-) -> str:
-    """The same input (its size and modification time), output, champion, settings and
-    cut: the same job (a re-run resumes it)."""
+def job_id(source: str, out: str, version: int, settings: dict[str, Any], cut: Any) -> str:
+    """The same input (its size and modification time), output, champion, settings and cut
+    (engine, rows per part, kept columns, format): the same job (a re-run resumes it)."""
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(source)
@@ -226,7 +231,7 @@ def job_id(
     except FileNotFoundError:
         raise DataError(f"{source} does not exist: give a CSV or Parquet file or URL") from None
     stamp = [source, info.get("size"), str(info.get("mtime") or info.get("LastModified") or "")]
-    blob = json.dumps([stamp, out, version, settings, partition_rows], sort_keys=True, default=str)
+    blob = json.dumps([stamp, out, version, settings, cut], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -246,8 +251,11 @@ def prepare_output(job: ScoreJob, engine: str) -> None:
                 f"champion v{theirs.get('version')}, job {theirs.get('job')}): write to a new "
                 "--out, or remove that folder"
             )
-        whole = (_PART.fullmatch(Path(p).name) for p in fs.ls(root, detail=False))
-        job.done = {int(m.group(1)) for m in whole if m}  # a torn part (.tmp-<pid>) is redone
+        names = fs.ls(root, detail=False)
+        for torn in (p for p in names if Path(p).name.startswith("_tmp-")):
+            fs.rm(torn)  # a part a killed run was writing: written again
+        whole = (_PART.fullmatch(Path(p).name) for p in names)
+        job.done = {int(m.group(1)) for m in whole if m}
         if engine != "spark" and job.done:
             log.info("resuming job %s: %d part(s) already written", mine["job"], len(job.done))
         return

@@ -47,6 +47,7 @@ def _flow_status(state: Any) -> int:
         "EnvironmentFault": EXIT["environment"],
         "EndpointDown": EXIT["endpoint_down"],
         "NoWorkspace": EXIT["error"],
+        "Refused": EXIT["error"],  # the registry refused (another project's model)
     }
     return named.get(state.name, EXIT["cycle_failed"])
 

@@ -18,6 +18,7 @@ def server_command(cfg: Any, workdir: Path) -> tuple[list[str], dict[str, str]]:
     """The ``mlflow models serve`` command line and environment for the project's champion."""
     from kcm.adapters.mlflow_pyfunc import MAX_BYTES_ENV, MAX_ROWS_ENV
     from kcm.adapters.mlflow_registry import tracking_uri
+    from kcm.errors import KCMError
     from kcm.project import model_name
     from kcm.workspace import Workspace
 
@@ -25,6 +26,8 @@ def server_command(cfg: Any, workdir: Path) -> tuple[list[str], dict[str, str]]:
     ws.require()
     s = cfg.serving
     mlflow_bin = Path(sys.executable).with_name("mlflow")
+    if not mlflow_bin.is_file():
+        raise KCMError(f"{mlflow_bin} is missing: install kcm (pip install -e .) in this Python")
     cmd = [str(mlflow_bin), "models", "serve", "-m", f"models:/{model_name(cfg, ws)}@champion"]
     cmd += ["--env-manager", "local", "-h", s.host, "-p", str(s.port)]
     cmd += ["-w", str(s.workers), "-t", str(s.timeout)]
@@ -39,6 +42,25 @@ def server_command(cfg: Any, workdir: Path) -> tuple[list[str], dict[str, str]]:
     return cmd, env
 
 
+def champion_of(cfg: Any, workdir: Path) -> int:
+    """The registered version the server will load (a KCMError when there is none)."""
+    from kcm.adapters import mlflow_registry
+    from kcm.errors import KCMError
+    from kcm.project import experiment_name, model_name
+    from kcm.workspace import Workspace
+
+    ws = Workspace(workdir)
+    mlflow_registry.setup(ws.root, experiment_name(cfg, ws), cfg.registry.tracking_uri)
+    name = model_name(cfg, ws)
+    version = mlflow_registry.champion_version(name)
+    if version is None:
+        raise KCMError(
+            f"model {name!r} has no champion to serve yet: run `kcm continual --workdir "
+            f"{ws.root}` until a version is promoted (see `kcm lineage`)"
+        )
+    return int(version)
+
+
 def cmd_serve_model(args: argparse.Namespace) -> int:
     cfg = load_cli_config(args)
     sets = {
@@ -48,6 +70,8 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
             "host": args.host,
             "port": args.port,
             "max_rows": args.max_rows,
+            "max_bytes": args.max_bytes,
+            "timeout": args.timeout,
         }.items()
         if v is not None
     }
@@ -55,6 +79,7 @@ def cmd_serve_model(args: argparse.Namespace) -> int:
         cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(update=sets)})
     workdir = Path(args.workdir or cfg.flow.workdir).resolve()
     cmd, env = server_command(cfg, workdir)
+    champion_of(cfg, workdir)  # one line when there is nothing to serve yet
     sys.stderr.write(f"kcm serve-model: {' '.join(cmd[3:])}\n")
     sys.stderr.flush()
     os.execve(cmd[0], cmd, env)
@@ -71,4 +96,6 @@ def add_serve_model_parser(sub: Any) -> None:
     sm.add_argument("--host", help="serving.host (default 127.0.0.1)")
     sm.add_argument("--port", type=int, help="serving.port (default 5001)")
     sm.add_argument("--max-rows", type=int, help="rows one request may hold (serving.max_rows)")
+    sm.add_argument("--max-bytes", type=int, help="bytes one request may hold (serving.max_bytes)")
+    sm.add_argument("--timeout", type=int, help="seconds one request may take (serving.timeout)")
     sm.set_defaults(func=cmd_serve_model)

@@ -56,6 +56,12 @@ class KCMSystemModel(mlflow.pyfunc.PythonModel):
                 f"bad request: {err}", error_code=INVALID_PARAMETER_VALUE
             ) from None
         workspace = (params or {}).get("workspace")
+        if workspace and _SERVING:  # a client must not pick files or budgets on the server
+            raise MlflowException(
+                "bad request: the 'workspace' and 'job' parameters are for `kcm score`, not "
+                "for requests to the scoring server",
+                error_code=INVALID_PARAMETER_VALUE,
+            )
         if workspace:
             return answer_for_workspace(
                 system, workspace, (params or {}).get("job") or "pyfunc", df
@@ -113,6 +119,10 @@ def guard_scoring_server(answer: Any = None) -> None:
     import os
     import sys
 
+    # the scoring server's app module loads the model while it is imported; MLflow's
+    # spark_udf imports scoring_server too (its client), never the app
+    if "mlflow.pyfunc.scoring_server.app" not in sys.modules:
+        return
     server = sys.modules.get("mlflow.pyfunc.scoring_server")
     parse = getattr(server, "_parse_json_data", None)
     invocations = getattr(server, "invocations", None)

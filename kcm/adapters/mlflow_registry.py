@@ -190,7 +190,7 @@ def owners(name: str) -> dict[int, tuple[str | None, str | None]]:
     out: dict[int, tuple[str | None, str | None]] = {}
     for mv in c.search_model_versions(f"name = '{name}'"):
         wid, path = mv.tags.get("kcm.workspace_id"), mv.tags.get("kcm.workspace")
-        if (wid is None or path is None) and mv.run_id:
+        if wid is None and mv.run_id:  # registered before versions carried the id
             try:
                 tags = run_tags(mv.run_id)
             except mlflow.exceptions.MlflowException:  # a run deleted since

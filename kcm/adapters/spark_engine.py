@@ -45,6 +45,7 @@ class SparkEngine:
         if job.model_uri is None:
             raise KCMError("--engine spark serves the registered champion: turn the registry on")
         import mlflow
+        from mlflow.types import DataType
 
         master = self.address or f"local[{self.workers or os.cpu_count() or 1}]"
         if not self.address:  # local mode: the executors' Python is this one (kcm, pandas)
@@ -80,25 +81,27 @@ class SparkEngine:
             if missing:
                 raise KCMError(f"{job.source}: the model reads columns it lacks: {missing[:8]}")
             inputs = [  # by name, numbers as the doubles the signature declares
-                F.col(i.name).cast("double") if str(i.type) == "double" else F.col(i.name)
+                F.col(i.name).cast("double") if i.type == DataType.double else F.col(i.name)
                 for i in schema.inputs
             ]
             out = frame.withColumn("_kcm", udf(*inputs)).select(*job.scorer.keep, "_kcm.*")
             writer = out.write.mode("overwrite")
             target = f"{job.out.rstrip('/')}/parts"
             (writer.parquet(target) if job.fmt == "parquet" else writer.csv(target, header=True))
-            done = spark.read.parquet(target) if job.fmt == "parquet" else None
+            if job.fmt == "parquet":  # the figures, from what was written (not answered again)
+                done = spark.read.parquet(target)
+            else:
+                done = spark.read.csv(target, header=True, inferSchema=True)
             by = {}
             rows, cost = 0, 0.0
-            if done is not None:
-                for r in (
-                    done.groupBy("answered_by")
-                    .agg(F.count("*").alias("n"), F.sum("cost").alias("cost"))
-                    .collect()
-                ):
-                    by[str(r["answered_by"])] = int(r["n"])
-                    rows += int(r["n"])
-                    cost += float(r["cost"] or 0.0)
+            for r in (
+                done.groupBy("answered_by")
+                .agg(F.count("*").alias("n"), F.sum("cost").alias("cost"))
+                .collect()
+            ):
+                by[str(r["answered_by"])] = int(r["n"])
+                rows += int(r["n"])
+                cost += float(r["cost"] or 0.0)
             log.info("spark: %d rows answered on %s", rows, master)
             return [
                 {

@@ -165,7 +165,6 @@ def publish(
     }
     if r.enabled and ledger.model_name is None:  # fixed: a moved workspace keeps its model
         ledger.model_name = report["mlflow"]["model_name"]
-        ledger.project = ledger.project or project.project_name(cfg, ws)
     ws.save_ledger(ledger)
     reach("publish:recorded")
     if r.enabled:  # aliases move only once the ledger names the version (see sync_champion)

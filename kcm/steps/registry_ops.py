@@ -59,11 +59,12 @@ def check_owner(cfg: KCMConfig, ws: Workspace, reg: Any, name: str) -> None:
     wid, path = foreign[versions[-1]]
     other = f"workspace {wid[:8]} at {path}" if wid else "not registered by kcm"
     default = f"{project_name(cfg, ws)}-{task_name(cfg)}"
-    hint = (
-        f"its default, {default}, is that name: two projects share a folder name"
-        if default == name
-        else f"its default would be {default}"
-    )
+    if not cfg.registry.model_name and ws.load_ledger().model_name == name:
+        hint = f"this workspace registered as {name} before: `registry.model_name` names another"
+    elif default == name:
+        hint = f"its default, {default}, is that name: two projects share a folder name"
+    else:
+        hint = f"its default would be {default}"
     raise RegistryError(
         f"registered model {name!r} holds versions of another project (version(s) "
         f"{', '.join(map(str, versions[:5]))}{' ...' if len(versions) > 5 else ''}: {other}); "

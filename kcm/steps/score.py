@@ -10,7 +10,7 @@ from typing import Any
 from kcm import registry
 from kcm.config import KCMConfig, config_to_dict
 from kcm.errors import ConfigError, KCMError
-from kcm.lock import exclusive
+from kcm.lock import WorkspaceBusy, exclusive
 from kcm.project import model_name
 from kcm.scoring import ScoreJob, Scorer, job_id, prepare_output, summarize, usage
 from kcm.workspace import Workspace
@@ -51,12 +51,16 @@ def score(
         if cfg.registry.enabled:
             from kcm.steps.registry_ops import sync_champion
 
-            sync_champion(cfg, ws)  # the champion MLflow names (a person may have moved it)
+            try:  # the champion MLflow names (a person may have moved it), into the ledger
+                with exclusive(ws.root):  # never beside a run's own ledger writes
+                    sync_champion(cfg, ws)
+            except WorkspaceBusy:
+                log.info("a run holds %s: scoring with the champion it adopted", ws.root)
         version = ws.load_ledger().answering_version
         if version is None:
             raise KCMError(f"{ws.root} has no system to answer with yet: run `kcm continual` first")
         settings = config_to_dict(cfg)
-        job = job_id(source, out, version, settings, partition_rows)
+        job = job_id(source, out, version, settings, [engine, partition_rows, list(keep), fmt])
         scorer = Scorer(str(ws.root), settings, int(version), job, tuple(keep))
         uri = None
         if cfg.registry.enabled:
@@ -85,6 +89,7 @@ def score(
         "out": out,
         "engine": engine,
         "version": int(version),
+        "parts_resumed": len(task.done),  # written by an earlier run of the job (not in rows)
         **summarize(parts, time.perf_counter() - t0, usage(ws.root, job)),
     }
     import fsspec

@@ -50,7 +50,7 @@ def test_dvc_repro_and_exp_run_reproduce_the_pipeline(tmp_path: Path) -> None:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params.setdefault("data", {}).setdefault("stream", {})["n_batches"] = 2  # short: two cycles
     params.setdefault("routing", {}).update(epsilon=0.98, target_large_rate=None)
-    params.setdefault("judge", {})["epochs"] = 15
+    params.setdefault("judge", {})["epochs"] = 8
     params.setdefault("eval", {})["kan_plot_inputs"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".gitignore").write_text((REPO / ".gitignore").read_text() + "\nmlflow/\n")
@@ -71,8 +71,6 @@ def test_dvc_repro_and_exp_run_reproduce_the_pipeline(tmp_path: Path) -> None:
     assert set(lock["stages"]) == {"prepare", "pretrain_large", "cycle"}
     shown = json.loads(_run([str(BIN / "dvc"), "metrics", "show", "--json"], repo).stdout)
     assert "data/pipeline/metrics.json" in json.dumps(shown)
-    _run([str(BIN / "dvc"), "plots", "show", "-o", str(tmp_path / "plots")], repo)
-    assert (tmp_path / "plots" / "index.html").is_file()
 
     # a second repro has nothing to do
     again = _run([str(BIN / "dvc"), "repro"], repo).stdout

@@ -173,7 +173,7 @@ def test_a_killed_job_resumes_without_paying_twice_and_another_jobs_output_is_re
     again = _kcm(*args, **calls)
     assert again.returncode == 0, again.stderr[-3000:]
     summary = json.loads(again.stdout)
-    assert summary["parts"] == 3  # the three that were missing
+    assert summary["parts"] == 3 and summary["parts_resumed"] == 1  # the three missing
     out = pd.read_parquet(tmp_path / "out")
     assert (out["id"].to_numpy() == table["id"].to_numpy()).all()
     asked = [h for call in _asked(calls) for h in call]

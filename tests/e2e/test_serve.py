@@ -41,7 +41,8 @@ def _wait(cond, timeout: float, what: str):
 
 def test_serve_starts_a_server_runs_on_schedule_and_stops_cleanly(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    cfg = load_config(None, ["judge.epochs=10", "data.stream.n_batches=2", f"flow.workdir={ws}"])
+    sets = ["judge.epochs=10", "data.stream.n_batches=2", f"flow.workdir={ws}", "eval.plots=false"]
+    cfg = load_config(None, [*sets, "validation.data_docs=false"])
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(config_to_dict(cfg)))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "client-home")

@@ -43,11 +43,12 @@ def _job(tmp_path: Path, source: Path, job: str) -> ScoreJob:
 def test_a_job_is_its_input_output_champion_settings_and_cut(tmp_path: Path) -> None:
     table = tmp_path / "t.csv"
     table.write_text("a\n1\n")
-    first = job_id(str(table), "out", 3, {"x": 1}, 100)
-    assert first == job_id(str(table), "out", 3, {"x": 1}, 100)
-    assert first != job_id(str(table), "out", 4, {"x": 1}, 100)
-    assert first != job_id(str(table), "out", 3, {"x": 1}, 50)
-    assert first != job_id(str(table), "out2", 3, {"x": 1}, 100)
+    first = job_id(str(table), "out", 3, {"x": 1}, ["local", 100])
+    assert first == job_id(str(table), "out", 3, {"x": 1}, ["local", 100])
+    assert first != job_id(str(table), "out", 4, {"x": 1}, ["local", 100])
+    assert first != job_id(str(table), "out", 3, {"x": 1}, ["local", 50])
+    assert first != job_id(str(table), "out", 3, {"x": 1}, ["dask", 100])
+    assert first != job_id(str(table), "out2", 3, {"x": 1}, ["local", 100])
     with pytest.raises(DataError, match="does not exist"):
         job_id(str(tmp_path / "missing.csv"), "out", 3, {}, 100)
 
@@ -57,10 +58,11 @@ def test_the_output_is_claimed_resumed_by_its_job_and_refused_to_another(tmp_pat
     table.write_text("a\n1\n")
     prepare_output(_job(tmp_path, table, "job-a"), "local")
     (tmp_path / "out" / "part-00000.parquet").write_bytes(b"x")
-    (tmp_path / "out" / "part-00001.parquet.tmp-123").write_bytes(b"torn")
+    (tmp_path / "out" / "_tmp-123-part-00001.parquet").write_bytes(b"torn")
     again = _job(tmp_path, table, "job-a")
     prepare_output(again, "local")
     assert again.done == {0}  # the whole part; the torn one is written again
+    assert not (tmp_path / "out" / "_tmp-123-part-00001.parquet").exists()
     with pytest.raises(KCMError, match="holds the answers of another scoring job"):
         prepare_output(_job(tmp_path, table, "job-b"), "local")
 
@@ -94,3 +96,14 @@ def test_one_process_per_scoring_job_and_the_workspace_stays_free(tmp_path: Path
             pass
         with exclusive(tmp_path):  # a continual run may go on beside a scoring job
             pass
+
+
+def test_the_servers_limits_apply_in_the_scoring_server_only() -> None:
+    """spark_udf imports MLflow's scoring_server (its client), never its app: a Spark batch
+    of 50,000 rows must not meet the HTTP server's row limit."""
+    code = (
+        "import mlflow.pyfunc.scoring_server, kcm.adapters.mlflow_pyfunc as m\n"
+        "m.guard_scoring_server(); m.check_rows(50_000); print('no limit')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "no limit"
