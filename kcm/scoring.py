@@ -264,19 +264,28 @@ def prepare_output(job: ScoreJob, engine: str) -> None:
         fh.write(json.dumps({**mine, "engine": engine}, indent=1))
 
 
-class LocalEngine:
-    """One process: the table read part by part (``partition_rows`` rows), each answered and
-    written in turn."""
+class Engine:
+    """A scoring engine (a row of ``kcm.registry.ENGINES``): ``start`` may begin connecting
+    while the job is prepared, ``run`` answers and writes every part (returning each part's
+    figures), ``abort`` closes what ``start`` opened when the job stops before ``run``."""
 
     def __init__(self, address: str | None = None, workers: int | None = None) -> None:
         self.address = address
         self.workers = workers
 
+    def start(self) -> None:
+        """Nothing to start before ``run``."""
+
     def abort(self) -> None:
         """Nothing to stop before ``run``."""
 
-    def start(self) -> None:
-        """Nothing to start: this process answers."""
+    def run(self, job: ScoreJob) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+
+class LocalEngine(Engine):
+    """One process: the table read part by part (``partition_rows`` rows), each answered and
+    written in turn."""
 
     def run(self, job: ScoreJob) -> list[dict[str, Any]]:
         # one torch thread: on these small per-row operations more threads are slower

@@ -53,6 +53,15 @@ def calls_made() -> list[int]:
 
 #: settings that keep an end-to-end run to its own folder and quick (no registry, DVC, plots)
 QUIET = ("registry.enabled=false", "dvc.enabled=false", "eval.plots=false")
+#: a small digits run with the registry on, its large model a local callable (no DVC, no plots)
+REGISTERED_DIGITS = (
+    "large.backend=callable",
+    "large.callable.target=tests.helpers:digits_large",
+    "judge.epochs=10",
+    "data.stream.n_batches=2",
+    "dvc.enabled=false",
+    "eval.plots=false",
+)
 #: a small, quiet digits run whose large model is a local callable (seconds a cycle)
 TINY_DIGITS = (
     "large.backend=callable",

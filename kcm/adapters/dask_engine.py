@@ -12,17 +12,13 @@ import os
 import threading
 from typing import Any
 
-from kcm.scoring import ScoreJob, report_progress, write_part
+from kcm.scoring import Engine, ScoreJob, report_progress, write_part
 
 log = logging.getLogger(__name__)
 
 
-class DaskEngine:
+class DaskEngine(Engine):
     """``workers``: processes of the local cluster (default: the cores), one thread each."""
-
-    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
-        self.address = address
-        self.workers = workers
 
     def start(self) -> None:
         """Connect, or start the local cluster, in the background (``run`` waits for it)."""

@@ -14,25 +14,16 @@ import time
 from typing import Any
 
 from kcm.errors import KCMError
-from kcm.scoring import ScoreJob
+from kcm.scoring import Engine, ScoreJob
 
 log = logging.getLogger(__name__)
 
 RESULT = "answer string, confidence double, answered_by string, cost double"
 
 
-class SparkEngine:
-    """``address``: a Spark master URL (default ``local[<workers>]``)."""
-
-    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
-        self.address = address
-        self.workers = workers
-
-    def abort(self) -> None:
-        """Nothing to stop before ``run``."""
-
-    def start(self) -> None:
-        """Spark starts in ``run`` (its session is the job's)."""
+class SparkEngine(Engine):
+    """``address``: a Spark master URL (default ``local[<workers>]``); the session is the
+    job's, started in ``run``."""
 
     def run(self, job: ScoreJob) -> list[dict[str, Any]]:
         try:

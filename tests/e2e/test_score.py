@@ -22,14 +22,7 @@ from tests.helpers import set_args
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
-SETS = (
-    "large.backend=callable",
-    "large.callable.target=tests.helpers:digits_large",
-    "judge.epochs=10",
-    "data.stream.n_batches=2",
-    "dvc.enabled=false",
-    "eval.plots=false",
-)
+SETS = helpers.REGISTERED_DIGITS
 
 
 def _kcm(*args: str, **env: str) -> subprocess.CompletedProcess[str]:

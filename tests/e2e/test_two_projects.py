@@ -18,6 +18,7 @@ from kcm import steps
 from kcm.config import config_to_dict, load_config
 from kcm.errors import RegistryError
 from kcm.workspace import Workspace
+from tests.helpers import REGISTERED_DIGITS
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -27,12 +28,7 @@ def _project(tmp_path: Path, name: str, store: str, *extra: str) -> tuple[str, W
     cfg = load_config(
         None,
         [
-            "large.backend=callable",
-            "large.callable.target=tests.helpers:digits_large",
-            "judge.epochs=10",
-            "data.stream.n_batches=2",
-            "dvc.enabled=false",
-            "eval.plots=false",
+            *REGISTERED_DIGITS,
             "validation.data_docs=false",
             f"registry.tracking_uri={store}",
             f"flow.workdir={tmp_path / name}",

@@ -19,18 +19,12 @@ from kcm.config import load_config
 from kcm.errors import KCMError
 from kcm.steps import promote, sync_champion
 from kcm.workspace import Workspace
+from tests.helpers import REGISTERED_DIGITS
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-SETS = [
-    "large.backend=callable",
-    "large.callable.target=tests.helpers:digits_large",
-    "judge.epochs=10",
-    "data.stream.n_batches=2",
-    "dvc.enabled=false",
-    "eval.plots=false",
-]
+SETS = list(REGISTERED_DIGITS)
 
 
 def _run(out: Path, failpoint: str | None = None) -> subprocess.CompletedProcess[str]:
