@@ -18,13 +18,14 @@ from kcm.workspace import Workspace
 
 
 def resource(c: KCMConfig, ws: Workspace) -> dict[str, str]:
+    names = project.names(c, ws)
     return {
         "prefect.resource.id": f"kcm.workspace.{ws.load_ledger().workspace_id}",
         "prefect.resource.name": ws.root.name,
         "kcm.workspace": str(ws.root),
         "kcm.dataset": str(c.data.dataset),
-        "kcm.project": project.project_name(c, ws),
-        "kcm.model": project.model_name(c, ws),
+        "kcm.project": names["project"],
+        "kcm.model": names["model"],
     }
 
 

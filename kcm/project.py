@@ -38,37 +38,38 @@ def task_name(cfg: Any) -> str:
     return slug(str(data.dataset))
 
 
-def project_name(cfg: Any, ws: Any) -> str:
+def project_name(cfg: Any, ws: Any, ledger: Any = None) -> str:
     if cfg.project:
         return str(cfg.project)
-    ledger = _ledger(ws)
+    ledger = ledger if ledger is not None else _ledger(ws)
     if ledger is not None and ledger.project:
         return str(ledger.project)
     return slug(ws.root.name)
 
 
-def model_name(cfg: Any, ws: Any) -> str:
+def model_name(cfg: Any, ws: Any, ledger: Any = None) -> str:
     if cfg.registry.model_name:
         return str(cfg.registry.model_name)
-    ledger = _ledger(ws)
+    ledger = ledger if ledger is not None else _ledger(ws)
     if ledger is not None and ledger.model_name:
         return str(ledger.model_name)
-    return f"{project_name(cfg, ws)}-{task_name(cfg)}"
+    return f"{project_name(cfg, ws, ledger)}-{task_name(cfg)}"
 
 
-def experiment_name(cfg: Any, ws: Any) -> str:
+def experiment_name(cfg: Any, ws: Any, ledger: Any = None) -> str:
     if cfg.registry.experiment:
         return str(cfg.registry.experiment)
-    ledger = _ledger(ws)
+    ledger = ledger if ledger is not None else _ledger(ws)
     if ledger is not None and ledger.project is None and not cfg.project:
         return "kcm"  # created before projects had names: its runs stay in `kcm`
-    return f"kcm-{project_name(cfg, ws)}"
+    return f"kcm-{project_name(cfg, ws, ledger)}"
 
 
 def names(cfg: Any, ws: Any) -> dict[str, str]:
     """The project's names, as tags and labels show them."""
+    ledger = _ledger(ws)  # read once for the three
     return {
-        "project": project_name(cfg, ws),
-        "model": model_name(cfg, ws),
-        "experiment": experiment_name(cfg, ws),
+        "project": project_name(cfg, ws, ledger),
+        "model": model_name(cfg, ws, ledger),
+        "experiment": experiment_name(cfg, ws, ledger),
     }

@@ -310,7 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(se)
     when = se.add_mutually_exclusive_group(required=True)
     when.add_argument("--cron", help="a cron expression, e.g. '0 2 * * *'")
-    when.add_argument("--interval", type=float, help="seconds between runs")
+    when.add_argument(
+        "--interval", type=float, help="seconds between runs (the first runs at start-up)"
+    )
     _add_workdir(se)
     se.add_argument("--inbox", help="folder or fsspec URL (default: flow.inbox)")
     se.add_argument("--init", action="store_true", help=INIT_HELP)
